@@ -1,0 +1,174 @@
+/* mixrt.h: the C API of the mixrt runtime (plain C99, opaque handles, status codes).
+ *
+ * Every function that can fail returns a mixrt_status; on failure mixrt_last_error() returns a
+ * message for the calling thread naming what was wrong. cpp/apps/mixrt_example.c shows the whole
+ * API in use and is built and run by tests/test_c_example.py.
+ */
+#ifndef MIXRT_H
+#define MIXRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MIXRT_API __declspec(dllexport)
+#else
+#define MIXRT_API __attribute__((visibility("default")))
+#endif
+
+typedef enum mixrt_status {
+    MIXRT_OK = 0,
+    MIXRT_ERR_IO = 1,               /* the file could not be opened or mapped */
+    MIXRT_ERR_FORMAT = 2,           /* the file breaks FORMAT.md */
+    MIXRT_ERR_INVALID_ARGUMENT = 3, /* a bad argument: null pointer, token out of range, ... */
+    MIXRT_ERR_CONTEXT_FULL = 4,     /* the tokens would not fit in the context */
+    MIXRT_ERR_OUT_OF_MEMORY = 5,
+    MIXRT_ERR_BUFFER_TOO_SMALL = 6, /* the required size is returned through the size pointer */
+    MIXRT_ERR_INTERNAL = 7
+} mixrt_status;
+
+/* The message of the last failure on this thread ("" if none). Valid until the next call. */
+MIXRT_API const char *mixrt_last_error(void);
+MIXRT_API const char *mixrt_version(void);
+
+/* ---- model: the mapped, validated file ------------------------------------------------------ */
+
+typedef struct mixrt_model mixrt_model;
+
+MIXRT_API mixrt_status mixrt_model_load(const char *path, mixrt_model **out_model);
+MIXRT_API void mixrt_model_free(mixrt_model *model);
+
+/* Metadata lookup by key (FORMAT.md section 3). Returns MIXRT_ERR_INVALID_ARGUMENT if the key is
+ * absent or has another type. The string stays valid while the model lives (not terminated:
+ * use out_len). */
+MIXRT_API mixrt_status mixrt_model_meta_int(const mixrt_model *model, const char *key, int64_t *out);
+MIXRT_API mixrt_status mixrt_model_meta_float(const mixrt_model *model, const char *key, double *out);
+MIXRT_API mixrt_status mixrt_model_meta_string(const mixrt_model *model, const char *key,
+                                               const char **out, size_t *out_len);
+/* All metadata keys, one at a time (0 <= index < count). */
+MIXRT_API size_t mixrt_model_meta_count(const mixrt_model *model);
+MIXRT_API const char *mixrt_model_meta_key(const mixrt_model *model, size_t index);
+
+typedef struct mixrt_tensor_info {
+    const char *name;  /* valid while the model lives */
+    const char *dtype; /* "f32", "f16", ... */
+    uint32_t ndim;
+    uint64_t dims[4];
+    uint64_t n_elements;
+    uint64_t n_bytes; /* all parts together */
+} mixrt_tensor_info;
+
+MIXRT_API size_t mixrt_model_tensor_count(const mixrt_model *model);
+MIXRT_API mixrt_status mixrt_model_tensor_info(const mixrt_model *model, size_t index,
+                                               mixrt_tensor_info *out);
+
+MIXRT_API int32_t mixrt_model_n_vocab(const mixrt_model *model);
+MIXRT_API int32_t mixrt_model_context_length(const mixrt_model *model);
+MIXRT_API int32_t mixrt_model_bos(const mixrt_model *model); /* -1 if none */
+MIXRT_API int32_t mixrt_model_eos(const mixrt_model *model); /* -1 if none */
+
+/* ---- tokenizer: native, over the vocabulary stored in the file ------------------------------ */
+
+/* add_bos: 1 prepend BOS, 0 do not, -1 as the file says (tokenizer.add_bos).
+ * parse_special: 1 to recognise control tokens written in the text (e.g. "<|im_start|>").
+ * Writes at most cap ids; *out_n receives the number of ids of the full encoding, and if it
+ * exceeds cap the call returns MIXRT_ERR_BUFFER_TOO_SMALL. */
+MIXRT_API mixrt_status mixrt_tokenize(const mixrt_model *model, const char *text, size_t text_len,
+                                      int add_bos, int parse_special, int32_t *out_ids, size_t cap,
+                                      size_t *out_n);
+/* The bytes of ids (may be incomplete UTF-8 at the ends). Same size contract as mixrt_tokenize.
+ * Control tokens decode to nothing unless render_special is 1. */
+MIXRT_API mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t *ids, size_t n_ids,
+                                        int render_special, char *out, size_t cap, size_t *out_len);
+
+/* ---- context: KV cache, scratch buffers, threads --------------------------------------------- */
+
+typedef struct mixrt_context mixrt_context;
+
+typedef struct mixrt_context_params {
+    int32_t n_ctx;     /* tokens the KV cache holds; 0 = the model's context length */
+    int32_t n_threads; /* 0 = all cores */
+} mixrt_context_params;
+
+MIXRT_API mixrt_context_params mixrt_context_default_params(void);
+MIXRT_API mixrt_status mixrt_context_create(const mixrt_model *model,
+                                            const mixrt_context_params *params,
+                                            mixrt_context **out_ctx);
+MIXRT_API void mixrt_context_free(mixrt_context *ctx);
+/* Forget all tokens (the KV cache is reused). */
+MIXRT_API void mixrt_context_reset(mixrt_context *ctx);
+MIXRT_API int32_t mixrt_context_n_past(const mixrt_context *ctx);
+MIXRT_API int32_t mixrt_context_n_ctx(const mixrt_context *ctx);
+
+/* Run the model over n_tokens more tokens, in one batched pass (prompt processing) or one token
+ * (decode). all_logits = 1 keeps the logits of every fed token, otherwise only the last.
+ * MIXRT_ERR_CONTEXT_FULL if n_past + n_tokens > n_ctx (nothing is fed then). */
+MIXRT_API mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tokens, size_t n_tokens,
+                                          int all_logits);
+/* Logits of the last feed: *out_rows rows of n_vocab floats (1 row unless all_logits was set).
+ * Valid until the next feed or reset. */
+MIXRT_API const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows);
+
+/* ---- sampler ---------------------------------------------------------------------------------- */
+
+typedef struct mixrt_sampler mixrt_sampler;
+
+typedef struct mixrt_sampler_params {
+    float temperature;    /* <= 0: greedy (argmax) */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off; applied to the last repeat_last_n tokens of the context */
+    int32_t repeat_last_n;
+    uint64_t seed;
+} mixrt_sampler_params;
+
+MIXRT_API mixrt_sampler_params mixrt_sampler_default_params(void);
+MIXRT_API mixrt_status mixrt_sampler_create(const mixrt_sampler_params *params,
+                                            mixrt_sampler **out_sampler);
+MIXRT_API void mixrt_sampler_free(mixrt_sampler *sampler);
+/* Pick the next token from the context's last logits and its token history. */
+MIXRT_API mixrt_status mixrt_sampler_sample(mixrt_sampler *sampler, const mixrt_context *ctx,
+                                            int32_t *out_token);
+
+/* ---- generation: prompt -> streamed text pieces ----------------------------------------------- */
+
+typedef struct mixrt_generation mixrt_generation;
+
+typedef enum mixrt_stop_reason {
+    MIXRT_STOP_NONE = 0,       /* still running */
+    MIXRT_STOP_EOS = 1,        /* the model produced its end-of-sequence token */
+    MIXRT_STOP_STRING = 2,     /* a stop string appeared (it is not part of the output) */
+    MIXRT_STOP_MAX_TOKENS = 3  /* max_tokens were generated */
+} mixrt_stop_reason;
+
+typedef struct mixrt_generation_params {
+    int32_t max_tokens;
+    const char *const *stop; /* n_stop NUL-terminated strings */
+    size_t n_stop;
+} mixrt_generation_params;
+
+/* Feeds the prompt (after the tokens the context already holds) and prepares to generate.
+ * MIXRT_ERR_CONTEXT_FULL if n_past + n_prompt + max_tokens > n_ctx. The context and sampler must
+ * outlive the generation. */
+MIXRT_API mixrt_status mixrt_generation_start(mixrt_context *ctx, mixrt_sampler *sampler,
+                                              const int32_t *prompt, size_t n_prompt,
+                                              const mixrt_generation_params *params,
+                                              mixrt_generation **out_gen);
+/* Generates until it has text to hand out or stops. *out_text (valid until the next call) holds
+ * *out_len bytes of complete UTF-8, never part of a stop string; *out_reason is MIXRT_STOP_NONE
+ * while more may follow. */
+MIXRT_API mixrt_status mixrt_generation_next(mixrt_generation *gen, const char **out_text,
+                                             size_t *out_len, mixrt_stop_reason *out_reason);
+MIXRT_API int32_t mixrt_generation_n_generated(const mixrt_generation *gen);
+MIXRT_API void mixrt_generation_free(mixrt_generation *gen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIXRT_H */
