@@ -1,0 +1,258 @@
+// c_api.cpp: the C API of mixrt.h over the C++ core. Every entry point catches C++ exceptions and
+// turns them into a status code plus the thread's last-error message; nothing throws across it.
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "context.h"
+#include "error.h"
+#include "generation.h"
+#include "llama_model.h"
+#include "mixrt/mixrt.h"
+#include "sampler.h"
+
+struct mixrt_model {
+    mixrt::LlamaModel model;
+    explicit mixrt_model(const std::string &path) : model(path) {}
+};
+struct mixrt_context {
+    mixrt::Context ctx;
+    mixrt_context(const mixrt::LlamaModel &m, int32_t n_ctx, int32_t n_threads) : ctx(m, n_ctx, n_threads) {}
+};
+struct mixrt_sampler {
+    mixrt::Sampler sampler;
+    explicit mixrt_sampler(const mixrt_sampler_params &p) : sampler(p) {}
+};
+struct mixrt_generation {
+    mixrt::Generation gen;
+    std::string piece;
+    template <typename... A>
+    explicit mixrt_generation(A &&...a) : gen(std::forward<A>(a)...) {}
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+mixrt_status set_error(mixrt_status status, const std::string &message) {
+    last_error = message;
+    return status;
+}
+
+// Runs body, mapping exceptions to status codes.
+template <typename Body>
+mixrt_status guarded(Body &&body) {
+    try {
+        last_error.clear();
+        body();
+        return MIXRT_OK;
+    } catch (const mixrt::Error &e) {
+        return set_error(e.status(), e.what());
+    } catch (const std::bad_alloc &) {
+        return set_error(MIXRT_ERR_OUT_OF_MEMORY, "out of memory");
+    } catch (const std::exception &e) {
+        return set_error(MIXRT_ERR_INTERNAL, std::string("internal error: ") + e.what());
+    }
+}
+
+#define MIXRT_REQUIRE(cond, what) \
+    if (!(cond)) return set_error(MIXRT_ERR_INVALID_ARGUMENT, what)
+
+mixrt_status copy_out(const void *src, size_t n, size_t elem, void *dst, size_t cap, size_t *out_n) {
+    if (out_n) *out_n = n;
+    if (n > cap) return set_error(MIXRT_ERR_BUFFER_TOO_SMALL, "buffer holds " + std::to_string(cap) + ", needed " + std::to_string(n));
+    if (n) std::memcpy(dst, src, n * elem);
+    return MIXRT_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *mixrt_last_error(void) { return last_error.c_str(); }
+const char *mixrt_version(void) { return "0.1.0"; }
+
+mixrt_status mixrt_model_load(const char *path, mixrt_model **out_model) {
+    MIXRT_REQUIRE(path && out_model, "mixrt_model_load: null argument");
+    *out_model = nullptr;
+    return guarded([&] { *out_model = new mixrt_model(path); });
+}
+
+void mixrt_model_free(mixrt_model *model) { delete model; }
+
+namespace {
+const mixrt::MetaValue *meta_of(const mixrt_model *model, const char *key, mixrt::MetaType type, mixrt_status &st) {
+    st = MIXRT_OK;
+    if (!model || !key) {
+        st = set_error(MIXRT_ERR_INVALID_ARGUMENT, "null argument");
+        return nullptr;
+    }
+    const mixrt::MetaValue *v = model->model.file().find_meta(key);
+    if (!v || v->type != type) {
+        st = set_error(MIXRT_ERR_INVALID_ARGUMENT, std::string("metadata '") + key + "' " +
+                                                       (v ? std::string("is a ") + mixrt::meta_type_name(v->type) + ", not a " + mixrt::meta_type_name(type)
+                                                          : std::string("is absent")));
+        return nullptr;
+    }
+    return v;
+}
+}  // namespace
+
+mixrt_status mixrt_model_meta_int(const mixrt_model *model, const char *key, int64_t *out) {
+    mixrt_status st;
+    const mixrt::MetaValue *v = meta_of(model, key, mixrt::MetaType::i64, st);
+    if (v && out) *out = v->i64;
+    return st;
+}
+
+mixrt_status mixrt_model_meta_float(const mixrt_model *model, const char *key, double *out) {
+    mixrt_status st;
+    const mixrt::MetaValue *v = meta_of(model, key, mixrt::MetaType::f64, st);
+    if (v && out) *out = v->f64;
+    return st;
+}
+
+mixrt_status mixrt_model_meta_string(const mixrt_model *model, const char *key, const char **out, size_t *out_len) {
+    mixrt_status st;
+    const mixrt::MetaValue *v = meta_of(model, key, mixrt::MetaType::string, st);
+    if (v) {
+        if (out) *out = v->str.data();
+        if (out_len) *out_len = v->str.size();
+    }
+    return st;
+}
+
+size_t mixrt_model_meta_count(const mixrt_model *model) { return model ? model->model.file().meta_keys().size() : 0; }
+
+const char *mixrt_model_meta_key(const mixrt_model *model, size_t index) {
+    if (!model || index >= model->model.file().meta_keys().size()) return nullptr;
+    return model->model.file().meta_keys()[index].c_str();
+}
+
+size_t mixrt_model_tensor_count(const mixrt_model *model) { return model ? model->model.file().tensors().size() : 0; }
+
+mixrt_status mixrt_model_tensor_info(const mixrt_model *model, size_t index, mixrt_tensor_info *out) {
+    MIXRT_REQUIRE(model && out, "mixrt_model_tensor_info: null argument");
+    const auto &tensors = model->model.file().tensors();
+    MIXRT_REQUIRE(index < tensors.size(), "tensor index " + std::to_string(index) + " out of range");
+    const mixrt::TensorEntry &t = tensors[index];
+    out->name = t.name.c_str();
+    out->dtype = mixrt::dtype_name(t.dtype);
+    out->ndim = static_cast<uint32_t>(t.dims.size());
+    for (size_t i = 0; i < 4; ++i) out->dims[i] = i < t.dims.size() ? t.dims[i] : 0;
+    out->n_elements = t.n_elements;
+    out->n_bytes = 0;
+    for (const auto &p : t.parts) out->n_bytes += p.size;
+    return MIXRT_OK;
+}
+
+int32_t mixrt_model_n_vocab(const mixrt_model *model) { return model ? model->model.params().vocab_size : 0; }
+int32_t mixrt_model_context_length(const mixrt_model *model) { return model ? model->model.params().context_length : 0; }
+int32_t mixrt_model_bos(const mixrt_model *model) { return model ? model->model.bos_id() : -1; }
+int32_t mixrt_model_eos(const mixrt_model *model) { return model ? model->model.eos_id() : -1; }
+
+mixrt_status mixrt_tokenize(const mixrt_model *model, const char *text, size_t text_len, int add_bos,
+                            int parse_special, int32_t *out_ids, size_t cap, size_t *out_n) {
+    MIXRT_REQUIRE(model && (text || text_len == 0) && (out_ids || cap == 0), "mixrt_tokenize: null argument");
+    mixrt_status st = MIXRT_OK;
+    mixrt_status g = guarded([&] {
+        const mixrt::Tokenizer &tok = model->model.tokenizer();
+        bool bos = add_bos < 0 ? static_cast<bool>(model->model.file().meta_i64("tokenizer.add_bos")) : add_bos != 0;
+        std::vector<int32_t> ids = tok.encode(std::string_view(text ? text : "", text_len), bos, parse_special != 0);
+        st = copy_out(ids.data(), ids.size(), sizeof(int32_t), out_ids, cap, out_n);
+    });
+    return g != MIXRT_OK ? g : st;
+}
+
+mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t *ids, size_t n_ids, int render_special, char *out,
+                              size_t cap, size_t *out_len) {
+    MIXRT_REQUIRE(model && (ids || n_ids == 0) && (out || cap == 0), "mixrt_detokenize: null argument");
+    const int32_t V = model->model.params().vocab_size;
+    for (size_t i = 0; i < n_ids; ++i)
+        MIXRT_REQUIRE(ids[i] >= 0 && ids[i] < V, "token " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                                     " is outside the vocabulary of " + std::to_string(V));
+    mixrt_status st = MIXRT_OK;
+    mixrt_status g = guarded([&] {
+        std::string text = model->model.tokenizer().decode(std::vector<int32_t>(ids, ids + n_ids), render_special != 0);
+        st = copy_out(text.data(), text.size(), 1, out, cap, out_len);
+    });
+    return g != MIXRT_OK ? g : st;
+}
+
+mixrt_context_params mixrt_context_default_params(void) { return mixrt_context_params{0, 0}; }
+
+mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_params *params, mixrt_context **out_ctx) {
+    MIXRT_REQUIRE(model && out_ctx, "mixrt_context_create: null argument");
+    *out_ctx = nullptr;
+    mixrt_context_params p = params ? *params : mixrt_context_default_params();
+    return guarded([&] { *out_ctx = new mixrt_context(model->model, p.n_ctx, p.n_threads); });
+}
+
+void mixrt_context_free(mixrt_context *ctx) { delete ctx; }
+void mixrt_context_reset(mixrt_context *ctx) {
+    if (ctx) ctx->ctx.reset();
+}
+int32_t mixrt_context_n_past(const mixrt_context *ctx) { return ctx ? ctx->ctx.n_past() : 0; }
+int32_t mixrt_context_n_ctx(const mixrt_context *ctx) { return ctx ? ctx->ctx.n_ctx() : 0; }
+
+mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tokens, size_t n_tokens, int all_logits) {
+    MIXRT_REQUIRE(ctx && tokens, "mixrt_context_feed: null argument");
+    return guarded([&] { ctx->ctx.feed(tokens, n_tokens, all_logits != 0); });
+}
+
+const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows) {
+    if (!ctx) return nullptr;
+    if (out_rows) *out_rows = ctx->ctx.logits_rows();
+    return ctx->ctx.logits_rows() ? ctx->ctx.logits() : nullptr;
+}
+
+mixrt_sampler_params mixrt_sampler_default_params(void) {
+    return mixrt_sampler_params{0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
+}
+
+mixrt_status mixrt_sampler_create(const mixrt_sampler_params *params, mixrt_sampler **out_sampler) {
+    MIXRT_REQUIRE(out_sampler, "mixrt_sampler_create: null argument");
+    *out_sampler = nullptr;
+    mixrt_sampler_params p = params ? *params : mixrt_sampler_default_params();
+    return guarded([&] { *out_sampler = new mixrt_sampler(p); });
+}
+
+void mixrt_sampler_free(mixrt_sampler *sampler) { delete sampler; }
+
+mixrt_status mixrt_sampler_sample(mixrt_sampler *sampler, const mixrt_context *ctx, int32_t *out_token) {
+    MIXRT_REQUIRE(sampler && ctx && out_token, "mixrt_sampler_sample: null argument");
+    MIXRT_REQUIRE(ctx->ctx.logits_rows() > 0, "mixrt_sampler_sample: the context has no logits yet (feed tokens first)");
+    const mixrt::Context &c = ctx->ctx;
+    const float *last = c.logits() + (c.logits_rows() - 1) * size_t(c.model().params().vocab_size);
+    return guarded([&] { *out_token = sampler->sampler.sample(last, c.model().params().vocab_size, c.tokens()); });
+}
+
+mixrt_status mixrt_generation_start(mixrt_context *ctx, mixrt_sampler *sampler, const int32_t *prompt, size_t n_prompt,
+                                    const mixrt_generation_params *params, mixrt_generation **out_gen) {
+    MIXRT_REQUIRE(ctx && sampler && params && out_gen && (prompt || n_prompt == 0), "mixrt_generation_start: null argument");
+    MIXRT_REQUIRE(params->stop || params->n_stop == 0, "mixrt_generation_start: stop is null but n_stop > 0");
+    *out_gen = nullptr;
+    return guarded([&] {
+        std::vector<std::string> stop;
+        for (size_t i = 0; i < params->n_stop; ++i) {
+            if (!params->stop[i]) mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "stop string " + std::to_string(i) + " is null");
+            stop.emplace_back(params->stop[i]);
+        }
+        *out_gen = new mixrt_generation(ctx->ctx, sampler->sampler, prompt, n_prompt, params->max_tokens, std::move(stop));
+    });
+}
+
+mixrt_status mixrt_generation_next(mixrt_generation *gen, const char **out_text, size_t *out_len,
+                                   mixrt_stop_reason *out_reason) {
+    MIXRT_REQUIRE(gen && out_text && out_len && out_reason, "mixrt_generation_next: null argument");
+    return guarded([&] {
+        *out_reason = gen->gen.next(gen->piece);
+        *out_text = gen->piece.data();
+        *out_len = gen->piece.size();
+    });
+}
+
+int32_t mixrt_generation_n_generated(const mixrt_generation *gen) { return gen ? gen->gen.n_generated() : 0; }
+void mixrt_generation_free(mixrt_generation *gen) { delete gen; }
+
+}  // extern "C"

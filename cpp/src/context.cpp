@@ -1,0 +1,230 @@
+// context.cpp: the Llama forward pass in fp32 over f32/f16 weights, read top to bottom:
+// embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache -> causal GQA attention -> output
+// projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head.
+// Tested against the float64 numpy reference in tests/test_forward_reference.py.
+#include "context.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "error.h"
+#include "half.h"
+
+namespace mixrt {
+
+void FreeDeleter::operator()(float *p) const { std::free(p); }
+
+namespace {
+
+int32_t default_threads() {
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int32_t>(n);
+}
+
+FloatBuffer calloc_floats(size_t count, const char *what) {
+    float *p = static_cast<float *>(std::calloc(count, sizeof(float)));
+    if (!p)
+        fail(MIXRT_ERR_OUT_OF_MEMORY, std::string("cannot allocate the ") + what + " (" +
+                                          std::to_string(count * sizeof(float) >> 20) + " MiB)");
+    return FloatBuffer(p);
+}
+
+}  // namespace
+
+Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
+    : model_(model),
+      p_(model.params()),
+      kernels_(best_kernels()),
+      n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx),
+      pool_(n_threads <= 0 ? default_threads() : n_threads) {
+    if (n_ctx_ > p_.context_length)
+        fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
+                                             std::to_string(p_.context_length));
+    const int32_t half = p_.head_dim / 2;
+    rope_cos_.resize(size_t(n_ctx_) * half);
+    rope_sin_.resize(size_t(n_ctx_) * half);
+    for (int32_t pos = 0; pos < n_ctx_; ++pos)
+        for (int32_t i = 0; i < half; ++i) {
+            double angle = pos * std::pow(p_.rope_theta, -2.0 * i / p_.head_dim);
+            rope_cos_[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
+            rope_sin_[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
+        }
+    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
+    k_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "key cache");
+    v_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "value cache");
+    const size_t B = kMaxBatch, q_width = size_t(p_.n_heads) * p_.head_dim;
+    x_.resize(B * p_.hidden_size);
+    xb_.resize(B * std::max<size_t>(p_.hidden_size, q_width));
+    q_.resize(B * q_width);
+    k_.resize(B * kv_width);
+    v_.resize(B * kv_width);
+    att_.resize(B * q_width);
+    gate_.resize(B * p_.ffn_size);
+    up_.resize(B * p_.ffn_size);
+    scores_.resize(size_t(pool_.size()) * n_ctx_);
+    logits_.resize(p_.vocab_size);
+}
+
+void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
+    if (n == 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "feed: no tokens given");
+    if (tokens_.size() + n > size_t(n_ctx_))
+        fail(MIXRT_ERR_CONTEXT_FULL, "feeding " + std::to_string(n) + " tokens after " + std::to_string(tokens_.size()) +
+                                         " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
+    for (size_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= p_.vocab_size)
+            fail(MIXRT_ERR_INVALID_ARGUMENT, "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                                 " is outside the vocabulary of " + std::to_string(p_.vocab_size));
+    logits_rows_ = all_logits ? n : 1;
+    logits_.resize(logits_rows_ * p_.vocab_size);
+    for (size_t done = 0; done < n;) {
+        const int32_t chunk = static_cast<int32_t>(std::min<size_t>(kMaxBatch, n - done));
+        const bool last = done + chunk == n;
+        if (all_logits || last) forward(tokens + done, chunk, all_logits, all_logits ? done : 0);
+        else forward(tokens + done, chunk, false, SIZE_MAX);
+        tokens_.insert(tokens_.end(), tokens + done, tokens + done + chunk);
+        done += chunk;
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+void Context::matmul(const Weight &w, const float *x, float *out, int32_t n) {
+    const int64_t M = w.rows, K = w.cols;
+    // Chunks of 16 rows keep the 4-row tiles whole and balance the threads.
+    const int64_t blocks = (M + 15) / 16;
+    pool_.parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+        const int64_t r0 = b0 * 16, r1 = std::min(M, b1 * 16);
+        if (w.dtype == DType::f16)
+            kernels_.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1);
+        else
+            kernels_.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1);
+    });
+}
+
+void Context::rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const {
+    const int32_t d = p_.hidden_size;
+    const float *g = static_cast<const float *>(gain.data);
+    for (int32_t t = 0; t < n; ++t) {
+        const float *xt = x + size_t(t) * d;
+        float *ot = out + size_t(t) * d;
+        double ss = 0;
+        for (int32_t i = 0; i < d; ++i) ss += double(xt[i]) * xt[i];
+        const float scale = static_cast<float>(1.0 / std::sqrt(ss / d + p_.rms_norm_eps));
+        for (int32_t i = 0; i < d; ++i) ot[i] = xt[i] * scale * g[i];
+    }
+}
+
+// Rotate-half RoPE (FORMAT.md 3.1): dimension i pairs with i + head_dim/2.
+void Context::rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const {
+    const int32_t hd = p_.head_dim, half = hd / 2;
+    for (int32_t t = 0; t < n; ++t) {
+        const float *c = rope_cos_.data() + size_t(pos0 + t) * half;
+        const float *s = rope_sin_.data() + size_t(pos0 + t) * half;
+        for (int32_t h = 0; h < n_heads; ++h) {
+            float *v = x + (size_t(t) * n_heads + h) * hd;
+            for (int32_t i = 0; i < half; ++i) {
+                const float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = a * s[i] + b * c[i];
+            }
+        }
+    }
+}
+
+// Causal grouped-query attention of the batch's queries over the cache (which already holds the
+// batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd)) V[0..pos].
+void Context::attention(int layer, int32_t n, int32_t pos0) {
+    const int32_t hd = p_.head_dim, n_heads = p_.n_heads, group = p_.n_heads / p_.n_kv_heads;
+    const size_t kv_width = size_t(p_.n_kv_heads) * hd, q_width = size_t(n_heads) * hd;
+    const float *K = k_cache_.get() + size_t(layer) * n_ctx_ * kv_width;
+    const float *V = v_cache_.get() + size_t(layer) * n_ctx_ * kv_width;
+    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int64_t items = int64_t(n) * n_heads;
+    const int threads = pool_.size();
+    pool_.parallel_for(threads, [&](int64_t tid0, int64_t tid1) {
+        for (int64_t tid = tid0; tid < tid1; ++tid) {
+            float *scores = scores_.data() + size_t(tid) * n_ctx_;
+            for (int64_t item = items * tid / threads; item < items * (tid + 1) / threads; ++item) {
+                const int32_t t = int32_t(item / n_heads), h = int32_t(item % n_heads);
+                const int32_t kvh = h / group, len = pos0 + t + 1;
+                const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
+                float max_score = -INFINITY;
+                for (int32_t j = 0; j < len; ++j) {
+                    scores[j] = kernels_.dot(q, K + size_t(j) * kv_width + size_t(kvh) * hd, hd) * inv_sqrt;
+                    max_score = std::max(max_score, scores[j]);
+                }
+                float sum = 0;
+                for (int32_t j = 0; j < len; ++j) {
+                    scores[j] = std::exp(scores[j] - max_score);
+                    sum += scores[j];
+                }
+                float *out = att_.data() + size_t(t) * q_width + size_t(h) * hd;
+                std::fill(out, out + hd, 0.0f);
+                const float inv_sum = 1.0f / sum;
+                for (int32_t j = 0; j < len; ++j)
+                    kernels_.axpy(scores[j] * inv_sum, V + size_t(j) * kv_width + size_t(kvh) * hd, out, hd);
+            }
+        }
+    });
+}
+
+// ---- the forward pass ---------------------------------------------------------------------------
+
+void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0) {
+    const int32_t d = p_.hidden_size, pos0 = n_past();
+    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
+    const int32_t f = p_.ffn_size;
+
+    // Token embedding: x[t] = token_embd[token[t]].
+    const Weight &emb = model_.token_embd();
+    for (int32_t t = 0; t < n; ++t) {
+        float *xt = x_.data() + size_t(t) * d;
+        if (emb.dtype == DType::f16) {
+            const uint16_t *row = static_cast<const uint16_t *>(emb.data) + size_t(tokens[t]) * d;
+            for (int32_t i = 0; i < d; ++i) xt[i] = half_to_float(row[i]);
+        } else {
+            std::memcpy(xt, static_cast<const float *>(emb.data) + size_t(tokens[t]) * d, d * sizeof(float));
+        }
+    }
+
+    for (int32_t l = 0; l < p_.n_layers; ++l) {
+        const LayerWeights &w = model_.layers()[l];
+        // Attention block.
+        rmsnorm(x_.data(), w.attn_norm, xb_.data(), n);
+        matmul(w.attn_q, xb_.data(), q_.data(), n);
+        matmul(w.attn_k, xb_.data(), k_.data(), n);
+        matmul(w.attn_v, xb_.data(), v_.data(), n);
+        rope(q_.data(), n, p_.n_heads, pos0);
+        rope(k_.data(), n, p_.n_kv_heads, pos0);
+        float *k_layer = k_cache_.get() + size_t(l) * n_ctx_ * kv_width;
+        float *v_layer = v_cache_.get() + size_t(l) * n_ctx_ * kv_width;
+        std::memcpy(k_layer + size_t(pos0) * kv_width, k_.data(), size_t(n) * kv_width * sizeof(float));
+        std::memcpy(v_layer + size_t(pos0) * kv_width, v_.data(), size_t(n) * kv_width * sizeof(float));
+        attention(l, n, pos0);
+        matmul(w.attn_output, att_.data(), xb_.data(), n);
+        for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
+
+        // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
+        rmsnorm(x_.data(), w.ffn_norm, xb_.data(), n);
+        matmul(w.ffn_gate, xb_.data(), gate_.data(), n);
+        matmul(w.ffn_up, xb_.data(), up_.data(), n);
+        for (size_t i = 0; i < size_t(n) * f; ++i) {
+            const float g = gate_[i];
+            gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+        }
+        matmul(w.ffn_down, gate_.data(), xb_.data(), n);
+        for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
+    }
+
+    if (logits_row0 == SIZE_MAX) return;  // a chunk in the middle of a long feed: no logits needed
+    // Final norm and lm_head, for every row or only the last.
+    const int32_t first = all_logits ? 0 : n - 1, rows = n - first;
+    rmsnorm(x_.data() + size_t(first) * d, model_.output_norm(), xb_.data(), rows);
+    matmul(model_.output(), xb_.data(), logits_.data() + logits_row0 * p_.vocab_size, rows);
+}
+
+}  // namespace mixrt

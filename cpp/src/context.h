@@ -1,0 +1,67 @@
+// context.h: an inference context: the KV cache, scratch buffers, the thread pool and the tokens
+// fed so far. feed() runs the Llama forward pass (forward.cpp) over a batch of tokens.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "llama_model.h"
+#include "thread_pool.h"
+
+namespace mixrt {
+
+// Frees with std::free; calloc'ed so untouched KV cache pages cost no memory.
+struct FreeDeleter {
+    void operator()(float *p) const;
+};
+using FloatBuffer = std::unique_ptr<float[], FreeDeleter>;
+
+class Context {
+public:
+    // Tokens per forward pass; longer feeds are processed in chunks of this size.
+    static constexpr int32_t kMaxBatch = 512;
+
+    Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
+
+    const LlamaModel &model() const { return model_; }
+    int32_t n_ctx() const { return n_ctx_; }
+    int32_t n_past() const { return static_cast<int32_t>(tokens_.size()); }
+    int32_t n_threads() const { return pool_.size(); }
+    const std::vector<int32_t> &tokens() const { return tokens_; }
+
+    void reset() { tokens_.clear(); }
+    // Runs the model over tokens; keeps the logits of every token if all_logits, else the last.
+    void feed(const int32_t *tokens, size_t n, bool all_logits);
+    const float *logits() const { return logits_.data(); }
+    size_t logits_rows() const { return logits_rows_; }
+
+private:
+    void forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0);
+
+    // Kernel helpers, parallel over output rows.
+    void matmul(const Weight &w, const float *x, float *out, int32_t n);
+    void rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const;
+    void rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const;
+    void attention(int layer, int32_t n, int32_t pos0);
+
+    const LlamaModel &model_;
+    const LlamaParams &p_;
+    const CpuKernels &kernels_;
+    int32_t n_ctx_;
+    ThreadPool pool_;
+    std::vector<int32_t> tokens_;
+
+    // RoPE tables: cos/sin of pos * theta^(-2i/head_dim), (n_ctx, head_dim/2).
+    std::vector<float> rope_cos_, rope_sin_;
+    // KV cache: (layer, n_ctx, n_kv_heads * head_dim) each.
+    FloatBuffer k_cache_, v_cache_;
+    // Activations of one batch: (kMaxBatch, width).
+    std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
+    std::vector<float> scores_;  // (n_threads, n_ctx): attention probabilities per thread
+    std::vector<float> logits_;  // (rows, vocab)
+    size_t logits_rows_ = 0;
+};
+
+}  // namespace mixrt

@@ -1,0 +1,120 @@
+// generation.cpp: see generation.h. Stop strings are searched only in text not yet handed out,
+// which is enough because a suffix that could begin a stop string is always held back.
+#include "generation.h"
+
+#include <algorithm>
+
+#include "error.h"
+
+namespace mixrt {
+
+namespace {
+
+size_t utf8_length(unsigned char lead) {
+    if (lead < 0x80) return 1;
+    if ((lead >> 5) == 0x6) return 2;
+    if ((lead >> 4) == 0xE) return 3;
+    if ((lead >> 3) == 0x1E) return 4;
+    return 0;  // a continuation byte or an invalid lead
+}
+
+}  // namespace
+
+size_t complete_utf8_prefix(const std::string &s, size_t n) {
+    // Look back at most 3 bytes for the lead byte of a sequence that runs past n.
+    for (size_t back = 1; back <= 3 && back <= n; ++back) {
+        const unsigned char c = static_cast<unsigned char>(s[n - back]);
+        if ((c >> 6) == 0x2) continue;  // continuation byte: keep looking for the lead
+        const size_t len = utf8_length(c);
+        return len > back ? n - back : n;
+    }
+    return n;
+}
+
+std::string sanitize_utf8(const std::string &s) {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+        const size_t len = utf8_length(static_cast<unsigned char>(s[i]));
+        bool ok = len > 0 && i + len <= s.size();
+        for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+        if (ok) {
+            out.append(s, i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
+Generation::Generation(Context &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
+                       std::vector<std::string> stop)
+    : ctx_(ctx), sampler_(sampler), max_tokens_(max_tokens), stop_(std::move(stop)) {
+    if (max_tokens < 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "max_tokens is negative");
+    if (n_prompt == 0 && ctx.n_past() == 0)
+        fail(MIXRT_ERR_INVALID_ARGUMENT, "the prompt is empty and the context holds no tokens: nothing to continue");
+    stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
+    const size_t needed = size_t(ctx.n_past()) + n_prompt + size_t(max_tokens);
+    if (needed > size_t(ctx.n_ctx()))
+        fail(MIXRT_ERR_CONTEXT_FULL, "the prompt (" + std::to_string(n_prompt) + " tokens) plus max_tokens (" +
+                                         std::to_string(max_tokens) + ")" +
+                                         (ctx.n_past() ? " after " + std::to_string(ctx.n_past()) + " tokens" : std::string()) +
+                                         " need " + std::to_string(needed) + " positions, the context holds " +
+                                         std::to_string(ctx.n_ctx()));
+    if (n_prompt > 0) ctx_.feed(prompt, n_prompt, false);
+    if (max_tokens == 0) reason_ = MIXRT_STOP_MAX_TOKENS;
+}
+
+void Generation::finish(mixrt_stop_reason reason, size_t end, std::string &piece) {
+    piece = sanitize_utf8(text_.substr(emitted_, end - emitted_));
+    emitted_ = end;
+    reason_ = reason;
+}
+
+mixrt_stop_reason Generation::next(std::string &piece) {
+    piece.clear();
+    if (reason_ != MIXRT_STOP_NONE) return reason_;
+    const Tokenizer &tok = ctx_.model().tokenizer();
+    for (;;) {
+        const int32_t token = sampler_.sample(ctx_.logits(), ctx_.model().params().vocab_size, ctx_.tokens());
+        if (token == ctx_.model().eos_id()) {
+            finish(MIXRT_STOP_EOS, text_.size(), piece);
+            return reason_;
+        }
+        ++n_generated_;
+        text_ += tok.token_bytes(token, false);
+
+        // A stop string found in the text not yet handed out ends the generation before it.
+        size_t stop_at = std::string::npos;
+        for (const auto &s : stop_) stop_at = std::min(stop_at, text_.find(s, emitted_));
+        if (stop_at != std::string::npos) {
+            finish(MIXRT_STOP_STRING, stop_at, piece);
+            return reason_;
+        }
+        if (n_generated_ >= max_tokens_) {
+            finish(MIXRT_STOP_MAX_TOKENS, text_.size(), piece);
+            return reason_;
+        }
+        ctx_.feed(&token, 1, false);
+
+        // Hold back a suffix that may still grow into a stop string, and incomplete UTF-8.
+        size_t safe = text_.size();
+        for (const auto &s : stop_)
+            for (size_t len = std::min(s.size() - 1, text_.size() - emitted_); len > 0; --len)
+                if (text_.compare(text_.size() - len, len, s, 0, len) == 0) {
+                    safe = std::min(safe, text_.size() - len);
+                    break;
+                }
+        safe = complete_utf8_prefix(text_, safe);
+        if (safe > emitted_) {
+            piece = sanitize_utf8(text_.substr(emitted_, safe - emitted_));
+            emitted_ = safe;
+            return MIXRT_STOP_NONE;
+        }
+    }
+}
+
+}  // namespace mixrt

@@ -1,0 +1,161 @@
+// llama_model.cpp: binds hyperparameters, tokenizer and weights of a validated ModelFile and checks
+// FORMAT.md 6 items 7-9 and 11 (required keys, ranges, tokenizer arrays, required tensors).
+#include "llama_model.h"
+
+#include <cstring>
+
+#include "error.h"
+
+namespace mixrt {
+
+namespace {
+
+[[noreturn]] void model_error(const ModelFile &f, const std::string &what) {
+    fail(MIXRT_ERR_FORMAT, f.path() + ": " + what);
+}
+
+int32_t ranged(const ModelFile &f, const char *key, int64_t lo, int64_t hi) {
+    int64_t v = f.meta_i64(key);
+    if (v < lo || v > hi)
+        model_error(f, std::string("metadata '") + key + "' is " + std::to_string(v) + ", expected " +
+                           std::to_string(lo) + ".." + std::to_string(hi));
+    return static_cast<int32_t>(v);
+}
+
+double positive(const ModelFile &f, const char *key) {
+    double v = f.meta_f64(key);
+    if (!(v > 0) || v != v || v > 1e300)
+        model_error(f, std::string("metadata '") + key + "' is " + std::to_string(v) + ", expected a finite value > 0");
+    return v;
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(const std::string &path) : file_(path) {
+    std::string_view arch = file_.meta_string("general.architecture");
+    if (arch != "llama")
+        model_error(file_, "general.architecture is '" + std::string(arch) + "', expected 'llama'");
+    for (const char *key : {"general.name", "mixrt.converter_version", "mixrt.recipe", "mixrt.source"})
+        file_.meta_string(key);
+    read_params();
+    read_tokenizer();
+    bind_weights();
+}
+
+void LlamaModel::read_params() {
+    LlamaParams &p = params_;
+    p.vocab_size = ranged(file_, "llama.vocab_size", 1, 1 << 20);
+    p.hidden_size = ranged(file_, "llama.hidden_size", 1, 65536);
+    p.n_layers = ranged(file_, "llama.n_layers", 1, 1024);
+    p.n_heads = ranged(file_, "llama.n_heads", 1, 1024);
+    p.n_kv_heads = ranged(file_, "llama.n_kv_heads", 1, 1024);
+    p.head_dim = ranged(file_, "llama.head_dim", 2, 1024);
+    p.ffn_size = ranged(file_, "llama.ffn_size", 1, 262144);
+    p.context_length = ranged(file_, "llama.context_length", 1, 1 << 22);
+    p.rope_theta = positive(file_, "llama.rope_theta");
+    p.rms_norm_eps = positive(file_, "llama.rms_norm_eps");
+    p.tie_word_embeddings = ranged(file_, "llama.tie_word_embeddings", 0, 1) == 1;
+    if (p.n_heads % p.n_kv_heads != 0)
+        model_error(file_, "llama.n_heads (" + std::to_string(p.n_heads) + ") is not a multiple of llama.n_kv_heads (" +
+                               std::to_string(p.n_kv_heads) + ")");
+    if (p.head_dim % 2 != 0)
+        model_error(file_, "llama.head_dim is " + std::to_string(p.head_dim) + ", expected an even number");
+}
+
+void LlamaModel::read_tokenizer() {
+    const int64_t V = params_.vocab_size;
+    TokenizerSpec spec;
+    spec.model = std::string(file_.meta_string("tokenizer.model"));
+    auto count_error = [&](const char *key, uint64_t n) {
+        model_error(file_, std::string("metadata '") + key + "' has " + std::to_string(n) +
+                               " entries, expected llama.vocab_size = " + std::to_string(V));
+    };
+    const MetaValue &tokens = file_.meta_array("tokenizer.tokens", MetaType::string_array);
+    if (static_cast<int64_t>(tokens.strings.size()) != V) count_error("tokenizer.tokens", tokens.strings.size());
+    spec.tokens = tokens.strings;
+
+    const MetaValue &types = file_.meta_array("tokenizer.token_types", MetaType::i32_array);
+    if (static_cast<int64_t>(types.array_len) != V) count_error("tokenizer.token_types", types.array_len);
+    spec.token_types.resize(V);
+    std::memcpy(spec.token_types.data(), types.array, V * 4);
+    for (int64_t i = 0; i < V; ++i)
+        if (spec.token_types[i] < 1 || spec.token_types[i] > 6)
+            model_error(file_, "tokenizer.token_types[" + std::to_string(i) + "] is " +
+                                   std::to_string(spec.token_types[i]) + ", expected 1..6");
+
+    if (spec.model == "sentencepiece_bpe") {
+        const MetaValue &scores = file_.meta_array("tokenizer.scores", MetaType::f32_array);
+        if (static_cast<int64_t>(scores.array_len) != V) count_error("tokenizer.scores", scores.array_len);
+        spec.scores.resize(V);
+        std::memcpy(spec.scores.data(), scores.array, V * 4);
+        spec.add_space_prefix = file_.meta_i64_or("tokenizer.add_space_prefix", 1) != 0;
+    } else if (spec.model == "byte_bpe") {
+        spec.merges = file_.meta_array("tokenizer.merges", MetaType::string_array).strings;
+    } else {
+        model_error(file_, "tokenizer.model is '" + spec.model + "', expected 'byte_bpe' or 'sentencepiece_bpe'");
+    }
+    auto special_id = [&](const char *key, bool required) -> int32_t {
+        int64_t id = required ? file_.meta_i64(key) : file_.meta_i64_or(key, -1);
+        if (id < -1 || id >= V)
+            model_error(file_, std::string("metadata '") + key + "' is " + std::to_string(id) + ", expected -1.." +
+                                   std::to_string(V - 1));
+        return static_cast<int32_t>(id);
+    };
+    spec.bos_id = bos_id_ = special_id("tokenizer.bos_id", true);
+    spec.eos_id = eos_id_ = special_id("tokenizer.eos_id", true);
+    spec.unk_id = special_id("tokenizer.unk_id", false);
+    special_id("tokenizer.pad_id", false);
+    spec.add_bos = ranged(file_, "tokenizer.add_bos", 0, 1) == 1;
+    if (spec.add_bos && spec.bos_id < 0) model_error(file_, "tokenizer.add_bos is 1 but tokenizer.bos_id is -1");
+    tokenizer_ = Tokenizer::create(spec);
+}
+
+Weight LlamaModel::weight(const std::string &name, int64_t rows, int64_t cols, bool matrix) const {
+    const TensorEntry *t = file_.find_tensor(name);
+    if (!t) model_error(file_, "required tensor '" + name + "' is missing");
+    std::vector<uint64_t> want = matrix ? std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)}
+                                        : std::vector<uint64_t>{uint64_t(cols)};
+    if (t->dims != want) {
+        auto show = [](const std::vector<uint64_t> &d) {
+            std::string s = "[";
+            for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+            return s + "]";
+        };
+        model_error(file_, "tensor '" + name + "' has dims " + show(t->dims) + ", expected " + show(want));
+    }
+    bool allowed = matrix ? (t->dtype == DType::f32 || t->dtype == DType::f16) : t->dtype == DType::f32;
+    if (!allowed)
+        model_error(file_, "tensor '" + name + "' has dtype " + dtype_name(t->dtype) + ", expected " +
+                               (matrix ? "f32 or f16" : "f32"));
+    return Weight{t->dtype, matrix ? rows : 1, cols, t->parts[0].data};
+}
+
+void LlamaModel::bind_weights() {
+    const LlamaParams &p = params_;
+    const int64_t d = p.hidden_size, q = int64_t(p.n_heads) * p.head_dim, kv = int64_t(p.n_kv_heads) * p.head_dim;
+    token_embd_ = weight("token_embd.weight", p.vocab_size, d, true);
+    output_norm_ = weight("output_norm.weight", 1, d, false);
+    if (p.tie_word_embeddings) {
+        if (file_.find_tensor("output.weight"))
+            model_error(file_, "tensor 'output.weight' is present but llama.tie_word_embeddings is 1");
+        output_ = token_embd_;
+    } else {
+        output_ = weight("output.weight", p.vocab_size, d, true);
+    }
+    for (int i = 0; i < p.n_layers; ++i) {
+        const std::string b = "blk." + std::to_string(i) + ".";
+        LayerWeights l;
+        l.attn_norm = weight(b + "attn_norm.weight", 1, d, false);
+        l.attn_q = weight(b + "attn_q.weight", q, d, true);
+        l.attn_k = weight(b + "attn_k.weight", kv, d, true);
+        l.attn_v = weight(b + "attn_v.weight", kv, d, true);
+        l.attn_output = weight(b + "attn_output.weight", d, q, true);
+        l.ffn_norm = weight(b + "ffn_norm.weight", 1, d, false);
+        l.ffn_gate = weight(b + "ffn_gate.weight", p.ffn_size, d, true);
+        l.ffn_up = weight(b + "ffn_up.weight", p.ffn_size, d, true);
+        l.ffn_down = weight(b + "ffn_down.weight", d, p.ffn_size, true);
+        layers_.push_back(l);
+    }
+}
+
+}  // namespace mixrt

@@ -1,0 +1,62 @@
+// llama_model.h: a Llama model bound to a validated ModelFile: hyperparameters, per-layer weight
+// views and the tokenizer (FORMAT.md 3.1 and 4.1). Loading errors name the key or tensor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model_file.h"
+#include "tokenizer.h"
+
+namespace mixrt {
+
+struct LlamaParams {
+    int32_t vocab_size, hidden_size, n_layers, n_heads, n_kv_heads, head_dim, ffn_size, context_length;
+    double rope_theta, rms_norm_eps;
+    bool tie_word_embeddings;
+};
+
+// A weight matrix [rows, cols] (or a vector when rows == 1) viewed in place in the mapping.
+struct Weight {
+    DType dtype;
+    int64_t rows, cols;
+    const void *data;
+};
+
+struct LayerWeights {
+    Weight attn_norm, attn_q, attn_k, attn_v, attn_output;
+    Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
+};
+
+class LlamaModel {
+public:
+    explicit LlamaModel(const std::string &path);  // throws mixrt::Error
+
+    const ModelFile &file() const { return file_; }
+    const LlamaParams &params() const { return params_; }
+    const Tokenizer &tokenizer() const { return *tokenizer_; }
+    int32_t bos_id() const { return bos_id_; }
+    int32_t eos_id() const { return eos_id_; }
+
+    const Weight &token_embd() const { return token_embd_; }
+    const Weight &output_norm() const { return output_norm_; }
+    const Weight &output() const { return output_; }  // token_embd when tied
+    const std::vector<LayerWeights> &layers() const { return layers_; }
+
+private:
+    void read_params();
+    void read_tokenizer();
+    void bind_weights();
+    Weight weight(const std::string &name, int64_t rows, int64_t cols, bool matrix) const;
+
+    ModelFile file_;
+    LlamaParams params_{};
+    std::unique_ptr<Tokenizer> tokenizer_;
+    int32_t bos_id_ = -1, eos_id_ = -1;
+    Weight token_embd_{}, output_norm_{}, output_{};
+    std::vector<LayerWeights> layers_;
+};
+
+}  // namespace mixrt

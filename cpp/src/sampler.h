@@ -1,0 +1,32 @@
+// sampler.h: picks the next token from logits: repetition penalty, then greedy (temperature <= 0)
+// or top-k -> temperature -> softmax -> top-p -> min-p -> a draw from a seeded xoshiro256**
+// generator. Deterministic for a given seed. Tested in tests/test_sampling.py.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mixrt/mixrt.h"
+
+namespace mixrt {
+
+class Sampler {
+public:
+    explicit Sampler(const mixrt_sampler_params &params);  // throws on out-of-range parameters
+    int32_t sample(const float *logits, int32_t n_vocab, const std::vector<int32_t> &history);
+
+private:
+    double uniform();  // [0, 1)
+
+    mixrt_sampler_params params_;
+    uint64_t state_[4];
+    struct Candidate {
+        int32_t id;
+        float logit;
+        float p;
+    };
+    std::vector<Candidate> candidates_;
+    std::vector<float> penalised_;
+};
+
+}  // namespace mixrt

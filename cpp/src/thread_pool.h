@@ -1,0 +1,49 @@
+// thread_pool.h: a fixed pool of worker threads that split a loop into contiguous chunks. Workers
+// spin briefly between calls (decode issues hundreds of short parallel loops per token), then sleep.
+// parallel_for never allocates; each index is handled by exactly one thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mixrt {
+
+class ThreadPool {
+public:
+    explicit ThreadPool(int n_threads);  // total threads, the calling thread included
+    ~ThreadPool();
+    ThreadPool(const ThreadPool &) = delete;
+    ThreadPool &operator=(const ThreadPool &) = delete;
+
+    int size() const { return n_threads_; }
+
+    // Calls fn(begin, end) on disjoint chunks that cover [0, n); returns when all have run.
+    template <typename Fn>
+    void parallel_for(int64_t n, const Fn &fn) {
+        run(n, &fn, [](const void *f, int64_t b, int64_t e) { (*static_cast<const Fn *>(f))(b, e); });
+    }
+
+private:
+    using TaskFn = void (*)(const void *, int64_t, int64_t);
+    void run(int64_t n, const void *obj, TaskFn fn);
+    void worker(int index);
+    void run_chunk(int index) const;
+
+    int n_threads_;
+    std::vector<std::thread> workers_;
+    std::atomic<uint64_t> epoch_{0};
+    std::atomic<int> pending_{0};
+    std::atomic<int> sleeping_{0};
+    bool stop_ = false;
+    const void *task_obj_ = nullptr;
+    TaskFn task_fn_ = nullptr;
+    int64_t task_n_ = 0;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+};
+
+}  // namespace mixrt

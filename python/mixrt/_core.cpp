@@ -1,0 +1,253 @@
+// _core.cpp: the nanobind module mixrt._core, a one-to-one binding of the C API (mixrt.h), so
+// Python can do exactly what an embedding application can. Long calls release the GIL; a failing
+// status raises mixrt.MixrtError with the core's message. Also exposes the CPU kernel tables
+// (kernel_matmul, kernel_dot) for tests/test_kernels.py.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "mixrt/mixrt.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+nb::object mixrt_error_type;
+
+void check(mixrt_status status) {
+    if (status == MIXRT_OK) return;
+    PyErr_SetString(mixrt_error_type.ptr(), mixrt_last_error());
+    throw nb::python_error();
+}
+
+struct Model {
+    mixrt_model *ptr = nullptr;
+    explicit Model(const std::string &path) {
+        mixrt_status st;
+        {
+            nb::gil_scoped_release release;
+            st = mixrt_model_load(path.c_str(), &ptr);
+        }
+        check(st);
+    }
+    ~Model() { mixrt_model_free(ptr); }
+
+    nb::object meta(const std::string &key) const {
+        int64_t i;
+        double f;
+        const char *s;
+        size_t n;
+        if (mixrt_model_meta_int(ptr, key.c_str(), &i) == MIXRT_OK) return nb::int_(i);
+        if (mixrt_model_meta_float(ptr, key.c_str(), &f) == MIXRT_OK) return nb::float_(f);
+        if (mixrt_model_meta_string(ptr, key.c_str(), &s, &n) == MIXRT_OK) return nb::str(s, n);
+        return nb::none();  // absent, or an array (arrays are not exposed)
+    }
+    std::vector<std::string> meta_keys() const {
+        std::vector<std::string> keys;
+        for (size_t i = 0; i < mixrt_model_meta_count(ptr); ++i) keys.emplace_back(mixrt_model_meta_key(ptr, i));
+        return keys;
+    }
+    nb::list tensors() const {
+        nb::list out;
+        for (size_t i = 0; i < mixrt_model_tensor_count(ptr); ++i) {
+            mixrt_tensor_info t;
+            check(mixrt_model_tensor_info(ptr, i, &t));
+            nb::list dims;
+            for (uint32_t d = 0; d < t.ndim; ++d) dims.append(t.dims[d]);
+            nb::dict e;
+            e["name"] = t.name;
+            e["dtype"] = t.dtype;
+            e["dims"] = dims;
+            e["n_elements"] = t.n_elements;
+            e["n_bytes"] = t.n_bytes;
+            out.append(e);
+        }
+        return out;
+    }
+    std::vector<int32_t> tokenize(const nb::bytes &text, int add_bos, bool special) const {
+        std::vector<int32_t> ids;
+        size_t n = 0;
+        const char *data = text.c_str();
+        const size_t len = text.size();
+        nb::gil_scoped_release release;
+        mixrt_status st = mixrt_tokenize(ptr, data, len, add_bos, special, nullptr, 0, &n);
+        if (st == MIXRT_ERR_BUFFER_TOO_SMALL) {
+            ids.resize(n);
+            st = mixrt_tokenize(ptr, data, len, add_bos, special, ids.data(), ids.size(), &n);
+        }
+        nb::gil_scoped_acquire acquire;
+        check(st);
+        return ids;
+    }
+    nb::bytes detokenize(const std::vector<int32_t> &ids, bool special) const {
+        size_t n = 0;
+        mixrt_status st = mixrt_detokenize(ptr, ids.data(), ids.size(), special, nullptr, 0, &n);
+        std::string out;
+        if (st == MIXRT_ERR_BUFFER_TOO_SMALL) {
+            out.resize(n);
+            st = mixrt_detokenize(ptr, ids.data(), ids.size(), special, out.data(), out.size(), &n);
+        }
+        check(st);
+        return nb::bytes(out.data(), out.size());
+    }
+};
+
+struct Context {
+    mixrt_context *ptr = nullptr;
+    int32_t n_vocab;
+    Context(const Model &model, int32_t n_ctx, int32_t n_threads) : n_vocab(mixrt_model_n_vocab(model.ptr)) {
+        mixrt_context_params p = mixrt_context_default_params();
+        p.n_ctx = n_ctx;
+        p.n_threads = n_threads;
+        check(mixrt_context_create(model.ptr, &p, &ptr));
+    }
+    ~Context() { mixrt_context_free(ptr); }
+    void feed(const std::vector<int32_t> &tokens, bool all_logits) {
+        mixrt_status st;
+        {
+            nb::gil_scoped_release release;
+            st = mixrt_context_feed(ptr, tokens.data(), tokens.size(), all_logits);
+        }
+        check(st);
+    }
+    // A copy of the last feed's logits, (rows, n_vocab) float32.
+    nb::ndarray<nb::numpy, float, nb::ndim<2>> logits() const {
+        size_t rows = 0;
+        const float *src = mixrt_context_logits(ptr, &rows);
+        float *copy = new float[rows * size_t(n_vocab)];
+        if (rows) std::memcpy(copy, src, rows * size_t(n_vocab) * sizeof(float));
+        nb::capsule owner(copy, [](void *p) noexcept { delete[] static_cast<float *>(p); });
+        return nb::ndarray<nb::numpy, float, nb::ndim<2>>(copy, {rows, size_t(n_vocab)}, owner);
+    }
+};
+
+struct Sampler {
+    mixrt_sampler *ptr = nullptr;
+    Sampler(float temperature, int32_t top_k, float top_p, float min_p, float repeat_penalty, int32_t repeat_last_n,
+            uint64_t seed) {
+        mixrt_sampler_params p{temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed};
+        check(mixrt_sampler_create(&p, &ptr));
+    }
+    ~Sampler() { mixrt_sampler_free(ptr); }
+    int32_t sample(const Context &ctx) {
+        int32_t token;
+        check(mixrt_sampler_sample(ptr, ctx.ptr, &token));
+        return token;
+    }
+};
+
+struct Generation {
+    mixrt_generation *ptr = nullptr;
+    Generation(Context &ctx, Sampler &sampler, const std::vector<int32_t> &prompt, int32_t max_tokens,
+               const std::vector<std::string> &stop) {
+        std::vector<const char *> stops;
+        for (const auto &s : stop) stops.push_back(s.c_str());
+        mixrt_generation_params p{max_tokens, stops.data(), stops.size()};
+        mixrt_status st;
+        {
+            nb::gil_scoped_release release;
+            st = mixrt_generation_start(ctx.ptr, sampler.ptr, prompt.data(), prompt.size(), &p, &ptr);
+        }
+        check(st);
+    }
+    ~Generation() { mixrt_generation_free(ptr); }
+    // (text piece, stop reason: 0 running, 1 eos, 2 stop string, 3 max tokens)
+    std::tuple<nb::str, int> next() {
+        const char *text;
+        size_t len;
+        mixrt_stop_reason reason;
+        mixrt_status st;
+        {
+            nb::gil_scoped_release release;
+            st = mixrt_generation_next(ptr, &text, &len, &reason);
+        }
+        check(st);
+        return {nb::str(text, len), static_cast<int>(reason)};
+    }
+    int32_t n_generated() const { return mixrt_generation_n_generated(ptr); }
+};
+
+const mixrt::CpuKernels &kernel_table(const std::string &impl) {
+    if (impl == "scalar") return mixrt::scalar_kernels();
+    if (impl == "avx2") {
+        if (!mixrt::avx2_kernels()) throw nb::value_error("the avx2 kernels are not available on this CPU/build");
+        return *mixrt::avx2_kernels();
+    }
+    throw nb::value_error(("unknown kernel table '" + impl + "', expected scalar or avx2").c_str());
+}
+
+using FloatMatrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// out = x W^T with W given as f32 or as raw f16 bits (uint16).
+nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul(const std::string &impl, nb::ndarray<nb::ndim<2>, nb::c_contig, nb::device::cpu> W,
+                                                          FloatMatrix x) {
+    const mixrt::CpuKernels &k = kernel_table(impl);
+    const int64_t M = W.shape(0), K = W.shape(1), n = x.shape(0);
+    if (int64_t(x.shape(1)) != K) throw nb::value_error("x has a different K than W");
+    float *out = new float[size_t(n) * M];
+    nb::capsule owner(out, [](void *p) noexcept { delete[] static_cast<float *>(p); });
+    if (W.dtype() == nb::dtype<float>())
+        k.matmul_f32(static_cast<const float *>(W.data()), x.data(), out, n, M, K, 0, M);
+    else if (W.dtype() == nb::dtype<uint16_t>())
+        k.matmul_f16(static_cast<const uint16_t *>(W.data()), x.data(), out, n, M, K, 0, M);
+    else
+        throw nb::value_error("W must be float32 or uint16 (f16 bits)");
+    return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, {size_t(n), size_t(M)}, owner);
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+    m.doc() = "mixrt C API binding";
+    mixrt_error_type = nb::borrow(PyErr_NewExceptionWithDoc("mixrt.MixrtError", "An error reported by the mixrt core.",
+                                                            PyExc_RuntimeError, nullptr));
+    m.attr("MixrtError") = mixrt_error_type;
+    m.def("version", [] { return std::string(mixrt_version()); });
+    m.def("best_kernels", [] { return std::string(mixrt::best_kernels().name); });
+    m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
+    m.def("kernel_dot", [](const std::string &impl, nb::ndarray<const float, nb::ndim<1>, nb::c_contig> a,
+                           nb::ndarray<const float, nb::ndim<1>, nb::c_contig> b) {
+        if (a.shape(0) != b.shape(0)) throw nb::value_error("a and b differ in length");
+        return kernel_table(impl).dot(a.data(), b.data(), a.shape(0));
+    });
+
+    nb::class_<Model>(m, "Model")
+        .def(nb::init<const std::string &>(), "path"_a)
+        .def_prop_ro("n_vocab", [](const Model &s) { return mixrt_model_n_vocab(s.ptr); })
+        .def_prop_ro("context_length", [](const Model &s) { return mixrt_model_context_length(s.ptr); })
+        .def_prop_ro("bos", [](const Model &s) { return mixrt_model_bos(s.ptr); })
+        .def_prop_ro("eos", [](const Model &s) { return mixrt_model_eos(s.ptr); })
+        .def("meta", &Model::meta, "key"_a)
+        .def("meta_keys", &Model::meta_keys)
+        .def("tensors", &Model::tensors)
+        .def("tokenize", &Model::tokenize, "text"_a, "add_bos"_a, "special"_a)
+        .def("detokenize", &Model::detokenize, "ids"_a, "special"_a);
+
+    nb::class_<Context>(m, "Context")
+        .def(nb::init<const Model &, int32_t, int32_t>(), "model"_a, "n_ctx"_a, "n_threads"_a, nb::keep_alive<1, 2>())
+        .def("feed", &Context::feed, "tokens"_a, "all_logits"_a)
+        .def("logits", &Context::logits)
+        .def("reset", [](Context &s) { mixrt_context_reset(s.ptr); })
+        .def_prop_ro("n_past", [](const Context &s) { return mixrt_context_n_past(s.ptr); })
+        .def_prop_ro("n_ctx", [](const Context &s) { return mixrt_context_n_ctx(s.ptr); });
+
+    nb::class_<Sampler>(m, "Sampler")
+        .def(nb::init<float, int32_t, float, float, float, int32_t, uint64_t>(), "temperature"_a, "top_k"_a, "top_p"_a,
+             "min_p"_a, "repeat_penalty"_a, "repeat_last_n"_a, "seed"_a)
+        .def("sample", &Sampler::sample, "ctx"_a);
+
+    nb::class_<Generation>(m, "Generation")
+        .def(nb::init<Context &, Sampler &, const std::vector<int32_t> &, int32_t, const std::vector<std::string> &>(),
+             "ctx"_a, "sampler"_a, "prompt"_a, "max_tokens"_a, "stop"_a, nb::keep_alive<1, 2>(), nb::keep_alive<1, 3>())
+        .def("next", &Generation::next)
+        .def_prop_ro("n_generated", &Generation::n_generated);
+}

@@ -1,0 +1,55 @@
+# test_c_example.py: builds cpp/apps/mixrt_example.c with the system C compiler against the
+# installed libmixrt and its header (exactly what an embedding app does) and runs it on models.
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mixrt
+
+REPO = Path(__file__).resolve().parent.parent
+PKG = Path(mixrt.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build the C example"
+    libs = list(PKG.glob("libmixrt.so*")) + list(PKG.glob("libmixrt.dylib"))
+    assert libs, f"libmixrt is not installed next to the Python package in {PKG}"
+    header = PKG / "include" / "mixrt" / "mixrt.h"
+    assert header.exists(), f"{header} is not installed"
+    exe = tmp_path_factory.mktemp("c_example") / "mixrt_example"
+    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", str(REPO / "cpp" / "apps" / "mixrt_example.c"),
+           f"-I{PKG / 'include'}", f"-L{PKG}", "-lmixrt", f"-Wl,-rpath,{PKG}", "-o", str(exe)]
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+def run(exe, *args):
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_c_example_generates_on_the_random_model(example, random_llama2_model):
+    r = run(example, random_llama2_model, "Hello world", 12)
+    print(r.stderr)
+    assert r.returncode == 0, r.stderr
+    assert "vocab 32000" in r.stderr
+    assert "[12 tokens, stop reason 3]" in r.stderr  # MIXRT_STOP_MAX_TOKENS
+    assert r.stdout.strip(), "no text was generated"
+
+
+def test_c_example_continues_the_real_model(example, smollm2_f16):
+    r = run(example, smollm2_f16, "The capital of France is", 8)
+    print(repr(r.stdout), r.stderr)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(" Paris")
+
+
+def test_c_example_reports_a_bad_file(example, tmp_path):
+    bad = tmp_path / "bad.mixrt"
+    bad.write_bytes(b"not a model at all" * 10)
+    r = run(example, bad, "Hi")
+    assert r.returncode == 1
+    assert "mixrt_model_load failed (status 2)" in r.stderr and "wrong magic" in r.stderr

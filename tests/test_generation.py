@@ -1,0 +1,126 @@
+# test_generation.py: generation and sampling on the generated random model (no real data needed
+# beyond the Llama-2 tokenizer): greedy determinism, seeds, stop strings, streaming, sampling
+# filters and their distribution, the context limit, and mixrt.generate's model lookup.
+import numpy as np
+import pytest
+
+import mixrt
+from mixrt import _core
+
+
+@pytest.fixture(scope="module")
+def model(random_llama2_model):
+    return mixrt.load(random_llama2_model, threads=2)
+
+
+PROMPT = "Once upon a time"
+
+
+def test_greedy_is_deterministic_and_matches_the_step_api(model):
+    a = model.generate(PROMPT, max_tokens=24, temperature=0)
+    b = model.generate(PROMPT, max_tokens=24, temperature=0)
+    assert a == b and a
+    ids = model.generate_ids(model.tokenize(PROMPT), 24, temperature=0)
+    assert model.detokenize(ids) .strip() == a.strip()
+    print(f"greedy: {a!r}")
+
+
+def test_seed_reproduces_a_sample(model):
+    a = model.generate(PROMPT, max_tokens=20, temperature=1.0, seed=123, top_k=0, top_p=1.0, min_p=0.0)
+    b = model.generate(PROMPT, max_tokens=20, temperature=1.0, seed=123, top_k=0, top_p=1.0, min_p=0.0)
+    c = model.generate(PROMPT, max_tokens=20, temperature=1.0, seed=124, top_k=0, top_p=1.0, min_p=0.0)
+    assert a == b
+    assert a != c
+
+
+def test_filters_that_keep_one_token_are_greedy(model):
+    greedy = model.generate(PROMPT, max_tokens=16, temperature=0)
+    for kwargs in ({"top_k": 1}, {"top_p": 1e-9, "top_k": 0}, {"min_p": 1.0, "top_k": 0}):
+        got = model.generate(PROMPT, max_tokens=16, temperature=1.5, seed=5, **kwargs)
+        assert got == greedy, kwargs
+
+
+def test_stop_string_cuts_the_text_before_it(model):
+    full = model.generate(PROMPT, max_tokens=32, temperature=0)
+    assert len(full) > 10
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    cut = model.generate(PROMPT, max_tokens=32, temperature=0, stop=[stop, "never appears"])
+    assert cut == full[: full.index(stop)]
+    assert model.last_stop_reason == "stop"
+
+
+def test_stream_pieces_join_to_the_whole_text(model):
+    whole = model.generate(PROMPT, max_tokens=30, temperature=0)
+    pieces = list(model.generate(PROMPT, max_tokens=30, temperature=0, stream=True))
+    assert "".join(pieces) == whole
+    assert len(pieces) > 1
+    assert model.last_stop_reason in ("length", "eos")
+
+
+def test_sampling_follows_the_softmax(model):
+    # top_k=4 at temperature 1: each of the 4 best tokens must be drawn with its renormalised
+    # softmax probability; 4000 draws put each frequency within 5 standard errors.
+    ctx = model._context()
+    ctx.reset()
+    ctx.feed(model.tokenize(PROMPT), False)
+    logits = ctx.logits()[0].astype(np.float64)
+    top = np.argsort(-logits)[:4]
+    p = np.exp(logits[top] - logits[top].max())
+    p /= p.sum()
+    sampler = _core.Sampler(1.0, 4, 1.0, 0.0, 1.0, 64, 42)
+    draws = np.array([sampler.sample(ctx) for _ in range(4000)])
+    assert set(draws) <= set(top)
+    freq = np.array([(draws == t).mean() for t in top])
+    se = np.sqrt(p * (1 - p) / len(draws))
+    print("p", p.round(4), "freq", freq.round(4))
+    assert np.all(np.abs(freq - p) <= 5 * se + 1e-9)
+
+
+def test_repetition_penalty_prevents_repeats(model):
+    ids = model.generate_ids(model.tokenize(PROMPT), 30, temperature=0, repeat_penalty=1e6)
+    assert len(set(ids)) == len(ids)
+
+
+def test_prompt_plus_tokens_beyond_the_context_is_an_error(model):
+    with pytest.raises(mixrt.MixrtError, match=r"context holds 256"):
+        model.generate(PROMPT, max_tokens=300, temperature=0)
+    with pytest.raises(mixrt.MixrtError, match=r"exceed the context of 256"):
+        model.eval_logits([1] * 257)
+
+
+def test_bad_sampler_arguments_are_errors(model):
+    with pytest.raises(mixrt.MixrtError, match="top_p"):
+        model.generate(PROMPT, max_tokens=2, top_p=0.0)
+    with pytest.raises(mixrt.MixrtError, match="outside the vocabulary"):
+        model.eval_logits([1, 32000])
+
+
+def test_module_generate_uses_the_model_argument_or_the_environment(random_llama2_model, monkeypatch):
+    monkeypatch.delenv("MIXRT_MODEL", raising=False)
+    with pytest.raises(mixrt.MixrtError, match="MIXRT_MODEL"):
+        mixrt.generate("Hi", max_tokens=2)
+    a = mixrt.generate("Hi", model=random_llama2_model, max_tokens=5, temperature=0)
+    monkeypatch.setenv("MIXRT_MODEL", str(random_llama2_model))
+    assert mixrt.generate("Hi", max_tokens=5, temperature=0) == a
+
+
+def test_prefill_in_one_pass_equals_token_by_token(model):
+    # The batched prompt pass (matrix-matrix) and one-token decode steps see the same weights:
+    # the last logits agree to fp32 rounding (different summation order in the kernel tiles).
+    ids = model.tokenize("The quick brown fox jumps over the lazy dog again and again")
+    batched = model.eval_logits(ids)[-1]
+    ctx = model._context()
+    ctx.reset()
+    for t in ids:
+        ctx.feed([t], False)
+    stepwise = ctx.logits()[0]
+    err = np.abs(batched - stepwise).max()
+    print(f"batched vs stepwise max abs diff {err:.3g} (logit scale {np.abs(batched).max():.3g})")
+    assert err <= 1e-4 * max(1.0, np.abs(batched).max())
+
+
+def test_results_do_not_depend_on_the_thread_count(random_llama2_model):
+    ids = mixrt.load(random_llama2_model, threads=1).tokenize(PROMPT)
+    one = mixrt.load(random_llama2_model, threads=1).eval_logits(ids)
+    three = mixrt.load(random_llama2_model, threads=3).eval_logits(ids)
+    np.testing.assert_array_equal(one, three)

@@ -1,0 +1,94 @@
+# test_kernels.py: every fast CPU kernel against its scalar twin on the same data, and both against
+# a float64 numpy product. Shapes include the real model's K (576, 1536), odd K and M, and batches
+# of 1 (decode) to 70 (prefill, crossing the 64-token block).
+import numpy as np
+import pytest
+
+from mixrt import _core
+
+HAS_AVX2 = _core.best_kernels() == "avx2"
+IMPLS = ["scalar"] + (["avx2"] if HAS_AVX2 else [])
+SHAPES = [(1, 1, 1), (1, 7, 5), (1, 576, 576), (3, 192, 576), (5, 1536, 576), (1, 576, 1536), (70, 37, 1536),
+          (2, 13, 577)]
+
+
+def test_the_machine_uses_the_avx2_kernels():
+    # This project's development and CI machines have AVX2/FMA/F16C: the fast path must be active.
+    import subprocess
+
+    flags = subprocess.run(["grep", "-m1", "-o", "avx2", "/proc/cpuinfo"], capture_output=True, text=True).stdout
+    if "avx2" in flags:
+        assert _core.best_kernels() == "avx2"
+
+
+def products(W, x):
+    """(expected float64 product, per-element error scale sum |w||x|)."""
+    W64 = W.astype(np.float64)
+    x64 = x.astype(np.float64)
+    return x64 @ W64.T, np.abs(x64) @ np.abs(W64).T
+
+
+@pytest.mark.parametrize("n,M,K", SHAPES)
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_matmul_matches_float64(impl, dtype, n, M, K):
+    rng = np.random.default_rng(n * 1000003 + M * 1009 + K)
+    W = rng.standard_normal((M, K)).astype(np.float32)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    if dtype == "f16":
+        W16 = W.astype(np.float16)
+        W = W16.astype(np.float32)  # the exact values the kernel sees
+        packed = W16.view(np.uint16)
+    else:
+        packed = W
+    out = _core.kernel_matmul(impl, packed, x)
+    expected, scale = products(W, x)
+    # fp32 accumulation of K products: the error is bounded by about K * 2^-24 * sum|w||x|
+    # (a worst case; we allow exactly that bound).
+    err = np.abs(out - expected)
+    bound = K * 2.0**-24 * scale + 1e-30
+    print(f"matmul {impl} {dtype} n={n} M={M} K={K}: max err {err.max():.3g}, max err/bound {(err / bound).max():.3g}")
+    assert np.all(err <= bound)
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU: only the scalar kernels exist")
+@pytest.mark.parametrize("n,M,K", SHAPES)
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):
+    rng = np.random.default_rng(7 + n + M + K)
+    W = rng.standard_normal((M, K)).astype(np.float32)
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    packed = W.astype(np.float16).view(np.uint16) if dtype == "f16" else W
+    fast = _core.kernel_matmul("avx2", packed, x)
+    ref = _core.kernel_matmul("scalar", packed, x)
+    Wv = W.astype(np.float16).astype(np.float32) if dtype == "f16" else W
+    _, scale = products(Wv, x)
+    # Same data, different summation order: both are within K * 2^-24 * sum|w||x| of the exact
+    # value, so they differ by at most twice that.
+    diff = np.abs(fast - ref)
+    print(f"avx2 vs scalar {dtype} n={n} M={M} K={K}: max diff {diff.max():.3g}")
+    assert np.all(diff <= 2 * K * 2.0**-24 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 64, 100])
+def test_dot(impl, n):
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    got = _core.kernel_dot(impl, a, b)
+    exact = float(a.astype(np.float64) @ b.astype(np.float64))
+    bound = n * 2.0**-24 * float(np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+    print(f"dot {impl} n={n}: err {abs(got - exact):.3g} (bound {bound:.3g})")
+    assert abs(got - exact) <= bound
+
+
+def test_f16_conversion_is_exact_for_every_half_value():
+    # All 63488 finite halves, as a 1-row matrix times unit vectors: the scalar half_to_float and
+    # F16C must both reproduce numpy's conversion exactly.
+    bits = np.arange(0, 65536, dtype=np.uint16)
+    finite = bits[np.isfinite(bits.view(np.float16))]
+    for impl in IMPLS:
+        W = finite.reshape(-1, 1).copy()
+        out = _core.kernel_matmul(impl, W, np.ones((1, 1), np.float32))[0]
+        np.testing.assert_array_equal(out, finite.view(np.float16).astype(np.float32))
