@@ -1,5 +1,5 @@
-"""The `mixrt` command: run (stream a continuation), info (what a file holds) and perplexity.
-Tested by tests/test_cli.py."""
+"""The `mixrt` command: run (stream a continuation), info (what a file holds), perplexity and
+bench (prompt and decode tokens/s). Tested by tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def _load(args):
@@ -88,6 +90,66 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cmd_bench(args) -> int:
+    """Prompt processing (one batched pass over -p tokens) and decode (-n tokens, one at a time,
+    after a 32-token prompt), each repeated -r times; prints medians and spreads."""
+    import statistics
+
+    from . import _core
+
+    model = _load(args)
+    rng = np.random.default_rng(0)
+    ids = [int(t) for t in rng.integers(0, model.n_vocab, size=max(args.p, 32))]
+    n_ctx = max(args.p, 32 + args.n)
+    ctx = _core.Context(model._model, n_ctx, model.threads)
+    sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
+    prompt_rates, decode_rates = [], []
+    for _ in range(args.repeats):
+        if args.p > 0:
+            ctx.reset()
+            start = time.perf_counter()
+            ctx.feed(ids[: args.p], False)
+            prompt_rates.append(args.p / (time.perf_counter() - start))
+        ctx.reset()
+        ctx.feed(ids[:32], False)
+        start = time.perf_counter()
+        for _ in range(args.n):
+            ctx.feed([sampler.sample(ctx)], False)
+        decode_rates.append(args.n / (time.perf_counter() - start))
+
+    def summary(rates):
+        return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)} if rates else None
+
+    result = {"model": args.model, "cpu": cpu_name(), "threads": model.threads, "kernels": _core.best_kernels(),
+              "prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
+              "prompt_tokens_per_s": summary(prompt_rates)["median"] if prompt_rates else None,
+              "decode_tokens_per_s": summary(decode_rates)["median"],
+              "prompt": summary(prompt_rates), "decode": summary(decode_rates)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model} on {result['cpu']}, {model.threads} threads, {result['kernels']} kernels")
+    if prompt_rates:
+        p = result["prompt"]
+        print(f"  prompt {args.p:>4} tokens: {p['median']:8.1f} tokens/s (min {p['min']:.1f}, max {p['max']:.1f})")
+    d = result["decode"]
+    print(f"  decode {args.n:>4} tokens: {d['median']:8.1f} tokens/s (min {d['min']:.1f}, max {d['max']:.1f})"
+          f", median of {args.repeats}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixrt", description="Run Llama-family models stored as .mixrt files.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--tokens", type=int, default=None, help="score only the first N tokens")
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_perplexity)
+    b = sub.add_parser("bench", help="prompt and decode tokens/s (median of repeats)")
+    common(b)
+    b.add_argument("-p", type=int, default=512, help="prompt tokens, processed in one pass (0 skips)")
+    b.add_argument("-n", type=int, default=128, help="tokens decoded one at a time after a 32-token prompt")
+    b.add_argument("-r", "--repeats", type=int, default=5)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,60 @@
+# test_cli.py: the `mixrt` command line (run, info, perplexity, bench) on the generated random
+# model, run as a subprocess exactly as a user would, plus its error output for a bad file.
+import json
+import subprocess
+import sys
+
+import mixrt
+
+
+def mixrt_cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "mixrt.cli", *map(str, args)], capture_output=True, text=True,
+                       timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_run_streams_the_same_text_as_the_api(random_llama2_model):
+    r = mixrt_cli("run", random_llama2_model, "Once upon a time", "-n", 12, "--temp", 0, "-t", 2)
+    expected = mixrt.load(random_llama2_model).generate("Once upon a time", max_tokens=12, temperature=0)
+    assert r.stdout == expected + "\n"
+
+
+def test_info_json_lists_hyperparameters_tensors_and_bits(random_llama2_model):
+    info = json.loads(mixrt_cli("info", random_llama2_model, "--json").stdout)
+    meta = info["metadata"]
+    assert meta["general.architecture"] == "llama" and meta["llama.n_layers"] == 2
+    names = {t["name"]: t for t in info["tensors"]}
+    q = names["blk.0.attn_q.weight"]
+    assert q["dtype"] == "f16" and q["bits_per_weight"] == 16.0
+    assert names["blk.0.attn_norm.weight"]["dtype"] == "f32"
+    assert info["bits_per_weight_decoder_linear"] == 16.0
+    assert 16.0 <= info["bits_per_param_file"] < 17.0
+    text = mixrt_cli("info", random_llama2_model).stdout
+    assert "blk.1.ffn_down.weight" in text and "bits per weight (decoder linear layers): 16.000" in text
+
+
+def test_perplexity_json(random_llama2_model, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    out = json.loads(mixrt_cli("perplexity", random_llama2_model, text, "--ctx", 64, "--tokens", 200, "--json").stdout)
+    # 200 tokens in windows of 64: 64 + 64 + 64 + 8, each scoring all but its first token.
+    assert out["tokens_scored"] == 63 * 3 + 7 and out["ctx"] == 64
+    assert out["ppl"] > 1.0
+    api = mixrt.load(random_llama2_model).perplexity(text.read_text(), ctx=64, max_tokens=200)
+    assert abs(api["ppl"] - out["ppl"]) <= 1e-9 * api["ppl"]
+
+
+def test_bench_json(random_llama2_model):
+    out = json.loads(mixrt_cli("bench", random_llama2_model, "-p", 16, "-n", 8, "-r", 2, "--json").stdout)
+    assert out["decode_tokens_per_s"] > 0 and out["prompt_tokens_per_s"] > 0
+
+
+def test_bad_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.mixrt"
+    bad.write_bytes(b"\0" * 200)
+    r = mixrt_cli("info", bad, check=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("mixrt: error: ") and "wrong magic" in r.stderr
+    assert "Traceback" not in r.stderr
