@@ -1,0 +1,128 @@
+# gguf_source.py: reads a llama GGUF file (gguf package) as the converter's canonical description:
+# hyperparameters from llama.* keys, tensors dequantized to float32 with the attn_q/attn_k rows
+# taken back from GGUF's interleaved RoPE order to rotate-half. Tested by tests/test_convert.py.
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from .errors import ConversionError
+from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
+from .tokenizer_export import tokenizer_metadata_from_gguf
+
+SUPPORTED_TYPES = tuple(GGMLQuantizationType[name] for name in
+                        ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
+_REQUIRED = object()
+
+
+def _field(reader: GGUFReader, key: str, kind: type, default=_REQUIRED):
+    """A scalar metadata value of the expected Python kind (int, float or str)."""
+    field = reader.get_field(key)
+    if field is None:
+        if default is _REQUIRED:
+            raise ConversionError(f"GGUF key {key}: expected a {kind.__name__}, found missing")
+        return default
+    value = field.contents()
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConversionError(f"GGUF key {key}: expected a {kind.__name__}, found {value!r}")
+    return value
+
+
+def _hyperparameters(reader: GGUFReader, token_embd_rows: int | None,
+                     tied: bool) -> LlamaHyperparameters:
+    architecture = _field(reader, "general.architecture", str)
+    if architecture != "llama":
+        raise ConversionError(f"GGUF key general.architecture: expected 'llama', "
+                              f"found {architecture!r}")
+    scaling = _field(reader, "llama.rope.scaling.type", str, "none")
+    if scaling != "none":
+        raise ConversionError(f"GGUF key llama.rope.scaling.type: expected 'none' (RoPE scaling "
+                              f"is not supported), found {scaling!r}")
+    experts = _field(reader, "llama.expert_count", int, 0)
+    if experts:
+        raise ConversionError(f"GGUF key llama.expert_count: expected 0 (mixture of experts is "
+                              f"not supported), found {experts}")
+    hidden = _field(reader, "llama.embedding_length", int)
+    heads = _field(reader, "llama.attention.head_count", int)
+    if reader.get_field("llama.attention.key_length") is None and hidden % heads:
+        raise ConversionError(f"GGUF key llama.embedding_length: expected a multiple of "
+                              f"llama.attention.head_count {heads}, found {hidden}")
+    head_dim = _field(reader, "llama.attention.key_length", int, hidden // heads)
+    for key in ("llama.attention.value_length", "llama.rope.dimension_count"):
+        value = _field(reader, key, int, head_dim)
+        if value != head_dim:
+            raise ConversionError(f"GGUF key {key}: expected the head dim {head_dim}, "
+                                  f"found {value}")
+    return LlamaHyperparameters(
+        vocab_size=_field(reader, "llama.vocab_size", int, token_embd_rows),
+        hidden_size=hidden,
+        n_layers=_field(reader, "llama.block_count", int),
+        n_heads=heads,
+        n_kv_heads=_field(reader, "llama.attention.head_count_kv", int, heads),
+        head_dim=head_dim,
+        ffn_size=_field(reader, "llama.feed_forward_length", int),
+        context_length=_field(reader, "llama.context_length", int),
+        rope_theta=_field(reader, "llama.rope.freq_base", float, 10000.0),
+        rms_norm_eps=_field(reader, "llama.attention.layer_norm_rms_epsilon", float),
+        tie_word_embeddings=tied,
+    )
+
+
+def unpermute_rope_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undoes the row permutation GGUF converters apply to attn_q/attn_k: within each head they
+    store rotation pair i as adjacent rows (2i, 2i+1); mixrt wants rows i and i + head_dim/2."""
+    rows, cols = weight.shape
+    return (weight.reshape(n_heads, rows // n_heads // 2, 2, cols)
+            .swapaxes(1, 2).reshape(rows, cols))
+
+
+def _loader(path: Path, tensor, dims: tuple[int, ...], rope_heads: int | None):
+    """Reads one tensor's bytes from the file (not through the reader's map, so that pages of
+    tensors already converted do not stay resident) and dequantizes them to float32."""
+    def load() -> np.ndarray:
+        raw = np.fromfile(path, dtype=np.uint8, count=tensor.n_bytes, offset=tensor.data_offset)
+        raw = raw.view(tensor.data.dtype).reshape(tensor.data.shape)
+        weight = dequantize(raw, tensor.tensor_type).astype(np.float32, copy=False).reshape(dims)
+        return weight if rope_heads is None else unpermute_rope_rows(weight, rope_heads)
+    return load
+
+
+def open_gguf(path: Path) -> ModelSource:
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as error:
+        raise ConversionError(f"{path}: expected a GGUF file, found unreadable "
+                              f"({error})") from error
+    by_name = {t.name: t for t in reader.tensors}
+    embd = by_name.get("token_embd.weight")
+    hparams = _hyperparameters(reader, int(embd.shape[-1]) if embd is not None else None,
+                               tied="output.weight" not in by_name)
+    rope_heads = {"attn_q": hparams.n_heads, "attn_k": hparams.n_kv_heads}
+    available = {}
+    for name, tensor in by_name.items():
+        if name.endswith(".bias"):
+            raise ConversionError(f"tensor {name}: expected no bias tensors (llama has none), "
+                                  f"found one")
+        if name == "rope_freqs.weight":
+            raise ConversionError(f"tensor {name}: expected no RoPE frequency factors (RoPE "
+                                  f"scaling is not supported), found one")
+        if tensor.tensor_type not in SUPPORTED_TYPES:
+            raise ConversionError(
+                f"tensor {name}: GGUF type expected one of "
+                f"{', '.join(t.name for t in SUPPORTED_TYPES)}, found {tensor.tensor_type.name}")
+        dims = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists ne0 (columns) first
+        kind = name.split(".")[2] if name.startswith("blk.") else None
+        available[name] = SourceTensor(name, dims,
+                                       _loader(path, tensor, dims, rope_heads.get(kind)))
+    tensors = select_tensors(hparams, available, lambda name: name)
+    try:
+        tokenizer = tokenizer_metadata_from_gguf(reader)
+    except ValueError as error:  # how tokenizer_export refuses what the runtime cannot reproduce
+        raise ConversionError(f"tokenizer: {error}") from error
+    return ModelSource(source=f"gguf:{path.name}", name=_field(reader, "general.name", str, ""),
+                       hparams=hparams, tokenizer=tokenizer, tensors=tensors)

@@ -1,0 +1,176 @@
+# hf_source.py: reads a Hugging Face Llama checkpoint directory (config.json, one or more
+# *.safetensors shards, tokenizer files) as the converter's canonical description. HF already
+# stores q/k rows in the rotate-half RoPE order mixrt uses. Tested by tests/test_convert.py.
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from .errors import ConversionError
+from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
+from .tokenizer_export import tokenizer_metadata_from_hf_dir
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+SAFETENSORS_DTYPES = ("F32", "F16", "BF16")
+# Tensors a checkpoint may hold that carry nothing mixrt needs (a buffer of old transformers).
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+_TOP_LEVEL_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
+                    "output_norm.weight": "model.norm.weight",
+                    "output.weight": "lm_head.weight"}
+_LAYER_NAMES = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj",
+                "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+                "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+_REQUIRED = object()
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face name of a tensor of FORMAT.md 4.1 (`blk.3.attn_q.weight` ->
+    `model.layers.3.self_attn.q_proj.weight`)."""
+    if name in _TOP_LEVEL_NAMES:
+        return _TOP_LEVEL_NAMES[name]
+    _, layer, kind, _ = name.split(".")
+    return f"model.layers.{layer}.{_LAYER_NAMES[kind]}.weight"
+
+
+def _config_value(config: dict, key: str, kind: type, default=_REQUIRED):
+    value = config.get(key, default)
+    if value is _REQUIRED:
+        raise ConversionError(f"config.json: {key} expected a {kind.__name__}, found missing")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConversionError(f"config.json: {key} expected a {kind.__name__}, found {value!r}")
+    return value
+
+
+def _hyperparameters(config: dict) -> LlamaHyperparameters:
+    model_type = config.get("model_type")
+    if model_type != "llama":
+        raise ConversionError(f"config.json: model_type expected 'llama', found {model_type!r}")
+    architectures = config.get("architectures", ["LlamaForCausalLM"])
+    if architectures != ["LlamaForCausalLM"]:
+        raise ConversionError(f"config.json: architectures expected ['LlamaForCausalLM'], "
+                              f"found {architectures!r}")
+    for key, expected in (("rope_scaling", None), ("attention_bias", False), ("mlp_bias", False),
+                          ("hidden_act", "silu")):
+        if config.get(key, expected) != expected:
+            raise ConversionError(f"config.json: {key} expected {expected!r}, "
+                                  f"found {config[key]!r}")
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ConversionError(f"config.json: rope_parameters.rope_type expected 'default' (RoPE "
+                              f"scaling is not supported), found {rope['rope_type']!r}")
+    hidden = _config_value(config, "hidden_size", int)
+    heads = _config_value(config, "num_attention_heads", int)
+    if "head_dim" not in config and hidden % heads:
+        raise ConversionError(f"config.json: hidden_size expected a multiple of "
+                              f"num_attention_heads {heads} (head_dim is absent), found {hidden}")
+    return LlamaHyperparameters(
+        vocab_size=_config_value(config, "vocab_size", int),
+        hidden_size=hidden,
+        n_layers=_config_value(config, "num_hidden_layers", int),
+        n_heads=heads,
+        n_kv_heads=_config_value(config, "num_key_value_heads", int, heads),
+        head_dim=_config_value(config, "head_dim", int, hidden // heads),
+        ffn_size=_config_value(config, "intermediate_size", int),
+        context_length=_config_value(config, "max_position_embeddings", int),
+        rope_theta=_config_value(rope, "rope_theta", float,
+                                 _config_value(config, "rope_theta", float, 10000.0)),
+        rms_norm_eps=_config_value(config, "rms_norm_eps", float),
+        tie_word_embeddings=_config_value(config, "tie_word_embeddings", bool, False),
+    )
+
+
+def _shard_files(path: Path) -> list[Path]:
+    """The safetensors files of the checkpoint: those the index names, or all of them."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [name for name in names if not (path / name).exists()]
+        if missing:
+            raise ConversionError(f"{index.name}: shard {missing[0]} expected in {path}, "
+                                  f"found missing")
+        return [path / name for name in names]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ConversionError(f"{path}: expected *.safetensors weight files, found none")
+    return files
+
+
+def _read_bf16(file: Path, name: str) -> np.ndarray:
+    """numpy has no bfloat16, so bf16 tensors are read from their raw bytes, located through the
+    safetensors header (8-byte little-endian length, JSON with `data_offsets` relative to the
+    byte after it), and widened: a bf16 value is the upper half of the float32 with its bits."""
+    with open(file, "rb") as stream:
+        (header_size,) = struct.unpack("<Q", stream.read(8))
+        entry = json.loads(stream.read(header_size))[name]
+        begin, end = entry["data_offsets"]
+        stream.seek(8 + header_size + begin)
+        bits = np.fromfile(stream, dtype="<u2", count=(end - begin) // 2)
+    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+
+
+def _loader(file: Path, name: str, dtype: str):
+    if dtype == "BF16":
+        return lambda: _read_bf16(file, name)
+
+    def load() -> np.ndarray:
+        with safe_open(file, framework="numpy") as shard:
+            return shard.get_tensor(name).astype(np.float32, copy=False)
+    return load
+
+
+def _index_tensors(files: list[Path]) -> dict[str, SourceTensor]:
+    """Every tensor of the shards by name, with dims from the headers (no data is read)."""
+    tensors, shard_of = {}, {}
+    for file in files:
+        with safe_open(file, framework="numpy") as shard:
+            for name in shard.keys():
+                if name.endswith(IGNORED_SUFFIXES):
+                    continue
+                if name in shard_of:
+                    raise ConversionError(f"tensor {name}: expected in one shard, found in "
+                                          f"{shard_of[name].name} and {file.name}")
+                if name.endswith(".bias"):
+                    raise ConversionError(f"tensor {name}: expected no bias tensors (llama has "
+                                          f"none), found one in {file.name}")
+                info = shard.get_slice(name)
+                dtype = info.get_dtype()
+                if dtype not in SAFETENSORS_DTYPES:
+                    raise ConversionError(f"tensor {name}: safetensors dtype expected one of "
+                                          f"{', '.join(SAFETENSORS_DTYPES)}, found {dtype}")
+                tensors[name] = SourceTensor(name, tuple(info.get_shape()),
+                                             _loader(file, name, dtype))
+                shard_of[name] = file
+    return tensors
+
+
+def open_hf_dir(path: Path) -> ModelSource:
+    path = path.resolve()
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ConversionError(f"{path}: expected a Hugging Face checkpoint with config.json, "
+                              f"found none")
+    config = json.loads(config_file.read_text())
+    hparams = _hyperparameters(config)
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise ConversionError(f"{path}: expected a tokenizer ({' or '.join(TOKENIZER_FILES)}), "
+                              f"found none")
+    available = _index_tensors(_shard_files(path))
+    if hparams.tie_word_embeddings:
+        available.pop("lm_head.weight", None)  # some checkpoints save the tied copy anyway
+    tensors = select_tensors(hparams, available, hf_name)
+    try:
+        tokenizer = tokenizer_metadata_from_hf_dir(path)
+    except ValueError as error:  # how tokenizer_export refuses what the runtime cannot reproduce
+        raise ConversionError(f"tokenizer: {error}") from error
+    return ModelSource(
+        source=f"hf:{path.name}",
+        name=config.get("_name_or_path") or config.get("_model_name_or_path") or path.name,
+        hparams=hparams, tokenizer=tokenizer, tensors=tensors)

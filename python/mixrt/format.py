@@ -1,0 +1,348 @@
+# format.py: the .mixrt file format of FORMAT.md: its constants, a streaming writer and a small
+# memory-mapped reader (the C++ core has its own validating reader, cpp/src/model_file.cpp).
+# Tested by tests/test_convert.py (round trips, layout, refusals, no partial files).
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"MIXRT\x00\r\n"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+ALIGNMENT = 64
+HEADER_SIZE = 128
+
+# Tensor dtypes (FORMAT.md 5): code, and the little-endian numpy type of their single part.
+DTYPE_F32 = 0
+DTYPE_F16 = 1
+DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16}
+DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
+_PART_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}
+
+# Metadata value types (FORMAT.md 3).
+META_I64 = 1
+META_F64 = 2
+META_STRING = 3
+META_STRING_ARRAY = 4
+META_F32_ARRAY = 5
+META_I32_ARRAY = 6
+
+MAX_NAME_BYTES = 256
+MAX_DIMS = 4
+_KEY_PATTERN = re.compile(r"[a-z0-9_.]+")
+# magic, version_major, version_minor, alignment, flags, metadata_offset, metadata_size,
+# tensor_table_offset, tensor_table_size, data_offset, data_size, file_size, 48 reserved bytes.
+_HEADER = struct.Struct("<8s4I7Q48x")
+assert _HEADER.size == HEADER_SIZE
+
+
+class FormatError(ValueError):
+    """Data that cannot go into (or did not come out of) a valid .mixrt file."""
+
+
+def part_sizes(dtype: int, dims: tuple[int, ...]) -> list[int]:
+    """The exact byte size of each part of a tensor of this dtype and dims (FORMAT.md 5)."""
+    return [_PART_DTYPES[dtype].itemsize * math.prod(dims)]
+
+
+def _align(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack("<I", len(data)) + data
+
+
+def _checked_name(kind: str, name: str, pattern: re.Pattern | None = None) -> bytes:
+    """Encodes a metadata key or tensor name after checking the rules of FORMAT.md 3 and 4."""
+    size = len(name.encode("utf-8"))
+    if not 1 <= size <= MAX_NAME_BYTES:
+        raise FormatError(f"{kind} {name!r}: expected 1..{MAX_NAME_BYTES} bytes, found {size}")
+    if pattern is not None and not pattern.fullmatch(name):
+        raise FormatError(f"{kind} {name!r}: expected only the characters [a-z0-9_.]")
+    return _string(name)
+
+
+def _encode_value(key: str, value: Any) -> bytes:
+    """Type code and encoding of one metadata value; Python types map as FORMAT.md 3 lists."""
+    if isinstance(value, (bool, int)):
+        if not -(2**63) <= value < 2**63:
+            raise FormatError(f"metadata {key}: {value} does not fit in an i64")
+        return struct.pack("<Iq", META_I64, value)
+    if isinstance(value, float):
+        return struct.pack("<Id", META_F64, value)
+    if isinstance(value, str):
+        return struct.pack("<I", META_STRING) + _string(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return (struct.pack("<IQ", META_STRING_ARRAY, len(value))
+                + b"".join(_string(item) for item in value))
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype == np.float32:
+            return struct.pack("<IQ", META_F32_ARRAY, value.size) + value.astype("<f4").tobytes()
+        if value.dtype == np.int32:
+            return struct.pack("<IQ", META_I32_ARRAY, value.size) + value.astype("<i4").tobytes()
+    kind = f"numpy {value.dtype} array of {value.ndim} dims" if isinstance(value, np.ndarray) \
+        else type(value).__name__
+    raise TypeError(f"metadata {key}: a {kind} has no .mixrt type (expected bool, int, float, "
+                    "str, list of str, or 1-dim numpy float32 or int32 array)")
+
+
+@dataclass(frozen=True)
+class _Declared:
+    name: str
+    dtype: int
+    dims: tuple[int, ...]
+
+
+class MixrtWriter:
+    """Writes one .mixrt file in a single pass, holding at most one tensor's data at a time.
+
+    with MixrtWriter(path) as writer:
+        writer.add_metadata({...})
+        writer.declare_tensor(name, "f16", dims)    # every tensor, before any data
+        writer.write_tensor(name, array)            # then the data, in declared order
+
+    The file is built as a temporary next to `path` and renamed onto it only when the block ends
+    without an exception and every declared tensor was written; otherwise nothing is left behind.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.temp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._metadata: dict[str, bytes] = {}
+        self._tensors: list[_Declared] = []
+        self._layout_written = False
+        self._data_offsets: list[int] = []  # absolute file offset of each tensor's data
+        self._file_size = 0
+        self._written = 0
+        self._file = None
+
+    def __enter__(self) -> MixrtWriter:
+        self._file = open(self.temp_path, "wb")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self._discard()
+            raise
+
+    def add_metadata(self, entries: dict[str, Any]) -> None:
+        self._require_layout_open("add_metadata")
+        for key, value in entries.items():
+            if key in self._metadata:
+                raise FormatError(f"metadata {key}: duplicate key")
+            self._metadata[key] = (_checked_name("metadata key", key, _KEY_PATTERN)
+                                   + _encode_value(key, value))
+
+    def declare_tensor(self, name: str, dtype: str, dims) -> None:
+        self._require_layout_open("declare_tensor")
+        if dtype not in DTYPE_CODES:
+            raise FormatError(f"tensor {name}: dtype expected one of {sorted(DTYPE_CODES)}, "
+                              f"found {dtype!r}")
+        dims = tuple(int(d) for d in dims)
+        if not 1 <= len(dims) <= MAX_DIMS or min(dims) < 1:
+            raise FormatError(f"tensor {name}: dims expected 1..{MAX_DIMS} values >= 1, "
+                              f"found {list(dims)}")
+        if any(t.name == name for t in self._tensors):
+            raise FormatError(f"tensor {name}: declared twice")
+        _checked_name("tensor name", name)
+        self._tensors.append(_Declared(name, DTYPE_CODES[dtype], dims))
+
+    def write_tensor(self, name: str, array: np.ndarray) -> None:
+        """Writes the data of the next declared tensor, converted to its declared dtype."""
+        if not self._layout_written:
+            self._write_layout()
+        if self._written == len(self._tensors):
+            raise FormatError(f"tensor {name}: not declared, or written twice")
+        tensor = self._tensors[self._written]
+        if name != tensor.name:
+            raise FormatError(f"tensor {name}: written out of order, expected {tensor.name} next")
+        array = np.asarray(array)
+        if array.shape != tensor.dims:
+            raise FormatError(f"tensor {name}: dims expected {list(tensor.dims)}, "
+                              f"found {list(array.shape)}")
+        with np.errstate(over="ignore"):  # overflow to inf is reported below
+            stored = np.ascontiguousarray(array, dtype=_PART_DTYPES[tensor.dtype])
+        if not np.isfinite(stored).all():
+            if np.isfinite(array).all():
+                raise FormatError(f"tensor {name}: values expected within the "
+                                  f"{DTYPE_NAMES[tensor.dtype]} range, found up to "
+                                  f"{np.abs(array).max():g}")
+            raise FormatError(f"tensor {name}: values expected finite, found NaN or infinity")
+        self._file.write(bytes(self._data_offsets[self._written] - self._file.tell()))
+        self._file.write(stored.data)
+        self._written += 1
+
+    def _require_layout_open(self, method: str) -> None:
+        if self._layout_written:
+            raise FormatError(f"{method}: called after tensor data was written")
+
+    def _write_layout(self) -> None:
+        """Writes header, metadata and tensor table; fixes where each tensor's data goes (the
+        dtypes of 1.0 have a single part)."""
+        metadata = struct.pack("<Q", len(self._metadata)) + b"".join(self._metadata.values())
+        table = [struct.pack("<Q", len(self._tensors))]
+        data_end = 0
+        relative_offsets = []
+        for tensor in self._tensors:
+            (size,) = part_sizes(tensor.dtype, tensor.dims)
+            offset = _align(data_end)
+            table.append(_string(tensor.name)
+                         + struct.pack(f"<II{len(tensor.dims)}QIQQ", tensor.dtype, len(tensor.dims),
+                                       *tensor.dims, 1, offset, size))
+            relative_offsets.append(offset)
+            data_end = offset + size
+        table = b"".join(table)
+        table_offset = HEADER_SIZE + len(metadata)
+        data_offset = _align(table_offset + len(table))
+        self._file.write(_HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, ALIGNMENT, 0,
+                                      HEADER_SIZE, len(metadata), table_offset, len(table),
+                                      data_offset, data_end, data_offset + data_end))
+        self._file.write(metadata)
+        self._file.write(table)
+        self._file.write(bytes(data_offset - self._file.tell()))
+        self._data_offsets = [data_offset + offset for offset in relative_offsets]
+        self._file_size = data_offset + data_end
+        self._layout_written = True
+
+    def _finish(self) -> None:
+        if not self._layout_written:
+            self._write_layout()
+        unwritten = [t.name for t in self._tensors[self._written:]]
+        if unwritten:
+            raise FormatError(f"tensors declared but never written: {', '.join(unwritten)}")
+        assert self._file.tell() == self._file_size
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.temp_path, self.path)
+
+    def _discard(self) -> None:
+        self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: int
+    dims: tuple[int, ...]
+    parts: tuple[tuple[int, int], ...]  # (offset from data_offset, size in bytes) of each part
+    _file: np.memmap
+    _data_offset: int
+
+    def array(self) -> np.ndarray:
+        """The tensor as a read-only numpy view into the mapped file (f32 and f16 only)."""
+        if self.dtype not in _PART_DTYPES:
+            raise FormatError(f"tensor {self.name}: dtype {self.dtype} has no numpy view")
+        offset, _ = self.parts[0]
+        return np.ndarray(self.dims, _PART_DTYPES[self.dtype], buffer=self._file,
+                          offset=self._data_offset + offset)
+
+
+@dataclass(frozen=True)
+class MixrtFile:
+    header: dict[str, int]
+    metadata: dict[str, Any]
+    tensors: dict[str, TensorInfo]
+
+
+class _Cursor:
+    """Reads the encodings of FORMAT.md 3 and 4 from one section's bytes."""
+
+    def __init__(self, data: bytes, section: str):
+        self.data, self.section, self.pos = data, section, 0
+
+    def unpack(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise FormatError(f"{self.section}: truncated at byte {self.pos}")
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def string(self) -> str:
+        (size,) = self.unpack("<I")
+        return self.unpack(f"{size}s")[0].decode("utf-8")
+
+    def array(self, dtype: str) -> np.ndarray:
+        """A numeric array in native byte order, decoded from its little-endian `dtype`."""
+        (count,) = self.unpack("<Q")
+        raw = self.unpack(f"{count * np.dtype(dtype).itemsize}s")[0]
+        return np.frombuffer(raw, dtype=dtype).astype(np.dtype(dtype).newbyteorder("="))
+
+    def value(self, kind: int) -> Any:
+        if kind == META_I64:
+            return self.unpack("<q")[0]
+        if kind == META_F64:
+            return self.unpack("<d")[0]
+        if kind == META_STRING:
+            return self.string()
+        if kind == META_STRING_ARRAY:
+            (count,) = self.unpack("<Q")
+            return [self.string() for _ in range(count)]
+        if kind == META_F32_ARRAY:
+            return self.array("<f4")
+        if kind == META_I32_ARRAY:
+            return self.array("<i4")
+        raise FormatError(f"{self.section}: unknown value type {kind}")
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise FormatError(f"{self.section}: expected {len(self.data)} bytes, "
+                              f"consumed {self.pos}")
+
+
+def read_mixrt(path: str | os.PathLike) -> MixrtFile:
+    """Maps a .mixrt file and decodes its header, metadata and tensor table (light checks only)."""
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    if mapped.size < HEADER_SIZE:
+        raise FormatError(f"{path}: expected at least {HEADER_SIZE} bytes, found {mapped.size}")
+    fields = _HEADER.unpack(mapped[:HEADER_SIZE].tobytes())
+    header = dict(zip(("magic", "version_major", "version_minor", "alignment", "flags",
+                       "metadata_offset", "metadata_size", "tensor_table_offset",
+                       "tensor_table_size", "data_offset", "data_size", "file_size"), fields))
+    if header["magic"] != MAGIC:
+        raise FormatError(f"{path}: magic expected {MAGIC!r}, found {header['magic']!r}")
+    if header["version_major"] != VERSION_MAJOR:
+        raise FormatError(f"{path}: version_major expected {VERSION_MAJOR}, "
+                          f"found {header['version_major']}")
+    if header["file_size"] != mapped.size:
+        raise FormatError(f"{path}: file_size expected {header['file_size']}, "
+                          f"found {mapped.size}")
+
+    def section(offset: str, size: str, name: str) -> _Cursor:
+        start = header[offset]
+        return _Cursor(mapped[start:start + header[size]].tobytes(), name)
+
+    cursor = section("metadata_offset", "metadata_size", "metadata")
+    metadata = {}
+    for _ in range(cursor.unpack("<Q")[0]):
+        key = cursor.string()
+        metadata[key] = cursor.value(cursor.unpack("<I")[0])
+    cursor.done()
+
+    cursor = section("tensor_table_offset", "tensor_table_size", "tensor table")
+    tensors = {}
+    for _ in range(cursor.unpack("<Q")[0]):
+        name = cursor.string()
+        dtype, ndim = cursor.unpack("<II")
+        dims = cursor.unpack(f"<{ndim}Q")
+        (nparts,) = cursor.unpack("<I")
+        parts = tuple(cursor.unpack("<QQ") for _ in range(nparts))
+        tensors[name] = TensorInfo(name, dtype, dims, parts, mapped, header["data_offset"])
+    cursor.done()
+    return MixrtFile(header, metadata, tensors)

@@ -1,0 +1,582 @@
+# test_convert.py: the converter (mixrt.convert), the format writer and reader (mixrt.format) and
+# the tools gguf_to_hf.py / make_random_model.py, on SmolLM2 and on generated models; needs no C++.
+# Run: PYTHONPATH=python python -m pytest tests/test_convert.py -q -s  (-s shows the measurements)
+import dataclasses
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import sentencepiece
+from safetensors.numpy import load_file, save_file
+
+from conftest import REPO, SMOLLM2_HF_FILES
+
+sys.path.insert(0, str(REPO / "tools"))
+from gguf_to_hf import gguf_to_hf, to_hf_name  # noqa: E402
+from make_random_model import SHAPES, make_random_model, weight_plan  # noqa: E402
+
+import mixrt.convert  # noqa: E402
+from mixrt.convert import ConversionError, convert  # noqa: E402
+from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt  # noqa: E402
+
+LAYER_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+               "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+PYTHON_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")]))}
+
+
+def assert_same_model(path_a, path_b, ignored_keys=("mixrt.source",)):
+    """Same metadata (but ignored_keys) and bit-identical tensors with the same dtypes and dims."""
+    a, b = read_mixrt(path_a), read_mixrt(path_b)
+    assert a.metadata.keys() == b.metadata.keys()
+    for key, value in a.metadata.items():
+        if key not in ignored_keys:
+            assert np.array_equal(value, b.metadata[key]) if isinstance(value, np.ndarray) \
+                else value == b.metadata[key], key
+    assert list(a.tensors) == list(b.tensors)
+    for name, tensor in a.tensors.items():
+        other = b.tensors[name]
+        assert (tensor.dtype, tensor.dims) == (other.dtype, other.dims), name
+        assert np.array_equal(tensor.array(), other.array()), name
+
+
+def temp_leftovers(directory: Path) -> list:
+    return [p.name for p in directory.iterdir() if ".tmp" in p.name]
+
+
+# ---- the format writer and reader --------------------------------------------------------------
+
+def test_metadata_round_trip(tmp_path):
+    entries = {"t.int": -5, "t.bool": True, "t.float": 0.25, "t.str": "héllo ▁",
+               "t.strings": ["a", "", "▁b"], "t.f32": np.array([1.5, -2.0], np.float32),
+               "t.i32": np.array([1, -2, 3], np.int32)}
+    with MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.add_metadata(entries)
+    metadata = read_mixrt(tmp_path / "m.mixrt").metadata
+    assert metadata["t.bool"] == 1 and metadata["t.int"] == -5 and metadata["t.float"] == 0.25
+    assert metadata["t.str"] == "héllo ▁" and metadata["t.strings"] == ["a", "", "▁b"]
+    assert metadata["t.f32"].dtype == np.float32 and metadata["t.f32"].tolist() == [1.5, -2.0]
+    assert metadata["t.i32"].dtype == np.int32 and metadata["t.i32"].tolist() == [1, -2, 3]
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], np.zeros(3), np.zeros((2, 2), np.float32),
+                                   None, np.int64(3)])
+def test_metadata_without_format_type_is_refused(tmp_path, value):
+    with pytest.raises(TypeError, match="t.key"), MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.add_metadata({"t.key": value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_layout_is_aligned_and_exact(tmp_path):
+    arrays = {"a": np.arange(3, dtype=np.float32), "b": np.ones((5, 7), np.float32),
+              "c": np.full((2, 3, 4), 0.5, np.float32)}
+    with MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.add_metadata({"general.name": "x"})
+        for name, dtype in (("a", "f32"), ("b", "f16"), ("c", "f32")):
+            writer.declare_tensor(name, dtype, arrays[name].shape)
+        for name, array in arrays.items():
+            writer.write_tensor(name, array)
+    file = read_mixrt(tmp_path / "m.mixrt")
+    header, raw = file.header, (tmp_path / "m.mixrt").read_bytes()
+    assert header["file_size"] == len(raw) == header["data_offset"] + header["data_size"]
+    assert header["data_offset"] % ALIGNMENT == 0
+    data, end = raw[header["data_offset"]:], 0
+    for name, tensor in file.tensors.items():
+        (offset, size), = tensor.parts
+        assert offset % ALIGNMENT == 0 and offset >= end
+        assert data[end:offset] == bytes(offset - end)  # zero padding
+        assert size == arrays[name].size * (2 if tensor.dtype == 1 else 4)
+        assert np.array_equal(tensor.array(), arrays[name])
+        end = offset + size
+    assert end == header["data_size"]
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.ones((3, 2), np.float32), r"tensor w: dims expected \[2, 3\], found \[3, 2\]"),
+    (np.array([[1, 2, np.nan]] * 2, np.float32), "tensor w: values expected finite"),
+    (np.array([[1, 2, 1e6]] * 2, np.float32), "tensor w: values expected within the f16 range"),
+])
+def test_writer_refuses_bad_data_and_leaves_no_file(tmp_path, array, message):
+    with pytest.raises(FormatError, match=message), MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.declare_tensor("w", "f16", (2, 3))
+        writer.write_tensor("w", array)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_requires_declared_order_and_every_tensor(tmp_path):
+    with pytest.raises(FormatError, match="out of order, expected a next"), \
+            MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.declare_tensor("a", "f32", (1,))
+        writer.declare_tensor("b", "f32", (1,))
+        writer.write_tensor("b", np.zeros(1, np.float32))
+    with pytest.raises(FormatError, match="declared but never written: b"), \
+            MixrtWriter(tmp_path / "m.mixrt") as writer:
+        writer.declare_tensor("a", "f32", (1,))
+        writer.declare_tensor("b", "f32", (1,))
+        writer.write_tensor("a", np.zeros(1, np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- SmolLM2: the GGUF path against the Hugging Face path --------------------------------------
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf, tmp_path_factory) -> Path:
+    """SmolLM2 as a Hugging Face checkpoint, made from the GGUF by the independent tool."""
+    return gguf_to_hf(smollm2_gguf, SMOLLM2_HF_FILES, tmp_path_factory.mktemp("smollm2-hf"))
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_gguf_and_hf_paths_agree(request, smollm2_hf, tmp_path, dtype):
+    from_gguf = request.getfixturevalue(f"smollm2_{dtype}")
+    summary = convert(smollm2_hf, tmp_path / "hf.mixrt", dtype=dtype, progress=False)
+    print(f"\nSmolLM2 from the HF directory, {dtype}: {summary}")
+    assert_same_model(from_gguf, tmp_path / "hf.mixrt")
+    assert read_mixrt(tmp_path / "hf.mixrt").metadata["mixrt.source"] == f"hf:{smollm2_hf.name}"
+
+
+@pytest.mark.real_model
+def test_f16_is_f32_rounded(smollm2_f16, smollm2_f32):
+    f16, f32 = read_mixrt(smollm2_f16), read_mixrt(smollm2_f32)
+    assert f16.metadata["mixrt.recipe"] == "f16" and f32.metadata["mixrt.recipe"] == "f32"
+    for name, tensor in f16.tensors.items():
+        exact = f32.tensors[name].array()
+        if len(tensor.dims) == 1:  # norms stay f32
+            assert tensor.dtype == 0 and np.array_equal(tensor.array(), exact), name
+        else:
+            assert tensor.dtype == 1, name
+            assert np.array_equal(tensor.array(), exact.astype(np.float16)), name
+
+
+@pytest.mark.real_model
+def test_smollm2_hyperparameters_and_tied_head(smollm2_f16, smollm2_gguf):
+    file = read_mixrt(smollm2_f16)
+    meta = file.metadata
+    assert {key: meta[f"llama.{key}"] for key in (
+        "vocab_size", "hidden_size", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_size",
+        "context_length", "tie_word_embeddings")} == dict(
+        vocab_size=49152, hidden_size=576, n_layers=30, n_heads=9, n_kv_heads=3, head_dim=64,
+        ffn_size=1536, context_length=8192, tie_word_embeddings=1)
+    assert meta["llama.rope_theta"] == 100000.0 and abs(meta["llama.rms_norm_eps"] - 1e-5) < 1e-9
+    assert meta["general.architecture"] == "llama"
+    assert meta["mixrt.source"] == f"gguf:{smollm2_gguf.name}"
+    assert meta["mixrt.converter_version"] == mixrt.__version__
+    assert "output.weight" not in file.tensors and len(file.tensors) == 2 + 30 * len(LAYER_KINDS)
+    assert file.tensors["token_embd.weight"].dims == (49152, 576)
+
+
+def measure_subprocess(script: str, *args) -> dict:
+    """Runs a Python snippet in a fresh interpreter; it prints one JSON line of measurements."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+                            env=PYTHON_ENV, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+# Peak RSS from VmHWM: getrusage's ru_maxrss would include the forking pytest process's peak.
+MEASURE = """
+    import json, re, sys, time
+    from pathlib import Path
+    from mixrt.convert import convert, open_source
+    src, out, dtype, what = sys.argv[1:]
+    start = time.perf_counter()
+    if what == "open":
+        open_source(Path(src))
+    else:
+        convert(src, out, dtype=dtype, progress=False)
+    status = Path("/proc/self/status").read_text()
+    print(json.dumps({"seconds": time.perf_counter() - start,
+                      "peak_rss": int(re.search(r"VmHWM:\\s*(\\d+) kB", status)[1]) * 1024}))
+"""
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_conversion_time_and_peak_memory(smollm2_gguf, tmp_path, dtype):
+    """Peak RSS of a whole conversion minus that of only opening the source (interpreter, gguf
+    reader, tokenizer metadata) stays within 3x the largest tensor as float32 (dequantized
+    float32, stored copy, temporaries): the converter streams tensor by tensor instead of holding
+    the model (135M parameters, 513 MiB as float32)."""
+    opened = measure_subprocess(MEASURE, smollm2_gguf, "-", dtype, "open")
+    converted = measure_subprocess(MEASURE, smollm2_gguf, tmp_path / "m.mixrt", dtype, "convert")
+    largest = 49152 * 576 * 4
+    streaming = converted["peak_rss"] - opened["peak_rss"]
+    print(f"\nSmolLM2 GGUF -> {dtype}: {converted['seconds']:.1f} s, peak RSS "
+          f"{converted['peak_rss'] / 2**20:.0f} MiB ({opened['peak_rss'] / 2**20:.0f} MiB after "
+          f"opening the source, so {streaming / 2**20:.0f} MiB for the tensors; largest tensor "
+          f"{largest / 2**20:.0f} MiB as float32)")
+    assert streaming <= 3 * largest
+    assert converted["seconds"] < 60
+
+
+# ---- generated models and the Hugging Face path ------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_hf(llama2_spm, tmp_path_factory) -> Path:
+    return make_random_model(tmp_path_factory.mktemp("tiny") / "tiny", shape="tiny",
+                             tokenizer_model=llama2_spm, seed=0)
+
+
+@pytest.fixture
+def tiny_copy(tiny_hf, tmp_path) -> Path:
+    """A private copy of the tiny model to break in one way."""
+    return Path(shutil.copytree(tiny_hf, tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tiny_hf, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-f32") / "tiny.mixrt"
+    convert(tiny_hf, out, dtype="f32", progress=False)
+    return out
+
+
+def test_random_model_converts(random_llama2_model):
+    file = read_mixrt(random_llama2_model)
+    meta = file.metadata
+    assert meta["mixrt.source"] == "hf:random-llama2-hf" and meta["mixrt.recipe"] == "f16"
+    assert (meta["llama.vocab_size"], meta["llama.hidden_size"], meta["llama.n_layers"],
+            meta["llama.n_heads"], meta["llama.n_kv_heads"], meta["llama.ffn_size"],
+            meta["llama.context_length"], meta["llama.tie_word_embeddings"]) == \
+        (32000, 64, 2, 4, 2, 172, 256, 0)
+    assert len(meta["tokenizer.tokens"]) == 32000 and meta["tokenizer.model"] == "sentencepiece_bpe"
+    assert file.tensors["output.weight"].dims == (32000, 64)
+    assert len(file.tensors) == 3 + 2 * len(LAYER_KINDS)
+
+
+def test_random_model_gives_non_degenerate_logits(tiny_f32):
+    """One-token forward pass (attention over one position is just v) through the converted file:
+    the logits spread over a few nats and depend on the token."""
+    file = read_mixrt(tiny_f32)
+    w = {name: t.array().astype(np.float64) for name, t in file.tensors.items()}
+    meta = file.metadata
+    group = meta["llama.n_heads"] // meta["llama.n_kv_heads"]  # query heads per kv head
+
+    def norm(x, weight):
+        return x / np.sqrt(np.mean(x * x) + meta["llama.rms_norm_eps"]) * weight
+
+    logits = []
+    for token in (1, 450, 7483):
+        x = w["token_embd.weight"][token]
+        for i in range(meta["llama.n_layers"]):
+            layer = {kind: w[f"blk.{i}.{kind}.weight"] for kind in LAYER_KINDS}
+            v = layer["attn_v"] @ norm(x, layer["attn_norm"])
+            heads = np.repeat(v.reshape(meta["llama.n_kv_heads"], -1), group, axis=0)
+            x = x + layer["attn_output"] @ heads.reshape(-1)
+            h = norm(x, layer["ffn_norm"])
+            gate, up = layer["ffn_gate"] @ h, layer["ffn_up"] @ h
+            x = x + layer["ffn_down"] @ (gate / (1 + np.exp(-gate)) * up)
+        logits.append(w["output.weight"] @ norm(x, w["output_norm.weight"]))
+    for row in logits:
+        p = np.exp(row - row.max())
+        p /= p.sum()
+        entropy = -(p * np.log(p)).sum()
+        print(f"\nrandom tiny model: logit std {row.std():.2f}, entropy {entropy:.2f} nats "
+              f"(uniform {math.log(len(row)):.2f}), top p {p.max():.3f}")
+        assert 1 < row.std() < 10 and entropy < math.log(len(row)) - 2
+    assert len({int(row.argmax()) for row in logits}) == len(logits)
+
+
+def test_sharded_checkpoint_converts_like_a_single_file(tiny_hf, llama2_spm, tmp_path):
+    sharded = make_random_model(tmp_path / "sharded", shape="tiny", tokenizer_model=llama2_spm,
+                                seed=0, max_shard_bytes=3 << 20)
+    shards = sorted(p.name for p in sharded.glob("*.safetensors"))
+    assert len(shards) > 2 and (sharded / "model.safetensors.index.json").exists()
+    (sharded / "stray.safetensors").write_bytes(b"not listed by the index, so never read")
+    convert(tiny_hf, tmp_path / "single.mixrt", progress=False)
+    convert(sharded, tmp_path / "sharded.mixrt", progress=False)
+    assert_same_model(tmp_path / "single.mixrt", tmp_path / "sharded.mixrt",
+                      ignored_keys=("mixrt.source", "general.name"))
+
+
+@pytest.mark.parametrize("shape, parameters", [("tinyllama-1.1b", 1_100_048_384),
+                                               ("llama2-7b", 6_738_415_616)])
+def test_big_shapes_have_the_real_parameter_counts(shape, parameters):
+    assert sum(math.prod(dims) for _, dims, _ in weight_plan(SHAPES[shape], 32000)) == parameters
+
+
+def write_bf16_safetensors(path: Path, weights: dict) -> None:
+    """safetensors has no numpy bf16 writer: header + raw upper halves of the float32 bits."""
+    header, offset, blobs = {}, 0, []
+    for name, weight in weights.items():
+        bits = np.ascontiguousarray(weight, np.float32).view(np.uint32) >> 16
+        blob = bits.astype("<u2").tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(weight.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+
+
+def test_bf16_checkpoint(tiny_copy, tiny_f32, tmp_path):
+    weights = load_file(tiny_copy / "model.safetensors")
+    write_bf16_safetensors(tiny_copy / "model.safetensors", weights)
+    convert(tiny_copy, tmp_path / "bf16.mixrt", dtype="f32", progress=False)
+    converted, reference = read_mixrt(tmp_path / "bf16.mixrt"), read_mixrt(tiny_f32)
+    for name, tensor in converted.tensors.items():
+        truncated = (reference.tensors[name].array().view(np.uint32) & 0xFFFF0000).view(np.float32)
+        assert np.array_equal(tensor.array(), truncated), name
+
+
+def test_tied_checkpoint_with_saved_head_stores_it_once(tiny_copy, tmp_path):
+    edit_config(tiny_copy, tie_word_embeddings=True)
+    convert(tiny_copy, tmp_path / "tied.mixrt", progress=False)
+    file = read_mixrt(tmp_path / "tied.mixrt")
+    assert file.metadata["llama.tie_word_embeddings"] == 1 and "output.weight" not in file.tensors
+
+
+# ---- refusals ----------------------------------------------------------------------------------
+
+def edit_config(hf_dir: Path, remove=(), **changes) -> None:
+    config = json.loads((hf_dir / "config.json").read_text())
+    config.update(changes)
+    for key in remove:
+        del config[key]
+    (hf_dir / "config.json").write_text(json.dumps(config))
+
+
+def edit_weights(hf_dir: Path, **changes) -> None:
+    """Sets (an array) or removes (None) tensors of the model.safetensors file."""
+    weights = load_file(hf_dir / "model.safetensors")
+    for name, value in changes.items():
+        if value is None:
+            del weights[name]
+        else:
+            weights[name] = value
+    save_file(weights, hf_dir / "model.safetensors")
+
+
+def shrink_vocab(hf_dir: Path) -> None:
+    edit_config(hf_dir, vocab_size=31999)
+    edit_weights(hf_dir, **{name: np.zeros((31999, 64), np.float32)
+                            for name in ("model.embed_tokens.weight", "lm_head.weight")})
+
+
+HF_REFUSALS = {
+    "unknown architecture": (lambda d: edit_config(d, model_type="mistral"),
+                             "config.json: model_type expected 'llama', found 'mistral'"),
+    "missing tensor": (lambda d: edit_weights(d, **{"model.layers.1.mlp.up_proj.weight": None}),
+                       r"tensor model.layers.1.mlp.up_proj.weight: expected in the checkpoint "
+                       r"\(mixrt blk.1.ffn_up.weight, dims \[172, 64\]\), found missing"),
+    "shape mismatch": (lambda d: edit_config(d, intermediate_size=176),
+                       r"tensor model.layers.0.mlp.gate_proj.weight: dims expected \[176, 64\], "
+                       r"found \[172, 64\]"),
+    "rope scaling": (lambda d: edit_config(d, rope_scaling={"type": "linear", "factor": 2.0}),
+                     "config.json: rope_scaling expected None, found {'type': 'linear'"),
+    "rope type": (lambda d: edit_config(d, rope_parameters={"rope_type": "llama3"}),
+                  "rope_parameters.rope_type expected 'default' .*, found 'llama3'"),
+    "attention bias": (lambda d: edit_config(d, attention_bias=True),
+                       "config.json: attention_bias expected False, found True"),
+    "bias tensor": (lambda d: edit_weights(d, **{"model.layers.0.self_attn.q_proj.bias":
+                                                 np.zeros(64, np.float32)}),
+                    "tensor model.layers.0.self_attn.q_proj.bias: expected no bias tensors"),
+    "head dim": (lambda d: edit_config(d, remove=["head_dim"], num_attention_heads=3,
+                                       num_key_value_heads=3),
+                 "config.json: hidden_size expected a multiple of num_attention_heads 3 "
+                 r"\(head_dim is absent\), found 64"),
+    "kv heads": (lambda d: edit_config(d, num_key_value_heads=3),
+                 "llama.n_kv_heads: expected a divisor of n_heads 4, found 3"),
+    "unsupported dtype": (lambda d: edit_weights(d, **{"model.norm.weight": np.ones(64, np.int8)}),
+                          "tensor model.norm.weight: safetensors dtype expected one of F32, F16, "
+                          "BF16, found I8"),
+    "unexpected tensor": (lambda d: edit_weights(d, **{"model.layers.0.mlp.experts.weight":
+                                                       np.ones(4, np.float32)}),
+                          "tensor model.layers.0.mlp.experts.weight: expected only the tensors "
+                          "of a llama model"),
+    "missing tokenizer": (lambda d: (d / "tokenizer.model").unlink(),
+                          r"expected a tokenizer \(tokenizer.json or tokenizer.model\), "
+                          "found none"),
+    "vocab mismatch": (shrink_vocab, "tokenizer: .*32000 tokens.* vocab_size is 31999"),
+}
+
+
+@pytest.mark.parametrize("case", HF_REFUSALS)
+def test_hf_refusals(tiny_copy, tmp_path, case):
+    break_it, message = HF_REFUSALS[case]
+    break_it(tiny_copy)
+    with pytest.raises(ConversionError, match=message) as error:
+        convert(tiny_copy, tmp_path / "out.mixrt", progress=False)
+    print(f"\n{case}: {error.value}")
+    assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
+
+
+def permute_like_gguf(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """What llama.cpp's HF->GGUF converter does to q/k rows: within each head, the two halves
+    that rotate-half RoPE pairs up become interleaved, row (half, i) moving to row (i, half)."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def write_tiny_gguf(path: Path, hf_dir: Path, tensor_type=lambda name, weight: "F32",
+                    arch: str = "llama", extra=lambda writer: None) -> Path:
+    """A llama GGUF of the tiny HF model as llama.cpp would write it, with the sentencepiece
+    vocabulary; tensor_type(name, weight) picks each tensor's GGML type."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    weights = load_file(hf_dir / "model.safetensors")
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny")
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_rope_freq_base(config["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_dimension_count(config["head_dim"])
+    writer.add_vocab_size(config["vocab_size"])
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(hf_dir / "tokenizer.model"))
+    ids = range(spm.vocab_size())
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([spm.id_to_piece(i) for i in ids])
+    writer.add_token_scores([spm.get_score(i) for i in ids])
+    writer.add_token_types([2 if spm.is_unknown(i) else 3 if spm.is_control(i) else
+                            6 if spm.is_byte(i) else 1 for i in ids])
+    writer.add_bos_token_id(spm.bos_id())
+    writer.add_eos_token_id(spm.eos_id())
+    writer.add_unk_token_id(spm.unk_id())
+    writer.add_add_bos_token(True)
+    extra(writer)
+    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+    names = ["token_embd.weight",
+             *(f"blk.{i}.{kind}.weight" for i in range(config["num_hidden_layers"])
+               for kind in LAYER_KINDS), "output_norm.weight", "output.weight"]
+    for name in names:
+        weight = weights[to_hf_name(name)]
+        if name.split(".")[-2] in heads:
+            weight = permute_like_gguf(weight, heads[name.split(".")[-2]])
+        qtype = gguf.GGMLQuantizationType[tensor_type(name, weight)]
+        try:
+            data = gguf.quants.quantize(weight, qtype)
+        except NotImplementedError:  # a type gguf cannot produce: zero blocks, to be refused
+            data = np.zeros(gguf.quants.quant_shape_to_byte_shape(weight.shape, qtype), np.uint8)
+        writer.add_tensor(name, data, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_rope_permutation_is_undone(tiny_hf, tiny_f32, tmp_path):
+    """A float32 GGUF with llama.cpp's q/k permutation converts to exactly the HF model."""
+    convert(write_tiny_gguf(tmp_path / "tiny.gguf", tiny_hf), tmp_path / "g.mixrt", dtype="f32",
+            progress=False)
+    converted, reference = read_mixrt(tmp_path / "g.mixrt"), read_mixrt(tiny_f32)
+    for key, value in reference.metadata.items():
+        if key.startswith("llama."):  # GGUF holds rms_norm_eps as f32
+            assert converted.metadata[key] == pytest.approx(value, rel=1e-7), key
+    assert list(converted.tensors) == list(reference.tensors)
+    for name, tensor in reference.tensors.items():
+        assert np.array_equal(converted.tensors[name].array(), tensor.array()), name
+
+
+@pytest.mark.parametrize("qtype, tolerance", [("F16", 1e-3), ("BF16", 1e-2), ("Q8_0", 0.01),
+                                              ("Q5_0", 0.05), ("Q5_1", 0.05), ("Q4_0", 0.12),
+                                              ("Q4_1", 0.12)])
+def test_gguf_quantized_types(tiny_hf, tiny_f32, tmp_path, qtype, tolerance):
+    """Each supported GGML type converts to the original weights within its rounding error
+    (relative RMS); a wrong row order or block layout would give errors near 1."""
+    def tensor_type(name, weight):
+        return qtype if weight.ndim == 2 and weight.shape[1] % 32 == 0 else "F32"
+
+    gguf_file = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_hf, tensor_type)
+    convert(gguf_file, tmp_path / "q.mixrt", dtype="f32", progress=False)
+    converted, reference = read_mixrt(tmp_path / "q.mixrt"), read_mixrt(tiny_f32)
+    worst = 0.0
+    for name, tensor in reference.tensors.items():
+        exact = tensor.array()
+        error = np.sqrt(np.mean((converted.tensors[name].array() - exact) ** 2)
+                        / np.mean(exact ** 2))
+        worst = max(worst, error)
+    print(f"\n{qtype}: worst relative RMS error {worst:.4f}")
+    assert 0 < worst < tolerance
+
+
+GGUF_REFUSALS = {
+    "unknown architecture": (dict(arch="qwen2"),
+                             "GGUF key general.architecture: expected 'llama', found 'qwen2'"),
+    "unsupported type": (dict(tensor_type=lambda name, w: "IQ4_NL" if name == "blk.1.attn_v.weight"
+                              else "F32"),
+                         "tensor blk.1.attn_v.weight: GGUF type expected one of F32, F16, BF16, "
+                         "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, found IQ4_NL"),
+    "rope scaling": (dict(extra=lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)),
+                     "GGUF key llama.rope.scaling.type: expected 'none' .*, found 'linear'"),
+}
+
+
+@pytest.mark.parametrize("case", GGUF_REFUSALS)
+def test_gguf_refusals(tiny_hf, tmp_path, case):
+    options, message = GGUF_REFUSALS[case]
+    gguf_file = write_tiny_gguf(tmp_path / "bad.gguf", tiny_hf, **options)
+    with pytest.raises(ConversionError, match=message) as error:
+        convert(gguf_file, tmp_path / "out.mixrt", progress=False)
+    print(f"\n{case}: {error.value}")
+    assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
+
+
+def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
+    edit_config(tiny_copy, model_type="mistral")
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_copy), "-o",
+                             str(tmp_path / "out.mixrt")], env=PYTHON_ENV, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert result.stderr == ("mixrt-convert: error: config.json: model_type expected 'llama', "
+                             "found 'mistral'\n")
+
+
+def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
+    for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32"], False)):
+        result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
+                                 str(tmp_path / "out.mixrt"), *flags], env=PYTHON_ENV,
+                                capture_output=True, text=True, check=True)
+        assert ("21 tensors" in result.stdout) == expect_output
+        assert bool(result.stderr) == expect_output  # the tqdm bar
+    assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"
+
+
+# ---- no partial files ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_interrupted_conversion_leaves_no_file(tiny_hf, tmp_path, monkeypatch, failure):
+    """A loader that fails midway (Ctrl-C, a read error): the previous output stays as it was and
+    no temporary file remains."""
+    real_open_source = mixrt.convert.open_source
+
+    def open_failing_midway(src):
+        model = real_open_source(src)
+        tensors = list(model.tensors)
+        name, tensor = tensors[len(tensors) // 2]
+
+        def fail():
+            raise failure("interrupted")
+        tensors[len(tensors) // 2] = (name, dataclasses.replace(tensor, load=fail))
+        return dataclasses.replace(model, tensors=tensors)
+
+    monkeypatch.setattr(mixrt.convert, "open_source", open_failing_midway)
+    out = tmp_path / "out.mixrt"
+    out.write_bytes(b"previous conversion")
+    with pytest.raises(failure):
+        convert(tiny_hf, out, progress=False)
+    assert out.read_bytes() == b"previous conversion"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mixrt"]
+
+
+def test_non_finite_weight_midway_is_refused(tiny_copy, tmp_path):
+    poisoned = load_file(tiny_copy / "model.safetensors")["model.layers.1.mlp.down_proj.weight"]
+    poisoned[3, 5] = np.inf
+    edit_weights(tiny_copy, **{"model.layers.1.mlp.down_proj.weight": poisoned})
+    with pytest.raises(ConversionError,
+                       match="tensor blk.1.ffn_down.weight: values expected finite"):
+        convert(tiny_copy, tmp_path / "out.mixrt", progress=False)
+    assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
