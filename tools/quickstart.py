@@ -66,7 +66,7 @@ def main() -> int:
     for question in args.questions:
         print(f"\n> {question}\n", flush=True)
         start, pieces = time.perf_counter(), 0
-        for piece in model.generate(chat_prompt(question), max_tokens=96, temperature=0.7, seed=0, stream=True):
+        for piece in model.generate(chat_prompt(question), max_tokens=96, temperature=0, stream=True):
             print(piece, end="", flush=True)
             pieces += 1
         print(f"\n[{pieces} pieces in {time.perf_counter() - start:.1f} s, stop: {model.last_stop_reason}]")
