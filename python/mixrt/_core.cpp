@@ -74,16 +74,18 @@ struct Model {
         return out;
     }
     std::vector<int32_t> tokenize(const nb::bytes &text, int add_bos, bool special) const {
-        std::vector<int32_t> ids;
-        size_t n = 0;
         const char *data = text.c_str();
         const size_t len = text.size();
+        // Usually enough (tokens are rarely shorter than 2 bytes on average); else a second call.
+        std::vector<int32_t> ids(len / 2 + 16);
+        size_t n = 0;
         nb::gil_scoped_release release;
-        mixrt_status st = mixrt_tokenize(ptr, data, len, add_bos, special, nullptr, 0, &n);
+        mixrt_status st = mixrt_tokenize(ptr, data, len, add_bos, special, ids.data(), ids.size(), &n);
         if (st == MIXRT_ERR_BUFFER_TOO_SMALL) {
             ids.resize(n);
             st = mixrt_tokenize(ptr, data, len, add_bos, special, ids.data(), ids.size(), &n);
         }
+        ids.resize(st == MIXRT_OK ? n : 0);
         nb::gil_scoped_acquire acquire;
         check(st);
         return ids;

@@ -1,0 +1,339 @@
+# test_tokenizer.py: the native tokenizers token for token against the reference libraries:
+# byte-level BPE (SmolLM2 converted from GGUF) vs `tokenizers` on its tokenizer.json, sentencepiece
+# BPE (a random model with the Llama-2 vocabulary) vs `sentencepiece`; and the tokenizer export.
+# Run: PYTHONPATH=python python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
+import random
+import shutil
+import time
+
+import gguf
+import numpy as np
+import pytest
+import sentencepiece
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+from conftest import LLAMA2_SPM, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, require
+from mixrt.convert.tokenizer_export import (tokenizer_metadata_from_gguf,
+                                            tokenizer_metadata_from_hf_dir)
+
+TRICKY = [
+    "", " ", "  ", "   ", "\n", "\n\n", "\t", " \t \n ", "a", " a", "a ", "  a  ", "Hello world",
+    "Hello  world", "it's I'm we're they've he'll she'd IT'S 'S 're 'll", " 's", "''s", "x'sy",
+    "12345678901234567890", "3.14159 2,000,000 1e10 0x1F", "٣٤٥ ²³ ½ ⅞ Ⅻ ①②",
+    "新年快乐，你好世界！", "日本語のテキスト", "한국어 텍스트", "Ελληνικά", "Привет, мир!",
+    "café naïve résumé Ångström", "e\u0301 a\u0308", "مرحبا بالعالم", "😀 🤖👍🏽 👨‍👩‍👧‍👦 🇫🇷",
+    "\u200b\u200d\ufeff", "\u00a0\u3000\u2028\u2029\x85", "a\u00a0b", "\x00\x01\x04\x1f\x7f",
+    "<|im_start|>user\nHi<|im_end|>\n", "<|im_start|><|im_end|>", "a<|endoftext|>b", "<|im_start",
+    "<s> </s> <unk> <s>x", "    def f(x):\n        return x  \n", "line1\r\nline2\rline3",
+    "!!!???...---", "$100 & 50% @home #tag", "A" * 1000, " " * 100 + "x", "\n" * 50, "ab" * 300,
+    "▁ ▁▁ x▁y", "\ufffd", "ﬁ ﬂ ＡＢＣ １２３", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐍈 \U0010fffd",
+]
+CHAT = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi there!<|im_end|>\n"
+
+
+def read_text(path) -> str:
+    """The file's exact text (its \\r\\n line ends kept)."""
+    return require(path).read_bytes().decode("utf-8")
+
+
+def assert_same_ids(got, want, what):
+    first = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    assert got == want, (f"{what}: first difference at token {first} of {len(want)}: "
+                         f"got {got[first:first + 8]}, expected {want[first:first + 8]}")
+
+
+def random_id_sequences(n_vocab, seed=0):
+    """Random sequences over the whole vocabulary and over its first 300 ids (control tokens,
+    byte tokens: the cases where decoding has to repair UTF-8)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(limit) for _ in range(rng.randrange(12))]
+            for limit in (n_vocab, 300) for _ in range(2000)]
+
+
+def random_byte_strings(seed=0):
+    rng = random.Random(seed)
+    strings = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) for _ in range(1500)]
+    pieces = b"\xc2\xe2\xf0\x80\xbf\xedA "  # lead and continuation bytes: near-valid UTF-8
+    strings += [bytes(rng.choice(pieces) for _ in range(rng.randrange(1, 20)))
+                for _ in range(1500)]
+    return strings
+
+
+# ---- the tokenizer export (no runtime needed) --------------------------------------------------
+
+@pytest.mark.real_model
+def test_smollm2_gguf_and_hf_exports_agree(smollm2_gguf):
+    from_gguf = tokenizer_metadata_from_gguf(gguf.GGUFReader(smollm2_gguf))
+    from_hf = tokenizer_metadata_from_hf_dir(require(SMOLLM2_HF_FILES))
+    assert from_gguf.keys() == from_hf.keys()
+    for key, value in from_gguf.items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype == from_hf[key].dtype and np.array_equal(value, from_hf[key]), key
+        else:
+            assert value == from_hf[key], key
+    assert from_gguf["tokenizer.model"] == "byte_bpe"
+    assert from_gguf["tokenizer.add_bos"] == 0
+    assert (from_gguf["tokenizer.bos_id"], from_gguf["tokenizer.eos_id"]) == (1, 2)
+    types = from_gguf["tokenizer.token_types"]
+    assert list(np.flatnonzero(types == 3)) == list(range(17))
+    print(f"\nSmolLM2 export: {len(from_gguf['tokenizer.tokens'])} tokens, "
+          f"{len(from_gguf['tokenizer.merges'])} merges, 17 control tokens, GGUF == tokenizer.json")
+
+
+def test_llama2_export(llama2_spm, tmp_path):
+    shutil.copy(llama2_spm, tmp_path / "tokenizer.model")
+    meta = tokenizer_metadata_from_hf_dir(tmp_path)
+    types = meta["tokenizer.token_types"]
+    assert meta["tokenizer.model"] == "sentencepiece_bpe"
+    assert len(meta["tokenizer.tokens"]) == len(meta["tokenizer.scores"]) == len(types) == 32000
+    assert {t: int((types == t).sum()) for t in (1, 2, 3, 6)} == {1: 31741, 2: 1, 3: 2, 6: 256}
+    assert meta["tokenizer.scores"].dtype == np.float32 and types.dtype == np.int32
+    special = (meta["tokenizer.bos_id"], meta["tokenizer.eos_id"], meta["tokenizer.unk_id"])
+    assert special == (1, 2, 0)
+    assert meta["tokenizer.add_bos"] == 1 and meta["tokenizer.add_space_prefix"] == 1
+
+
+def test_hf_export_prefers_tokenizer_model_over_other_kinds_and_pads_to_vocab_size(llama2_spm,
+                                                                                    tmp_path):
+    shutil.copy(llama2_spm, tmp_path / "tokenizer.model")
+    metaspace = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    metaspace.pre_tokenizer = pre_tokenizers.Metaspace()
+    metaspace.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "config.json").write_text('{"vocab_size": 32064}')
+    meta = tokenizer_metadata_from_hf_dir(tmp_path)
+    assert meta["tokenizer.model"] == "sentencepiece_bpe"
+    assert len(meta["tokenizer.tokens"]) == len(meta["tokenizer.scores"]) == 32064
+    assert meta["tokenizer.tokens"][32000] == "[PAD32000]"
+    assert set(meta["tokenizer.token_types"][32000:]) == {5}
+
+
+def write_tokenizer_json(tokenizer: Tokenizer):
+    return lambda d: tokenizer.save(str(d / "tokenizer.json"))
+
+
+def byte_level_bpe_with_nfc() -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.normalizer = normalizers.NFC()
+    return tokenizer
+
+
+def metaspace_bpe() -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    return tokenizer
+
+
+def train_sentencepiece(**options):
+    def make(d):
+        text = d / "train.txt"
+        text.write_text(read_text(SHAKESPEARE)[:200_000])
+        sentencepiece.SentencePieceTrainer.train(
+            input=str(text), model_prefix=str(d / "tokenizer"), vocab_size=300, minloglevel=2,
+            **options)
+        text.unlink()
+    return make
+
+
+def write_gguf(model: str, pre: str):
+    def make(d):
+        writer = gguf.GGUFWriter(str(d / "tokenizer.gguf"), "llama")
+        writer.add_tokenizer_model(model)
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_list(["a", "b", "ab"])
+        writer.add_token_merges(["a b"])
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return make
+
+
+@pytest.mark.parametrize("make, message", [
+    (write_tokenizer_json(Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))),
+     "model type 'WordPiece' is not supported"),
+    (write_tokenizer_json(Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0)], 0))),
+     "model type 'Unigram' is not supported"),
+    (write_tokenizer_json(metaspace_bpe()), "pre_tokenizer 'Metaspace' is not supported"),
+    (write_tokenizer_json(byte_level_bpe_with_nfc()), "normalizer 'NFC' is not supported"),
+    (train_sentencepiece(model_type="unigram"), "model type 'unigram' is not supported"),
+    (train_sentencepiece(model_type="bpe"), "normalizer 'nmt_nfkc' is not supported"),
+    (train_sentencepiece(model_type="bpe", normalization_rule_name="identity"),
+     "whitespace options are not supported"),
+    (write_gguf("gpt2", "llama-bpe"), "tokenizer.ggml.pre 'llama-bpe' is not supported"),
+    (write_gguf("bert", "default"), "tokenizer.ggml.model 'bert' is not supported"),
+], ids=["wordpiece", "unigram-json", "metaspace", "normalizer", "unigram-spm", "nfkc-spm",
+        "extra-whitespace-spm", "gguf-pre", "gguf-model"])
+def test_export_refuses_what_the_runtime_cannot_reproduce(make, message, tmp_path):
+    make(tmp_path)
+    gguf_file = tmp_path / "tokenizer.gguf"
+    with pytest.raises(ValueError, match=message):
+        if gguf_file.exists():
+            tokenizer_metadata_from_gguf(gguf.GGUFReader(gguf_file))
+        else:
+            tokenizer_metadata_from_hf_dir(tmp_path)
+
+
+# ---- byte-level BPE: SmolLM2 vs `tokenizers` ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_f16):
+    import mixrt
+
+    return mixrt.load(smollm2_f16)
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer():
+    return Tokenizer.from_file(str(require(SMOLLM2_HF_FILES / "tokenizer.json")))
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("path", [WIKI_EVAL, SHAKESPEARE], ids=["wikitext-eval", "shakespeare"])
+def test_byte_bpe_whole_file(smollm2, hf_tokenizer, path):
+    text = read_text(path)
+    start = time.perf_counter()
+    got = smollm2.tokenize(text, add_bos=False)
+    seconds = time.perf_counter() - start
+    want = hf_tokenizer.encode(text).ids
+    assert_same_ids(got, want, path.name)
+    print(f"\nbyte_bpe {path.name}: {len(text.encode())} bytes -> {len(got)} tokens, equal to "
+          f"tokenizers; encoded in {seconds * 1000:.0f} ms")
+    assert seconds < 2.0
+    assert smollm2.detokenize(got) == hf_tokenizer.decode(want) == text
+
+
+@pytest.mark.real_model
+def test_byte_bpe_line_by_line(smollm2, hf_tokenizer):
+    lines = read_text(WIKI_EVAL).splitlines(keepends=True) + \
+        read_text(SHAKESPEARE).splitlines(keepends=True)
+    want = [e.ids for e in hf_tokenizer.encode_batch(lines)]
+    got = [smollm2.tokenize(line, add_bos=False) for line in lines]
+    bad = [i for i in range(len(lines)) if got[i] != want[i]]
+    print(f"\nbyte_bpe: {len(lines)} lines, {sum(map(len, want))} tokens, {len(bad)} mismatches")
+    assert not bad, f"line {lines[bad[0]]!r}: got {got[bad[0]]}, expected {want[bad[0]]}"
+
+
+@pytest.mark.real_model
+def test_byte_bpe_tricky_strings(smollm2, hf_tokenizer):
+    for text in TRICKY:
+        want = hf_tokenizer.encode(text).ids
+        assert_same_ids(smollm2.tokenize(text, add_bos=False), want, repr(text))
+        assert smollm2.detokenize(want) == hf_tokenizer.decode(want), repr(text)
+        assert smollm2.detokenize(want, special=True) == \
+            hf_tokenizer.decode(want, skip_special_tokens=False), repr(text)
+    print(f"\nbyte_bpe: {len(TRICKY)} tricky strings equal to tokenizers (encode and decode)")
+
+
+@pytest.mark.real_model
+def test_byte_bpe_special_tokens(smollm2, hf_tokenizer):
+    assert smollm2.tokenize("<|im_start|>", add_bos=False) == [1]
+    assert_same_ids(smollm2.tokenize(CHAT, add_bos=False), hf_tokenizer.encode(CHAT).ids, "chat")
+    plain = Tokenizer.from_file(str(SMOLLM2_HF_FILES / "tokenizer.json"))
+    plain.encode_special_tokens = True
+    for text in [CHAT] + TRICKY:
+        assert_same_ids(smollm2.tokenize(text, add_bos=False, special=False),
+                        plain.encode(text).ids, f"special=False {text!r}")
+    assert smollm2.tokenize("Hi", add_bos=True)[0] == 1
+    assert smollm2.tokenize("Hi") == hf_tokenizer.encode("Hi").ids  # the file says: no BOS
+    ids = smollm2.tokenize(CHAT)
+    assert smollm2.detokenize(ids) == "system\nYou are helpful.\nuser\nHi there!\n"
+    assert smollm2.detokenize(ids, special=True) == CHAT
+
+
+@pytest.mark.real_model
+def test_byte_bpe_decodes_any_ids_like_tokenizers(smollm2, hf_tokenizer):
+    sequences = random_id_sequences(smollm2.n_vocab)
+    for special in (False, True):
+        for ids in sequences:
+            assert smollm2.detokenize(ids, special=special) == \
+                hf_tokenizer.decode(ids, skip_special_tokens=not special), ids
+    print(f"\nbyte_bpe: {len(sequences)} random id sequences decode as tokenizers does")
+
+
+@pytest.mark.real_model
+def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
+    """Invalid UTF-8 (reachable from C; Python strings are valid) is tokenized like the text
+    Python's errors="replace" makes of it, never a crash."""
+    strings = random_byte_strings()
+    for raw in strings:
+        want = hf_tokenizer.encode(raw.decode("utf-8", errors="replace")).ids
+        assert smollm2._model.tokenize(raw, 0, True) == want, raw
+    print(f"\nbyte_bpe: {len(strings)} random byte strings tokenized as their repaired text")
+
+
+# ---- sentencepiece BPE: the Llama-2 vocabulary vs `sentencepiece` ------------------------------
+
+@pytest.fixture(scope="session")
+def llama2(random_llama2_model):
+    import mixrt
+
+    return mixrt.load(random_llama2_model)
+
+
+@pytest.fixture(scope="session")
+def spm_reference(llama2_spm):
+    return sentencepiece.SentencePieceProcessor(model_file=str(llama2_spm))
+
+
+@pytest.mark.parametrize("path", [WIKI_EVAL, SHAKESPEARE], ids=["wikitext-eval", "shakespeare"])
+def test_sentencepiece_whole_file(llama2, spm_reference, path):
+    text = read_text(path)
+    start = time.perf_counter()
+    got = llama2.tokenize(text, add_bos=False, special=False)
+    seconds = time.perf_counter() - start
+    want = spm_reference.encode(text)
+    assert_same_ids(got, want, path.name)
+    print(f"\nsentencepiece_bpe {path.name}: {len(text.encode())} bytes -> {len(got)} tokens, "
+          f"equal to sentencepiece; encoded in {seconds * 1000:.0f} ms")
+    assert seconds < 2.0
+    assert llama2.detokenize(got) == spm_reference.decode(want) == text
+
+
+def test_sentencepiece_line_by_line(llama2, spm_reference):
+    lines = read_text(WIKI_EVAL).splitlines(keepends=True) + \
+        read_text(SHAKESPEARE).splitlines(keepends=True)
+    want = [spm_reference.encode(line) for line in lines]
+    got = [llama2.tokenize(line, add_bos=False, special=False) for line in lines]
+    bad = [i for i in range(len(lines)) if got[i] != want[i]]
+    print(f"\nsentencepiece_bpe: {len(lines)} lines, {sum(map(len, want))} tokens, "
+          f"{len(bad)} mismatches")
+    assert not bad, f"line {lines[bad[0]]!r}: got {got[bad[0]]}, expected {want[bad[0]]}"
+
+
+def test_sentencepiece_tricky_strings(llama2, spm_reference):
+    for text in TRICKY:
+        want = spm_reference.encode(text)
+        assert_same_ids(llama2.tokenize(text, add_bos=False, special=False), want, repr(text))
+        assert llama2.detokenize(want) == spm_reference.decode(want), repr(text)
+    print(f"\nsentencepiece_bpe: {len(TRICKY)} tricky strings equal to sentencepiece "
+          "(encode and decode)")
+
+
+def test_sentencepiece_bos_and_special_tokens(llama2, spm_reference):
+    assert llama2.tokenize("Hello world") == [1] + spm_reference.encode("Hello world")  # add_bos 1
+    assert llama2.tokenize("Hello", add_bos=False) == spm_reference.encode("Hello")
+    # Control tokens in text are plain text unless special, then each text segment is encoded on
+    # its own, with its own space prefix.
+    text = "<s>[INST] Hi [/INST]</s>"
+    assert llama2.tokenize(text, add_bos=False, special=False) == spm_reference.encode(text)
+    assert llama2.tokenize(text, add_bos=False, special=True) == \
+        [1] + spm_reference.encode("[INST] Hi [/INST]") + [2]
+    assert llama2.detokenize([1, 15043, 2]) == "Hello"
+    assert llama2.detokenize([1, 15043, 2], special=True) == "<s>Hello</s>"
+
+
+def test_sentencepiece_decodes_any_ids_like_sentencepiece(llama2, spm_reference):
+    sequences = random_id_sequences(llama2.n_vocab)
+    for ids in sequences:
+        assert llama2.detokenize(ids) == spm_reference.decode(ids), ids
+    print(f"\nsentencepiece_bpe: {len(sequences)} random id sequences decode as sentencepiece does")
+
+
+def test_sentencepiece_invalid_utf8(llama2, spm_reference):
+    """sentencepiece takes bytes too: each byte of an ill-formed sequence becomes U+FFFD."""
+    strings = random_byte_strings()
+    for raw in strings:
+        assert llama2._model.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
+    print(f"\nsentencepiece_bpe: {len(strings)} random byte strings tokenized as sentencepiece "
+          "does")
