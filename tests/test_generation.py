@@ -6,6 +6,7 @@ import pytest
 
 import mixrt
 from mixrt import _core
+from tiny_model import write as write_byte_model
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,32 @@ def test_results_do_not_depend_on_the_thread_count(random_llama2_model):
     one = mixrt.load(random_llama2_model, threads=1).eval_logits(ids)
     three = mixrt.load(random_llama2_model, threads=3).eval_logits(ids)
     np.testing.assert_array_equal(one, three)
+
+
+def test_streamed_pieces_are_valid_utf8_even_when_tokens_split_characters(tmp_path):
+    # A model whose tokens are single bytes emits arbitrary byte sequences: multibyte characters
+    # split across tokens must be held back until complete, and invalid bytes become U+FFFD.
+    # Every piece crosses into Python as a str, which would fail on invalid UTF-8.
+    model = mixrt.load(write_byte_model(tmp_path / "bytes.mixrt"))
+    for seed in range(5):
+        kwargs = dict(max_tokens=200, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+        pieces = list(model.generate("a", stream=True, **kwargs))
+        whole = model.generate("a", **kwargs)
+        assert "".join(pieces) == whole
+        assert all(p.encode("utf-8").decode("utf-8") == p for p in pieces)
+        # The same text as decoding all sampled tokens in one go (U+FFFD for ill-formed bytes).
+        ids = model.generate_ids(model.tokenize("a"), 200, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+        assert whole == model.detokenize(ids)
+        raw = model._model.detokenize(ids, False)
+        print(f"seed {seed}: {len(pieces)} pieces, {len(raw)} bytes, {whole.count(chr(0xFFFD))} replacements")
+
+
+def test_multibyte_stop_string(tmp_path):
+    model = mixrt.load(write_byte_model(tmp_path / "bytes.mixrt"))
+    kwargs = dict(max_tokens=200, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=3)
+    whole = model.generate("a", **kwargs)
+    # Two characters, the second a well-formed multibyte one (not a replacement character).
+    i = next(i for i in range(1, len(whole)) if ord(whole[i]) > 127 and "\ufffd" not in whole[i - 1:i + 1])
+    stop = whole[i - 1:i + 1]
+    print(f"stop string {stop!r} ({len(stop.encode())} bytes)")
+    assert model.generate("a", stop=stop, **kwargs) == whole[: whole.index(stop)]

@@ -5,50 +5,23 @@
 #include <algorithm>
 
 #include "error.h"
+#include "unicode.h"
 
 namespace mixrt {
 
-namespace {
-
-size_t utf8_length(unsigned char lead) {
-    if (lead < 0x80) return 1;
-    if ((lead >> 5) == 0x6) return 2;
-    if ((lead >> 4) == 0xE) return 3;
-    if ((lead >> 3) == 0x1E) return 4;
-    return 0;  // a continuation byte or an invalid lead
-}
-
-}  // namespace
-
 size_t complete_utf8_prefix(const std::string &s, size_t n) {
-    // Look back at most 3 bytes for the lead byte of a sequence that runs past n.
-    for (size_t back = 1; back <= 3 && back <= n; ++back) {
-        const unsigned char c = static_cast<unsigned char>(s[n - back]);
-        if ((c >> 6) == 0x2) continue;  // continuation byte: keep looking for the lead
-        const size_t len = utf8_length(c);
-        return len > back ? n - back : n;
+    const std::string_view text(s.data(), n);
+    // A character is at most 4 bytes, so an incomplete one starts in the last 3.
+    for (size_t start = n > 3 ? n - 3 : 0; start < n; ++start) {
+        const unsigned char lead = static_cast<unsigned char>(s[start]);
+        if (lead < 0xC2 || lead > 0xF4) continue;  // cannot start a multibyte character
+        const unicode::Utf8Char c = unicode::decode_utf8(text, start);
+        if (!c.valid && start + c.length == n) return start;  // well-formed so far, cut by the end
     }
     return n;
 }
 
-std::string sanitize_utf8(const std::string &s) {
-    std::string out;
-    out.reserve(s.size());
-    size_t i = 0;
-    while (i < s.size()) {
-        const size_t len = utf8_length(static_cast<unsigned char>(s[i]));
-        bool ok = len > 0 && i + len <= s.size();
-        for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
-        if (ok) {
-            out.append(s, i, len);
-            i += len;
-        } else {
-            out += "\xEF\xBF\xBD";
-            ++i;
-        }
-    }
-    return out;
-}
+std::string repair_utf8(const std::string &s) { return unicode::repair_utf8(s, unicode::Repair::per_sequence); }
 
 Generation::Generation(Context &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
                        std::vector<std::string> stop)
@@ -69,7 +42,7 @@ Generation::Generation(Context &ctx, Sampler &sampler, const int32_t *prompt, si
 }
 
 void Generation::finish(mixrt_stop_reason reason, size_t end, std::string &piece) {
-    piece = sanitize_utf8(text_.substr(emitted_, end - emitted_));
+    piece = repair_utf8(text_.substr(emitted_, end - emitted_));
     emitted_ = end;
     reason_ = reason;
 }
@@ -110,7 +83,7 @@ mixrt_stop_reason Generation::next(std::string &piece) {
                 }
         safe = complete_utf8_prefix(text_, safe);
         if (safe > emitted_) {
-            piece = sanitize_utf8(text_.substr(emitted_, safe - emitted_));
+            piece = repair_utf8(text_.substr(emitted_, safe - emitted_));
             emitted_ = safe;
             return MIXRT_STOP_NONE;
         }

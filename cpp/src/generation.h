@@ -38,7 +38,7 @@ private:
 // Length of the longest prefix of s[0, n) that ends on a UTF-8 character boundary, keeping an
 // incomplete multibyte sequence at the end back for more bytes.
 size_t complete_utf8_prefix(const std::string &s, size_t n);
-// s with every invalid UTF-8 sequence replaced by U+FFFD.
-std::string sanitize_utf8(const std::string &s);
+// s with every ill-formed UTF-8 sequence replaced by U+FFFD, as Python's errors="replace" does.
+std::string repair_utf8(const std::string &s);
 
 }  // namespace mixrt

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "unicode.h"
 
 namespace mixrt {
 
@@ -27,14 +28,10 @@ constexpr uint32_t kMaxNameLength = 256;
 }
 
 bool valid_utf8(std::string_view s) {
-    size_t i = 0;
-    while (i < s.size()) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-        if (len == 0 || i + len > s.size()) return false;
-        for (size_t k = 1; k < len; ++k)
-            if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-        i += len;
+    for (size_t i = 0; i < s.size();) {
+        const unicode::Utf8Char c = unicode::decode_utf8(s, i);
+        if (!c.valid) return false;
+        i += c.length;
     }
     return true;
 }
