@@ -206,6 +206,10 @@ const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows) {
     return ctx->ctx.logits_rows() ? ctx->ctx.logits() : nullptr;
 }
 
+void mixrt_context_set_capture(mixrt_context *ctx, mixrt_capture_fn fn, void *user) {
+    if (ctx) ctx->ctx.set_capture(fn, user);
+}
+
 mixrt_sampler_params mixrt_sampler_default_params(void) {
     return mixrt_sampler_params{0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
 }

@@ -195,6 +195,7 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
         const LayerWeights &w = model_.layers()[l];
         // Attention block.
         rmsnorm(x_.data(), w.attn_norm, xb_.data(), n);
+        capture(l, MIXRT_SITE_ATTN_IN, xb_.data(), n, w.attn_q.cols);
         matmul(w.attn_q, xb_.data(), q_.data(), n);
         matmul(w.attn_k, xb_.data(), k_.data(), n);
         matmul(w.attn_v, xb_.data(), v_.data(), n);
@@ -205,17 +206,20 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
         std::memcpy(k_layer + size_t(pos0) * kv_width, k_.data(), size_t(n) * kv_width * sizeof(float));
         std::memcpy(v_layer + size_t(pos0) * kv_width, v_.data(), size_t(n) * kv_width * sizeof(float));
         attention(l, n, pos0);
+        capture(l, MIXRT_SITE_ATTN_OUT, att_.data(), n, w.attn_output.cols);
         matmul(w.attn_output, att_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
 
         // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
         rmsnorm(x_.data(), w.ffn_norm, xb_.data(), n);
+        capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.cols);
         matmul(w.ffn_gate, xb_.data(), gate_.data(), n);
         matmul(w.ffn_up, xb_.data(), up_.data(), n);
         for (size_t i = 0; i < size_t(n) * f; ++i) {
             const float g = gate_[i];
             gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
         }
+        capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.cols);
         matmul(w.ffn_down, gate_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
     }

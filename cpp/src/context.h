@@ -36,6 +36,11 @@ public:
     void feed(const int32_t *tokens, size_t n, bool all_logits);
     const float *logits() const { return logits_.data(); }
     size_t logits_rows() const { return logits_rows_; }
+    // Calibration hook (see mixrt_context_set_capture); nullptr disables it.
+    void set_capture(mixrt_capture_fn fn, void *user) {
+        capture_ = fn;
+        capture_user_ = user;
+    }
 
 private:
     void forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0);
@@ -45,6 +50,9 @@ private:
     void rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const;
     void rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const;
     void attention(int layer, int32_t n, int32_t pos0);
+    void capture(int32_t layer, int32_t site, const float *x, int32_t n, int64_t width) const {
+        if (capture_) capture_(capture_user_, layer, site, x, n, static_cast<int32_t>(width));
+    }
 
     const LlamaModel &model_;
     const LlamaParams &p_;
@@ -62,6 +70,8 @@ private:
     std::vector<float> scores_;  // (n_threads, n_ctx): attention probabilities per thread
     std::vector<float> logits_;  // (rows, vocab)
     size_t logits_rows_ = 0;
+    mixrt_capture_fn capture_ = nullptr;
+    void *capture_user_ = nullptr;
 };
 
 }  // namespace mixrt

@@ -106,6 +106,8 @@ struct Model {
 struct Context {
     mixrt_context *ptr = nullptr;
     int32_t n_vocab;
+    nb::object capture_fn;      // Python callable(layer, site, x: ndarray (rows, width) float32)
+    std::string capture_error;  // the first exception it raised during a feed
     Context(const Model &model, int32_t n_ctx, int32_t n_threads) : n_vocab(mixrt_model_n_vocab(model.ptr)) {
         mixrt_context_params p = mixrt_context_default_params();
         p.n_ctx = n_ctx;
@@ -113,11 +115,36 @@ struct Context {
         check(mixrt_context_create(model.ptr, &p, &ptr));
     }
     ~Context() { mixrt_context_free(ptr); }
+    // Calls fn(layer, site, x) during feeds with a read-only view valid only during the call.
+    void set_capture(nb::object fn) {
+        capture_fn = fn;
+        if (fn.is_none()) {
+            mixrt_context_set_capture(ptr, nullptr, nullptr);
+            return;
+        }
+        mixrt_context_set_capture(ptr, [](void *user, int32_t layer, int32_t site, const float *x, int32_t rows,
+                                          int32_t width) {
+            nb::gil_scoped_acquire acquire;
+            auto *self = static_cast<Context *>(user);
+            if (!self->capture_error.empty()) return;
+            nb::ndarray<nb::numpy, const float, nb::ndim<2>> view(x, {size_t(rows), size_t(width)}, nb::handle());
+            try {
+                self->capture_fn(layer, site, view);
+            } catch (nb::python_error &e) {
+                self->capture_error = e.what();
+            }
+        }, this);
+    }
     void feed(const std::vector<int32_t> &tokens, bool all_logits) {
         mixrt_status st;
         {
             nb::gil_scoped_release release;
             st = mixrt_context_feed(ptr, tokens.data(), tokens.size(), all_logits);
+        }
+        if (!capture_error.empty()) {
+            std::string message = "the capture function raised: " + capture_error;
+            capture_error.clear();
+            throw std::runtime_error(message);
         }
         check(st);
     }
@@ -239,6 +266,7 @@ NB_MODULE(_core, m) {
         .def("feed", &Context::feed, "tokens"_a, "all_logits"_a)
         .def("logits", &Context::logits)
         .def("reset", [](Context &s) { mixrt_context_reset(s.ptr); })
+        .def("set_capture", &Context::set_capture, "fn"_a.none())
         .def_prop_ro("n_past", [](const Context &s) { return mixrt_context_n_past(s.ptr); })
         .def_prop_ro("n_ctx", [](const Context &s) { return mixrt_context_n_ctx(s.ptr); });
 

@@ -113,6 +113,18 @@ MIXRT_API mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tok
  * Valid until the next feed or reset. */
 MIXRT_API const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows);
 
+/* Calibration: while a capture function is set, every feed calls it with the inputs of each decoder
+ * layer's linear layers, on the calling thread, before they are used:
+ *   site 0 (MIXRT_SITE_ATTN_IN):  the normed input of attn_q/k/v      (rows, hidden_size)
+ *   site 1 (MIXRT_SITE_ATTN_OUT): the input of attn_output            (rows, n_heads * head_dim)
+ *   site 2 (MIXRT_SITE_FFN_IN):   the normed input of ffn_gate/up     (rows, hidden_size)
+ *   site 3 (MIXRT_SITE_FFN_DOWN): the input of ffn_down               (rows, ffn_size)
+ * x is valid only during the call. Pass NULL to stop capturing. */
+enum { MIXRT_SITE_ATTN_IN = 0, MIXRT_SITE_ATTN_OUT = 1, MIXRT_SITE_FFN_IN = 2, MIXRT_SITE_FFN_DOWN = 3 };
+typedef void (*mixrt_capture_fn)(void *user, int32_t layer, int32_t site, const float *x, int32_t rows,
+                                 int32_t width);
+MIXRT_API void mixrt_context_set_capture(mixrt_context *ctx, mixrt_capture_fn fn, void *user);
+
 /* ---- sampler ---------------------------------------------------------------------------------- */
 
 typedef struct mixrt_sampler mixrt_sampler;
