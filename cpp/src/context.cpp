@@ -12,7 +12,6 @@
 #include <thread>
 
 #include "error.h"
-#include "half.h"
 
 namespace mixrt {
 
@@ -65,6 +64,10 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
     att_.resize(B * q_width);
     gate_.resize(B * p_.ffn_size);
     up_.resize(B * p_.ffn_size);
+    // Quantized inputs: padded to whole groups (q8/q4) or permuted and padded (mix).
+    const size_t widest = 64 * ((std::max<size_t>({size_t(p_.hidden_size), q_width, size_t(p_.ffn_size)}) + 63) / 64);
+    xpad_.resize(B * widest);
+    x4_.resize(B * widest);
     scores_.resize(size_t(pool_.size()) * n_ctx_);
     logits_.resize(p_.vocab_size);
 }
@@ -94,14 +97,18 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
 
 void Context::matmul(const Weight &w, const float *x, float *out, int32_t n) {
     const int64_t M = w.rows, K = w.cols;
+    const float *xq = layout_input(w, x, n, xpad_.data(), x4_.data());
     // Chunks of 16 rows keep the 4-row tiles whole and balance the threads.
     const int64_t blocks = (M + 15) / 16;
     pool_.parallel_for(blocks, [&](int64_t b0, int64_t b1) {
         const int64_t r0 = b0 * 16, r1 = std::min(M, b1 * 16);
-        if (w.dtype == DType::f16)
-            kernels_.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1);
-        else
-            kernels_.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1);
+        switch (w.dtype) {
+            case DType::f32: kernels_.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1); break;
+            case DType::f16: kernels_.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1); break;
+            case DType::q8: kernels_.matmul_q8(w, xq, out, n, r0, r1); break;
+            case DType::q4: kernels_.matmul_q4(w, xq, out, n, r0, r1); break;
+            case DType::mix: kernels_.matmul_mix(w, xq, x4_.data(), x, out, n, r0, r1); break;
+        }
     });
 }
 
@@ -179,17 +186,8 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     const int32_t f = p_.ffn_size;
 
-    // Token embedding: x[t] = token_embd[token[t]].
-    const Weight &emb = model_.token_embd();
-    for (int32_t t = 0; t < n; ++t) {
-        float *xt = x_.data() + size_t(t) * d;
-        if (emb.dtype == DType::f16) {
-            const uint16_t *row = static_cast<const uint16_t *>(emb.data) + size_t(tokens[t]) * d;
-            for (int32_t i = 0; i < d; ++i) xt[i] = half_to_float(row[i]);
-        } else {
-            std::memcpy(xt, static_cast<const float *>(emb.data) + size_t(tokens[t]) * d, d * sizeof(float));
-        }
-    }
+    // Token embedding: x[t] = token_embd[token[t]] (decoded from its dtype).
+    for (int32_t t = 0; t < n; ++t) dequantize_row(model_.token_embd(), tokens[t], x_.data() + size_t(t) * d);
 
     for (int32_t l = 0; l < p_.n_layers; ++l) {
         const LayerWeights &w = model_.layers()[l];

@@ -67,6 +67,7 @@ private:
     FloatBuffer k_cache_, v_cache_;
     // Activations of one batch: (kMaxBatch, width).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
+    std::vector<float> xpad_, x4_;  // inputs of quantized matmuls: padded (q8/q4) or permuted (mix)
     std::vector<float> scores_;  // (n_threads, n_ctx): attention probabilities per thread
     std::vector<float> logits_;  // (rows, vocab)
     size_t logits_rows_ = 0;

@@ -110,9 +110,10 @@ void LlamaModel::read_tokenizer() {
     tokenizer_ = Tokenizer::create(spec);
 }
 
-Weight LlamaModel::weight(const std::string &name, int64_t rows, int64_t cols, bool matrix) const {
+Weight LlamaModel::weight(const std::string &name, int64_t rows, int64_t cols, Role role) const {
     const TensorEntry *t = file_.find_tensor(name);
     if (!t) model_error(file_, "required tensor '" + name + "' is missing");
+    const bool matrix = role != Role::norm;
     std::vector<uint64_t> want = matrix ? std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)}
                                         : std::vector<uint64_t>{uint64_t(cols)};
     if (t->dims != want) {
@@ -123,37 +124,39 @@ Weight LlamaModel::weight(const std::string &name, int64_t rows, int64_t cols, b
         };
         model_error(file_, "tensor '" + name + "' has dims " + show(t->dims) + ", expected " + show(want));
     }
-    bool allowed = matrix ? (t->dtype == DType::f32 || t->dtype == DType::f16) : t->dtype == DType::f32;
-    if (!allowed)
-        model_error(file_, "tensor '" + name + "' has dtype " + dtype_name(t->dtype) + ", expected " +
-                               (matrix ? "f32 or f16" : "f32"));
-    return Weight{t->dtype, matrix ? rows : 1, cols, t->parts[0].data};
+    const DType d = t->dtype;
+    const char *allowed = role == Role::norm ? "f32" : role == Role::embedding ? "f32, f16, q8 or q4" : nullptr;
+    if ((role == Role::norm && d != DType::f32) || (role == Role::embedding && d == DType::mix))
+        model_error(file_, "tensor '" + name + "' has dtype " + dtype_name(d) + ", expected " + allowed);
+    std::vector<PartSpan> parts;
+    for (const TensorPart &p : t->parts) parts.push_back({p.data, p.size});
+    return make_weight(d, matrix ? rows : 1, cols, parts, file_.path() + ": tensor '" + name + "'");
 }
 
 void LlamaModel::bind_weights() {
     const LlamaParams &p = params_;
     const int64_t d = p.hidden_size, q = int64_t(p.n_heads) * p.head_dim, kv = int64_t(p.n_kv_heads) * p.head_dim;
-    token_embd_ = weight("token_embd.weight", p.vocab_size, d, true);
-    output_norm_ = weight("output_norm.weight", 1, d, false);
+    token_embd_ = weight("token_embd.weight", p.vocab_size, d, Role::embedding);
+    output_norm_ = weight("output_norm.weight", 1, d, Role::norm);
     if (p.tie_word_embeddings) {
         if (file_.find_tensor("output.weight"))
             model_error(file_, "tensor 'output.weight' is present but llama.tie_word_embeddings is 1");
         output_ = token_embd_;
     } else {
-        output_ = weight("output.weight", p.vocab_size, d, true);
+        output_ = weight("output.weight", p.vocab_size, d, Role::embedding);
     }
     for (int i = 0; i < p.n_layers; ++i) {
         const std::string b = "blk." + std::to_string(i) + ".";
         LayerWeights l;
-        l.attn_norm = weight(b + "attn_norm.weight", 1, d, false);
-        l.attn_q = weight(b + "attn_q.weight", q, d, true);
-        l.attn_k = weight(b + "attn_k.weight", kv, d, true);
-        l.attn_v = weight(b + "attn_v.weight", kv, d, true);
-        l.attn_output = weight(b + "attn_output.weight", d, q, true);
-        l.ffn_norm = weight(b + "ffn_norm.weight", 1, d, false);
-        l.ffn_gate = weight(b + "ffn_gate.weight", p.ffn_size, d, true);
-        l.ffn_up = weight(b + "ffn_up.weight", p.ffn_size, d, true);
-        l.ffn_down = weight(b + "ffn_down.weight", d, p.ffn_size, true);
+        l.attn_norm = weight(b + "attn_norm.weight", 1, d, Role::norm);
+        l.attn_q = weight(b + "attn_q.weight", q, d, Role::linear);
+        l.attn_k = weight(b + "attn_k.weight", kv, d, Role::linear);
+        l.attn_v = weight(b + "attn_v.weight", kv, d, Role::linear);
+        l.attn_output = weight(b + "attn_output.weight", d, q, Role::linear);
+        l.ffn_norm = weight(b + "ffn_norm.weight", 1, d, Role::norm);
+        l.ffn_gate = weight(b + "ffn_gate.weight", p.ffn_size, d, Role::linear);
+        l.ffn_up = weight(b + "ffn_up.weight", p.ffn_size, d, Role::linear);
+        l.ffn_down = weight(b + "ffn_down.weight", d, p.ffn_size, Role::linear);
         layers_.push_back(l);
     }
 }

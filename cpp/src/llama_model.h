@@ -18,13 +18,6 @@ struct LlamaParams {
     bool tie_word_embeddings;
 };
 
-// A weight matrix [rows, cols] (or a vector when rows == 1) viewed in place in the mapping.
-struct Weight {
-    DType dtype;
-    int64_t rows, cols;
-    const void *data;
-};
-
 struct LayerWeights {
     Weight attn_norm, attn_q, attn_k, attn_v, attn_output;
     Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
@@ -49,7 +42,8 @@ private:
     void read_params();
     void read_tokenizer();
     void bind_weights();
-    Weight weight(const std::string &name, int64_t rows, int64_t cols, bool matrix) const;
+    enum class Role { norm, embedding, linear };  // which dtypes a tensor may have (FORMAT.md 5.6)
+    Weight weight(const std::string &name, int64_t rows, int64_t cols, Role role) const;
 
     ModelFile file_;
     LlamaParams params_{};

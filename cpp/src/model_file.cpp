@@ -85,23 +85,7 @@ uint64_t checked_mul(uint64_t a, uint64_t b, const std::string &path, const std:
     return a * b;
 }
 
-uint64_t dtype_part0_size(DType dtype, uint64_t n, const std::string &path, const std::string &name) {
-    switch (dtype) {
-        case DType::f32: return checked_mul(n, 4, path, "tensor '" + name + "'");
-        case DType::f16: return checked_mul(n, 2, path, "tensor '" + name + "'");
-    }
-    return 0;
-}
-
 }  // namespace
-
-const char *dtype_name(DType dtype) {
-    switch (dtype) {
-        case DType::f32: return "f32";
-        case DType::f16: return "f16";
-    }
-    return "?";
-}
 
 const char *meta_type_name(MetaType type) {
     switch (type) {
@@ -283,12 +267,14 @@ void ModelFile::parse_tensor_table(uint64_t offset, uint64_t size) {
         if (tensor_index_.count(t.name)) format_error(path_, "tensor '" + t.name + "' appears twice");
         const std::string where = "tensor '" + t.name + "'";
         uint32_t dtype = c.read<uint32_t>("dtype");
-        if (dtype > static_cast<uint32_t>(DType::f16))
-            format_error(path_, where + " has unknown dtype code " + std::to_string(dtype));
+        if (dtype >= kDTypeCount) format_error(path_, where + " has unknown dtype code " + std::to_string(dtype));
         t.dtype = static_cast<DType>(dtype);
         uint32_t ndim = c.read<uint32_t>("ndim");
         if (ndim < 1 || ndim > 4)
             format_error(path_, where + " has ndim " + std::to_string(ndim) + ", expected 1..4");
+        if (is_quantized(t.dtype) && ndim != 2)
+            format_error(path_, where + " has dtype " + dtype_name(t.dtype) + " and ndim " + std::to_string(ndim) +
+                                    ", quantized dtypes need 2");
         t.n_elements = 1;
         for (uint32_t d = 0; d < ndim; ++d) {
             uint64_t dim = c.read<uint64_t>("dimension");
@@ -296,33 +282,51 @@ void ModelFile::parse_tensor_table(uint64_t offset, uint64_t size) {
             t.n_elements = checked_mul(t.n_elements, dim, path_, where);
             t.dims.push_back(dim);
         }
+        checked_mul(t.n_elements, 4, path_, where);  // every dtype's parts stay below 4 bytes per element
         uint32_t nparts = c.read<uint32_t>("part count");
-        if (nparts != 1)
-            format_error(path_, where + " has " + std::to_string(nparts) + " parts, dtype " +
-                                    dtype_name(t.dtype) + " has 1");
-        uint64_t expected = dtype_part0_size(t.dtype, t.n_elements, path_, t.name);
+        const size_t want_parts = part_sizes(t.dtype, 1, 1).size();
+        if (nparts != want_parts)
+            format_error(path_, where + " has " + std::to_string(nparts) + " parts, dtype " + dtype_name(t.dtype) +
+                                    " has " + std::to_string(want_parts));
+        const uint64_t data_size = size_ - data_offset_;
         for (uint32_t p = 0; p < nparts; ++p) {
             uint64_t off = c.read<uint64_t>("part offset");
             uint64_t psize = c.read<uint64_t>("part size");
             const std::string part = where + " part " + std::to_string(p);
-            if (psize != expected)
-                format_error(path_, part + " is " + std::to_string(psize) + " bytes, its dtype and dims imply " +
-                                        std::to_string(expected));
             if (off % alignment_ != 0)
                 format_error(path_, part + " offset " + std::to_string(off) + " is not a multiple of the alignment " +
                                         std::to_string(alignment_));
-            uint64_t data_size = size_ - data_offset_;
             if (off > data_size || psize > data_size - off)
                 format_error(path_, part + " [" + std::to_string(off) + ", +" + std::to_string(psize) +
                                         ") lies outside the data section of " + std::to_string(data_size) + " bytes");
             t.parts.push_back({base_ + data_offset_ + off, data_offset_ + off, psize});
         }
+        check_part_sizes(t);
         tensor_index_.emplace(t.name, tensors_.size());
         tensors_.push_back(std::move(t));
     }
     if (c.remaining() != 0)
         format_error(path_, "tensor table has " + std::to_string(c.remaining()) +
                                 " bytes after its last entry (tensor_table_size does not match the entries)");
+}
+
+void ModelFile::check_part_sizes(const TensorEntry &t) const {
+    const uint64_t M = t.dims.size() == 2 ? t.dims[0] : 1, K = t.dims.back();
+    uint64_t k4 = 0, nnz = 0;
+    if (t.dtype == DType::mix) {  // K4 and nnz are derived from parts 4 and 8 (FORMAT.md 5.5)
+        k4 = 2 * t.parts[4].size / M;
+        nnz = t.parts[8].size / 2;
+        if (k4 % 32 != 0 || k4 > K)
+            format_error(path_, "tensor '" + t.name + "' has a 4-bit code part of " + std::to_string(t.parts[4].size) +
+                                    " bytes: K4 = " + std::to_string(k4) + " is not a multiple of 32 no larger than K = " +
+                                    std::to_string(K));
+    }
+    const std::vector<uint64_t> expected = part_sizes(t.dtype, t.dtype == DType::f32 || t.dtype == DType::f16 ? 1 : M,
+                                                      t.dtype == DType::f32 || t.dtype == DType::f16 ? t.n_elements : K, k4, nnz);
+    for (size_t p = 0; p < expected.size(); ++p)
+        if (t.parts[p].size != expected[p])
+            format_error(path_, "tensor '" + t.name + "' part " + std::to_string(p) + " is " + std::to_string(t.parts[p].size) +
+                                    " bytes, its dtype and dims imply " + std::to_string(expected[p]));
 }
 
 void ModelFile::check_parts() {

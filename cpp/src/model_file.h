@@ -10,10 +10,9 @@
 #include <string_view>
 #include <vector>
 
-namespace mixrt {
+#include "quant_layout.h"
 
-enum class DType : uint32_t { f32 = 0, f16 = 1 };
-const char *dtype_name(DType dtype);
+namespace mixrt {
 
 enum class MetaType : uint32_t { i64 = 1, f64 = 2, string = 3, string_array = 4, f32_array = 5, i32_array = 6 };
 const char *meta_type_name(MetaType type);
@@ -70,6 +69,7 @@ private:
     void parse_header();
     void parse_metadata(uint64_t offset, uint64_t size);
     void parse_tensor_table(uint64_t offset, uint64_t size);
+    void check_part_sizes(const TensorEntry &t) const;
     void check_parts();
 
     std::string path_;

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "error.h"
+#include "quant_layout.h"
 #include "mixrt/mixrt.h"
 
 namespace nb = nanobind;
@@ -233,6 +235,64 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul(const std::string &impl
     return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, {size_t(n), size_t(M)}, owner);
 }
 
+// Packed parts from Python, copied into 64-byte aligned storage (as in a mapped file).
+struct OwnedParts {
+    std::vector<std::vector<uint8_t>> storage;
+    std::vector<mixrt::PartSpan> spans;
+    explicit OwnedParts(const nb::list &parts) {
+        for (nb::handle h : parts) {
+            auto a = nb::cast<nb::ndarray<nb::c_contig, nb::device::cpu>>(h);
+            const size_t n = a.nbytes();
+            storage.emplace_back(n + 64);
+            uint8_t *base = storage.back().data();
+            uint8_t *aligned = base + (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+            if (n) std::memcpy(aligned, a.data(), n);
+            spans.push_back({aligned, n});
+        }
+    }
+};
+
+mixrt::DType dtype_from_name(const std::string &name) {
+    for (uint32_t c = 0; c < mixrt::kDTypeCount; ++c)
+        if (name == mixrt::dtype_name(static_cast<mixrt::DType>(c))) return static_cast<mixrt::DType>(c);
+    throw nb::value_error(("unknown dtype '" + name + "'").c_str());
+}
+
+nb::ndarray<nb::numpy, float, nb::ndim<2>> new_matrix(size_t rows, size_t cols, float **data) {
+    *data = new float[rows * cols];
+    nb::capsule owner(*data, [](void *p) noexcept { delete[] static_cast<float *>(p); });
+    return nb::ndarray<nb::numpy, float, nb::ndim<2>>(*data, {rows, cols}, owner);
+}
+
+// The reference decode (dequantize_row) of every row of a packed tensor [M, K].
+nb::ndarray<nb::numpy, float, nb::ndim<2>> dequantize(const std::string &dtype, const nb::list &parts, int64_t M, int64_t K) {
+    OwnedParts owned(parts);
+    const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
+    float *out;
+    auto result = new_matrix(M, K, &out);
+    for (int64_t r = 0; r < M; ++r) mixrt::dequantize_row(w, r, out + r * K);
+    return result;
+}
+
+// out = x W^T with a packed quantized W [M, K], through the named kernel table.
+nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul_quant(const std::string &impl, const std::string &dtype,
+                                                                const nb::list &parts, int64_t M, int64_t K, FloatMatrix x) {
+    const mixrt::CpuKernels &k = kernel_table(impl);
+    OwnedParts owned(parts);
+    const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
+    if (!mixrt::is_quantized(w.dtype)) throw nb::value_error("kernel_matmul_quant takes q8, q4 or mix");
+    if (int64_t(x.shape(1)) != K) throw nb::value_error("x has a different K than W");
+    const int64_t n = x.shape(0);
+    std::vector<float> xq(n * (K + 64)), x4(n * (K + 64));
+    const float *xin = mixrt::layout_input(w, x.data(), n, xq.data(), x4.data());
+    float *out;
+    auto result = new_matrix(n, M, &out);
+    if (w.dtype == mixrt::DType::q8) k.matmul_q8(w, xin, out, n, 0, M);
+    else if (w.dtype == mixrt::DType::q4) k.matmul_q4(w, xin, out, n, 0, M);
+    else k.matmul_mix(w, xin, x4.data(), x.data(), out, n, 0, M);
+    return result;
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -243,6 +303,8 @@ NB_MODULE(_core, m) {
     m.def("version", [] { return std::string(mixrt_version()); });
     m.def("best_kernels", [] { return std::string(mixrt::best_kernels().name); });
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
+    m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
+    m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a);
     m.def("kernel_dot", [](const std::string &impl, nb::ndarray<const float, nb::ndim<1>, nb::c_contig> a,
                            nb::ndarray<const float, nb::ndim<1>, nb::c_contig> b) {
         if (a.shape(0) != b.shape(0)) throw nb::value_error("a and b differ in length");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "../quant_layout.h"
 #include "mixrt/mixrt.h"
 
 namespace mixrt {
@@ -16,6 +17,13 @@ struct CpuKernels {
     void (*matmul_f32)(const float *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,
                        int64_t r0, int64_t r1);
     void (*matmul_f16)(const uint16_t *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,
+                       int64_t r0, int64_t r1);
+    // The quantized dtypes (FORMAT.md 5.3-5.5), rows [r0, r1) of out = x W^T, out is [n, W.rows].
+    // q8/q4: x is [n, W.Kp] with zero padding after W.cols. mix: x2 is [n, K2p] (permuted 2-bit
+    // columns, zero padded), x4 is [n, K4] (permuted 4-bit columns), x is [n, W.cols] (outliers).
+    void (*matmul_q8)(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_q4)(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_mix)(const Weight &W, const float *x2, const float *x4, const float *x, float *out, int64_t n,
                        int64_t r0, int64_t r1);
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);  // y += a * x

@@ -1,0 +1,226 @@
+// quant_layout.cpp: see quant_layout.h. Formulas follow FORMAT.md 5 literally; the AVX2 kernels
+// in cpu/kernels_avx2.cpp are tested against dequantize_row.
+#include "quant_layout.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "error.h"
+#include "half.h"
+
+namespace mixrt {
+
+namespace {
+
+uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+[[noreturn]] void layout_error(const std::string &what, const std::string &message) {
+    fail(MIXRT_ERR_FORMAT, what + ": " + message);
+}
+
+void check_finite_f16(const uint16_t *p, uint64_t n, const std::string &what, const char *part) {
+    for (uint64_t i = 0; i < n; ++i)
+        if ((p[i] & 0x7C00) == 0x7C00)
+            layout_error(what, std::string(part) + " entry " + std::to_string(i) + " is not finite");
+}
+
+}  // namespace
+
+const char *dtype_name(DType dtype) {
+    switch (dtype) {
+        case DType::f32: return "f32";
+        case DType::f16: return "f16";
+        case DType::q8: return "q8";
+        case DType::q4: return "q4";
+        case DType::mix: return "mix";
+    }
+    return "?";
+}
+
+bool is_quantized(DType dtype) { return dtype == DType::q8 || dtype == DType::q4 || dtype == DType::mix; }
+
+std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4, uint64_t nnz) {
+    const uint64_t G = ceil_div(K, kGroup), Kp = G * kGroup;
+    switch (dtype) {
+        case DType::f32: return {4 * M * K};
+        case DType::f16: return {2 * M * K};
+        case DType::q8: return {M * Kp, 2 * M * G};
+        case DType::q4: return {M * Kp / 2, 2 * M * G, 2 * M * G};
+        case DType::mix: {
+            const uint64_t K2p = 64 * ceil_div(K - k4, 64), G2 = K2p / 32, B2 = ceil_div(G2, 16), G4 = k4 / 32;
+            return {4 * K, M * K2p / 4, M * G2, 2 * M * B2, M * k4 / 2, 2 * M * G4, 2 * M * G4, 4 * (M + 1), 2 * nnz, 2 * nnz};
+        }
+    }
+    return {};
+}
+
+Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what) {
+    Weight w;
+    w.dtype = dtype;
+    w.rows = M;
+    w.cols = K;
+    w.G = static_cast<int64_t>(ceil_div(K, kGroup));
+    w.Kp = w.G * kGroup;
+    uint64_t k4 = 0, nnz = 0;
+    if (dtype == DType::mix) {
+        if (parts.size() != 10) layout_error(what, "has " + std::to_string(parts.size()) + " parts, dtype mix has 10");
+        if (K > 65536) layout_error(what, "K is " + std::to_string(K) + ", dtype mix allows at most 65536");
+        k4 = 2 * parts[4].size / M;
+        nnz = parts[8].size / 2;
+        if (2 * parts[4].size % M != 0 || k4 % 32 != 0 || k4 > uint64_t(K))
+            layout_error(what, "its 4-bit code part of " + std::to_string(parts[4].size) +
+                                   " bytes gives K4 = " + std::to_string(2.0 * parts[4].size / M) +
+                                   ", expected a multiple of 32 no larger than K = " + std::to_string(K));
+    }
+    const std::vector<uint64_t> expected = part_sizes(dtype, M, K, k4, nnz);
+    if (parts.size() != expected.size())
+        layout_error(what, "has " + std::to_string(parts.size()) + " parts, dtype " + dtype_name(dtype) + " has " +
+                               std::to_string(expected.size()));
+    for (size_t p = 0; p < parts.size(); ++p)
+        if (parts[p].size != expected[p])
+            layout_error(what, "part " + std::to_string(p) + " is " + std::to_string(parts[p].size) +
+                                   " bytes, its dtype and dims imply " + std::to_string(expected[p]));
+    auto u16 = [&](size_t p) { return reinterpret_cast<const uint16_t *>(parts[p].data); };
+    auto u32 = [&](size_t p) { return reinterpret_cast<const uint32_t *>(parts[p].data); };
+    switch (dtype) {
+        case DType::f32:
+        case DType::f16: w.data = parts[0].data; break;
+        case DType::q8:
+            w.q8 = {reinterpret_cast<const int8_t *>(parts[0].data), u16(1)};
+            check_finite_f16(w.q8.scales, parts[1].size / 2, what, "scale");
+            break;
+        case DType::q4:
+            w.q4 = {parts[0].data, u16(1), u16(2)};
+            check_finite_f16(w.q4.scales, parts[1].size / 2, what, "scale");
+            check_finite_f16(w.q4.mins, parts[2].size / 2, what, "min");
+            break;
+        case DType::mix: {
+            MixView &m = w.mix;
+            m.K4 = static_cast<int64_t>(k4);
+            m.K2 = K - m.K4;
+            m.K2p = 64 * static_cast<int64_t>(ceil_div(m.K2, 64));
+            m.G2 = m.K2p / 32;
+            m.B2 = static_cast<int64_t>(ceil_div(m.G2, 16));
+            m.nnz = static_cast<int64_t>(nnz);
+            m.perm = u32(0);
+            m.q2 = parts[1].data;
+            m.meta2 = parts[2].data;
+            m.super2 = u16(3);
+            m.w4 = {parts[4].data, u16(5), u16(6)};
+            m.row_ptr = u32(7);
+            m.cols = u16(8);
+            m.vals = u16(9);
+            std::vector<bool> seen(K, false);
+            for (int64_t j = 0; j < K; ++j) {
+                const uint32_t c = m.perm[j];
+                if (c >= uint64_t(K) || seen[c])
+                    layout_error(what, "perm is not a permutation of 0..K-1 (entry " + std::to_string(j) + " is " +
+                                           std::to_string(c) + ")");
+                seen[c] = true;
+            }
+            check_finite_f16(m.super2, parts[3].size / 2, what, "2-bit super-scale");
+            check_finite_f16(m.w4.scales, parts[5].size / 2, what, "4-bit scale");
+            check_finite_f16(m.w4.mins, parts[6].size / 2, what, "4-bit min");
+            check_finite_f16(m.vals, nnz, what, "outlier value");
+            if (m.row_ptr[0] != 0) layout_error(what, "outlier row_ptr[0] is " + std::to_string(m.row_ptr[0]) + ", expected 0");
+            for (int64_t r = 0; r < M; ++r) {
+                if (m.row_ptr[r + 1] < m.row_ptr[r] || m.row_ptr[r + 1] > nnz)
+                    layout_error(what, "outlier row_ptr[" + std::to_string(r + 1) + "] = " +
+                                           std::to_string(m.row_ptr[r + 1]) + " decreases or exceeds nnz = " + std::to_string(nnz));
+                for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o)
+                    if (m.cols[o] >= K || (o > m.row_ptr[r] && m.cols[o] <= m.cols[o - 1]))
+                        layout_error(what, "outlier " + std::to_string(o) + " of row " + std::to_string(r) + " has column " +
+                                               std::to_string(m.cols[o]) + ": not < K and increasing within its row");
+            }
+            if (m.row_ptr[M] != nnz)
+                layout_error(what, "outlier row_ptr[M] is " + std::to_string(m.row_ptr[M]) + ", expected nnz = " + std::to_string(nnz));
+            break;
+        }
+    }
+    return w;
+}
+
+namespace {
+
+// Codes q0..q31 of one q4 group (16 bytes) into out (scaled), FORMAT.md 5.4.
+void decode_q4_group(const uint8_t *bytes, float scale, float min, float *out) {
+    for (int i = 0; i < 16; ++i) {
+        out[i] = float(bytes[i] & 0x0F) * scale + min;
+        out[i + 16] = float(bytes[i] >> 4) * scale + min;
+    }
+}
+
+}  // namespace
+
+const float *layout_input(const Weight &w, const float *x, int64_t n, float *xq, float *x4) {
+    const int64_t K = w.cols;
+    if (w.dtype == DType::mix) {
+        const MixView &m = w.mix;
+        for (int64_t t = 0; t < n; ++t) {
+            const float *xt = x + t * K;
+            float *x2t = xq + t * m.K2p, *x4t = x4 + t * m.K4;
+            for (int64_t j = 0; j < m.K2; ++j) x2t[j] = xt[m.perm[j]];
+            for (int64_t j = m.K2; j < m.K2p; ++j) x2t[j] = 0.0f;
+            for (int64_t j = 0; j < m.K4; ++j) x4t[j] = xt[m.perm[m.K2 + j]];
+        }
+        return xq;
+    }
+    if (!is_quantized(w.dtype) || w.Kp == K) return x;
+    for (int64_t t = 0; t < n; ++t) {
+        std::memcpy(xq + t * w.Kp, x + t * K, K * sizeof(float));
+        for (int64_t k = K; k < w.Kp; ++k) xq[t * w.Kp + k] = 0.0f;
+    }
+    return xq;
+}
+
+void dequantize_row(const Weight &w, int64_t r, float *out) {
+    const int64_t K = w.cols;
+    switch (w.dtype) {
+        case DType::f32: std::memcpy(out, static_cast<const float *>(w.data) + r * K, K * sizeof(float)); return;
+        case DType::f16: {
+            const uint16_t *row = static_cast<const uint16_t *>(w.data) + r * K;
+            for (int64_t k = 0; k < K; ++k) out[k] = half_to_float(row[k]);
+            return;
+        }
+        case DType::q8: {
+            const int8_t *codes = w.q8.codes + r * w.Kp;
+            for (int64_t k = 0; k < K; ++k) out[k] = float(codes[k]) * half_to_float(w.q8.scales[r * w.G + k / kGroup]);
+            return;
+        }
+        case DType::q4: {
+            float group[kGroup];
+            for (int64_t g = 0; g < w.G; ++g) {
+                decode_q4_group(w.q4.codes + r * w.Kp / 2 + g * 16, half_to_float(w.q4.scales[r * w.G + g]),
+                                half_to_float(w.q4.mins[r * w.G + g]), group);
+                for (int64_t i = 0; i < kGroup && g * kGroup + i < K; ++i) out[g * kGroup + i] = group[i];
+            }
+            return;
+        }
+        case DType::mix: {
+            const MixView &m = w.mix;
+            // 2-bit columns: perm[0..K2).
+            const uint8_t *q2 = m.q2 + r * m.K2p / 4;
+            for (int64_t j = 0; j < m.K2; ++j) {
+                const int64_t block = j / 64, i = j % 16, shift = 2 * ((j % 64) / 16);
+                const int q = (q2[block * 16 + i] >> shift) & 3;
+                const int64_t g = j / 32;
+                const uint8_t meta = m.meta2[r * m.G2 + g];
+                const float s = float((meta & 63) + 1) * half_to_float(m.super2[r * m.B2 + g / 16]);
+                out[m.perm[j]] = float(q - (meta >> 6)) * s;
+            }
+            // 4-bit columns: perm[K2..K), a q4 matrix [M, K4].
+            const int64_t G4 = m.K4 / kGroup;
+            float group[kGroup];
+            for (int64_t g = 0; g < G4; ++g) {
+                decode_q4_group(m.w4.codes + r * m.K4 / 2 + g * 16, half_to_float(m.w4.scales[r * G4 + g]),
+                                half_to_float(m.w4.mins[r * G4 + g]), group);
+                for (int64_t i = 0; i < kGroup; ++i) out[m.perm[m.K2 + g * kGroup + i]] = group[i];
+            }
+            // Outliers: residuals on top of the dense value.
+            for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) out[m.cols[o]] += half_to_float(m.vals[o]);
+            return;
+        }
+    }
+}
+
+}  // namespace mixrt

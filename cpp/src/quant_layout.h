@@ -1,0 +1,79 @@
+// quant_layout.h: the C++ definition of the stored dtypes of FORMAT.md 5 (f32, f16, q8, q4, mix):
+// part sizes, validated views over the parts, and the scalar reference decode of a row. The
+// numpy twin is python/mixrt/quant/layouts.py; tests/test_quant_kernels.py checks that both decode
+// the same packed bytes bit for bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mixrt/mixrt.h"  // MIXRT_API: the functions below are exported for the kernel tests
+
+namespace mixrt {
+
+enum class DType : uint32_t { f32 = 0, f16 = 1, q8 = 2, q4 = 3, mix = 4 };
+constexpr uint32_t kDTypeCount = 5;
+MIXRT_API const char *dtype_name(DType dtype);
+MIXRT_API bool is_quantized(DType dtype);
+
+constexpr int64_t kGroup = 32;  // values per quantization group along K
+
+struct PartSpan {
+    const uint8_t *data;
+    uint64_t size;
+};
+
+struct Q8View {
+    const int8_t *codes;     // [M, Kp]
+    const uint16_t *scales;  // f16 [M, G]
+};
+
+struct Q4View {
+    const uint8_t *codes;    // [M, Kp/2], nibble order of FORMAT.md 5.4
+    const uint16_t *scales;  // f16 [M, G]
+    const uint16_t *mins;    // f16 [M, G]
+};
+
+struct MixView {
+    int64_t K2, K2p, G2, B2, K4, nnz;
+    const uint32_t *perm;     // [K]: 2-bit columns, then 4-bit columns
+    const uint8_t *q2;        // [M, K2p/4], blocks of 64 columns
+    const uint8_t *meta2;     // [M, G2]: scale code (bits 5..0) | zero << 6
+    const uint16_t *super2;   // f16 [M, B2]
+    Q4View w4;                // q4 layout over [M, K4]
+    const uint32_t *row_ptr;  // [M+1]
+    const uint16_t *cols;     // [nnz]
+    const uint16_t *vals;     // f16 [nnz]
+};
+
+// A weight matrix [rows, cols] (a vector when rows == 1) of any dtype, in place in the mapping.
+struct Weight {
+    DType dtype = DType::f32;
+    int64_t rows = 0, cols = 0;
+    int64_t Kp = 0, G = 0;       // cols padded to whole groups, group count (quantized dtypes)
+    const void *data = nullptr;  // f32 / f16 values
+    Q8View q8{};
+    Q4View q4{};
+    MixView mix{};
+};
+
+// The exact part sizes of a dtype for [M, K]; for mix, k4 and nnz are the derived values.
+MIXRT_API std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4 = 0, uint64_t nnz = 0);
+
+// Builds the view of a tensor [M, K] (M = 1 for a vector) from its parts, checking the part count
+// and sizes, and for quantized dtypes their content (FORMAT.md 6 items 10 and 12). Throws
+// mixrt::Error(MIXRT_ERR_FORMAT) with a message starting with `what`.
+MIXRT_API Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what);
+
+// Puts n rows of input x ([n, w.cols]) into the layout the dtype's kernels read (see
+// CpuKernels): q8/q4 get x padded to [n, Kp] in xq (or x itself when K == Kp); mix gets the
+// permuted, padded x2 [n, K2p] in xq and x4 [n, K4] in x4. Returns what the kernel takes as x
+// (q8/q4) or x2 (mix). xq and x4 hold at least n * (K rounded up to 64) floats.
+MIXRT_API const float *layout_input(const Weight &w, const float *x, int64_t n, float *xq, float *x4);
+
+// Reference decode of row r into out[0..K), original column order (FORMAT.md formulas, fp32).
+MIXRT_API void dequantize_row(const Weight &w, int64_t r, float *out);
+
+}  // namespace mixrt
