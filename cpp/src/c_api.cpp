@@ -143,6 +143,11 @@ mixrt_status mixrt_model_tensor_info(const mixrt_model *model, size_t index, mix
     out->n_elements = t.n_elements;
     out->n_bytes = 0;
     for (const auto &p : t.parts) out->n_bytes += p.size;
+    out->n_cols_4bit = out->n_outliers = 0;
+    if (t.dtype == mixrt::DType::mix) {  // derived as FORMAT.md 5.5 says
+        out->n_cols_4bit = 2 * t.parts[4].size / t.dims[0];
+        out->n_outliers = t.parts[8].size / 2;
+    }
     return MIXRT_OK;
 }
 

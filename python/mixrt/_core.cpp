@@ -71,6 +71,8 @@ struct Model {
             e["dims"] = dims;
             e["n_elements"] = t.n_elements;
             e["n_bytes"] = t.n_bytes;
+            e["n_cols_4bit"] = t.n_cols_4bit;
+            e["n_outliers"] = t.n_outliers;
             out.append(e);
         }
         return out;

@@ -35,23 +35,26 @@ def cmd_run(args) -> int:
 
 
 def describe(model) -> dict:
-    """Hyperparameters, tensors and bit counts of a loaded model."""
+    """Hyperparameters, tensors and bit counts of a loaded model. Per tensor: bits per weight from
+    the bytes stored, and for mix tensors the share of 4-bit columns and of fp16 outliers."""
     meta = model.metadata()
     tensors = model.tensors()
     for t in tensors:
         t["bits_per_weight"] = 8.0 * t["n_bytes"] / t["n_elements"]
+        t["share_4bit_cols"] = t["n_cols_4bit"] / t["dims"][-1]
+        t["share_outliers"] = t["n_outliers"] / t["n_elements"]
     linear = [t for t in tensors if t["name"].startswith("blk.") and len(t["dims"]) == 2]
-    total_bytes = sum(t["n_bytes"] for t in tensors)
+    size = Path(model.path).stat().st_size
     total_params = sum(t["n_elements"] for t in tensors)
     return {
         "file": model.path,
-        "file_bytes": Path(model.path).stat().st_size,
+        "file_bytes": size,
         "metadata": meta,
         "parameters": total_params,
-        "bits_per_param_file": 8.0 * Path(model.path).stat().st_size / total_params,
+        "bits_per_param_file": 8.0 * size / total_params,
         "bits_per_weight_decoder_linear": (8.0 * sum(t["n_bytes"] for t in linear) /
                                            max(1, sum(t["n_elements"] for t in linear))),
-        "tensor_bytes": total_bytes,
+        "tensor_bytes": sum(t["n_bytes"] for t in tensors),
         "tensors": tensors,
     }
 
@@ -67,10 +70,14 @@ def cmd_info(args) -> int:
             print(f"  {key} = {value}")
     print(f"  bits per parameter (whole file): {info['bits_per_param_file']:.3f}")
     print(f"  bits per weight (decoder linear layers): {info['bits_per_weight_decoder_linear']:.3f}")
-    print(f"\n  {'tensor':<32} {'dtype':<6} {'dims':<16} {'MB':>9} {'bits/w':>7}")
+    print(f"\n  {'tensor':<32} {'dtype':<6} {'dims':<16} {'MB':>9} {'bits/w':>7} {'4-bit cols':>10} {'outliers':>9}")
     for t in info["tensors"]:
         dims = "x".join(str(d) for d in t["dims"])
-        print(f"  {t['name']:<32} {t['dtype']:<6} {dims:<16} {t['n_bytes'] / 1e6:>9.3f} {t['bits_per_weight']:>7.2f}")
+        mix = t["dtype"] == "mix"
+        cols = f"{100 * t['share_4bit_cols']:.1f}%" if mix else "-"
+        outl = f"{100 * t['share_outliers']:.2f}%" if mix else "-"
+        print(f"  {t['name']:<32} {t['dtype']:<6} {dims:<16} {t['n_bytes'] / 1e6:>9.3f} {t['bits_per_weight']:>7.2f}"
+              f" {cols:>10} {outl:>9}")
     return 0
 
 

@@ -55,11 +55,13 @@ MIXRT_API const char *mixrt_model_meta_key(const mixrt_model *model, size_t inde
 
 typedef struct mixrt_tensor_info {
     const char *name;  /* valid while the model lives */
-    const char *dtype; /* "f32", "f16", ... */
+    const char *dtype; /* "f32", "f16", "q8", "q4", "mix" */
     uint32_t ndim;
     uint64_t dims[4];
     uint64_t n_elements;
     uint64_t n_bytes; /* all parts together */
+    uint64_t n_cols_4bit;  /* mix: columns stored in 4-bit strips (K4), else 0 */
+    uint64_t n_outliers;   /* mix: fp16 outliers, else 0 */
 } mixrt_tensor_info;
 
 MIXRT_API size_t mixrt_model_tensor_count(const mixrt_model *model);
