@@ -187,36 +187,83 @@ MEASURE = """
     import json, re, sys, time
     from pathlib import Path
     from mixrt.convert import convert, open_source
-    src, out, dtype, what = sys.argv[1:]
+    src, out, recipe, what = sys.argv[1:]
     start = time.perf_counter()
     if what == "open":
         open_source(Path(src))
     else:
-        convert(src, out, dtype=dtype, progress=False)
+        convert(src, out, recipe=recipe, progress=False)
     status = Path("/proc/self/status").read_text()
     print(json.dumps({"seconds": time.perf_counter() - start,
                       "peak_rss": int(re.search(r"VmHWM:\\s*(\\d+) kB", status)[1]) * 1024}))
 """
 
 
+def linear_weight_error(converted, reference) -> float:
+    """Relative Frobenius error of the decoder linear weights of two read_mixrt files."""
+    squared_error = squared_norm = 0.0
+    for name, tensor in reference.tensors.items():
+        if name.startswith("blk.") and len(tensor.dims) == 2:
+            exact = tensor.dequantize().astype(np.float64)
+            squared_error += np.sum((converted.tensors[name].dequantize() - exact) ** 2)
+            squared_norm += np.sum(exact ** 2)
+    return math.sqrt(squared_error / squared_norm)
+
+
+def check_quantized_file(file, recipe: str) -> float:
+    """The storage a recipe implies (norms f32, embeddings f16 by default, decoder linear layers
+    in the recipe's dtype) and the mixrt.recipe.linear_bits key equal to the bytes in the tensor
+    table. Returns those bits."""
+    linear_bytes = linear_weights = 0
+    for name, tensor in file.tensors.items():
+        if len(tensor.dims) == 1:
+            assert tensor.dtype_name == "f32", name
+        elif name in ("token_embd.weight", "output.weight"):
+            assert tensor.dtype_name == file.metadata["mixrt.recipe.embed_dtype"], name
+        else:
+            assert tensor.dtype_name == recipe, name
+            linear_bytes += sum(size for _, size in tensor.parts)
+            linear_weights += math.prod(tensor.dims)
+    bits = 8 * linear_bytes / linear_weights
+    assert file.metadata["mixrt.recipe"] == recipe and file.header["version_minor"] == 1
+    assert file.metadata["mixrt.recipe.linear_bits"] == pytest.approx(bits, rel=1e-12)
+    return bits
+
+
+# Relative Frobenius error bounds of the decoder linear weights of each recipe (SmolLM2 comes as
+# Q4_1, which q4 stores exactly: its groups of 32 are the same).
+RECIPE_ERRORS = {"q8": 0.01, "q4": 0.1, "mix": 0.35}
+
+
 @pytest.mark.real_model
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["f16", "f32"])
-def test_conversion_time_and_peak_memory(smollm2_gguf, tmp_path, dtype):
+@pytest.mark.parametrize("recipe", ["f16", "f32", "q8", "q4", "mix"])
+def test_conversion_time_and_peak_memory(smollm2_gguf, smollm2_f32, tmp_path, recipe):
     """Peak RSS of a whole conversion minus that of only opening the source (interpreter, gguf
     reader, tokenizer metadata) stays within 3x the largest tensor as float32 (dequantized
     float32, stored copy, temporaries): the converter streams tensor by tensor instead of holding
-    the model (135M parameters, 513 MiB as float32)."""
-    opened = measure_subprocess(MEASURE, smollm2_gguf, "-", dtype, "open")
-    converted = measure_subprocess(MEASURE, smollm2_gguf, tmp_path / "m.mixrt", dtype, "convert")
+    the model (135M parameters, 513 MiB as float32). Quantized recipes also report their bits per
+    weight and weight error (mix at the default 2.9 bits, round to nearest)."""
+    opened = measure_subprocess(MEASURE, smollm2_gguf, "-", recipe, "open")
+    converted = measure_subprocess(MEASURE, smollm2_gguf, tmp_path / "m.mixrt", recipe, "convert")
     largest = 49152 * 576 * 4
     streaming = converted["peak_rss"] - opened["peak_rss"]
-    print(f"\nSmolLM2 GGUF -> {dtype}: {converted['seconds']:.1f} s, peak RSS "
+    file = read_mixrt(tmp_path / "m.mixrt")
+    size = file.header["file_size"]
+    parameters = sum(math.prod(tensor.dims) for tensor in file.tensors.values())
+    print(f"\nSmolLM2 GGUF -> {recipe}: {converted['seconds']:.1f} s, peak RSS "
           f"{converted['peak_rss'] / 2**20:.0f} MiB ({opened['peak_rss'] / 2**20:.0f} MiB after "
           f"opening the source, so {streaming / 2**20:.0f} MiB for the tensors; largest tensor "
-          f"{largest / 2**20:.0f} MiB as float32)")
+          f"{largest / 2**20:.0f} MiB as float32), {size / 2**20:.1f} MiB, "
+          f"{8 * size / parameters:.3f} bits per parameter")
     assert streaming <= 3 * largest
-    assert converted["seconds"] < 60
+    assert converted["seconds"] < (120 if recipe == "mix" else 60)
+    if recipe in RECIPE_ERRORS:
+        bits = check_quantized_file(file, recipe)
+        error = linear_weight_error(file, read_mixrt(smollm2_f32))
+        print(f"decoder linear layers: {bits:.4f} bits per weight, relative Frobenius error "
+              f"{error:.4f}")
+        assert error < RECIPE_ERRORS[recipe] and bits <= {"q8": 8.5, "q4": 5, "mix": 2.9}[recipe]
 
 
 # ---- generated models and the Hugging Face path ------------------------------------------------
@@ -333,6 +380,95 @@ def test_tied_checkpoint_with_saved_head_stores_it_once(tiny_copy, tmp_path):
     convert(tiny_copy, tmp_path / "tied.mixrt", progress=False)
     file = read_mixrt(tmp_path / "tied.mixrt")
     assert file.metadata["llama.tie_word_embeddings"] == 1 and "output.weight" not in file.tensors
+
+
+# ---- quantized recipes on the tiny model ------------------------------------------------------
+
+TINY_MIX_BITS = 4.0  # its matrices are so small (32 x 64) that the permutation alone costs 1 bit
+
+
+@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+def test_tiny_model_recipes(tiny_hf, tiny_f32, tmp_path, recipe):
+    """Each recipe stores what it says (ffn_down has K = 172: padded groups, 32-column strips),
+    within its budget, and the weights read back close to the originals."""
+    bits = TINY_MIX_BITS if recipe == "mix" else None
+    summary = convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe, bits=bits, progress=False)
+    file, reference = read_mixrt(tmp_path / "q.mixrt"), read_mixrt(tiny_f32)
+    linear_bits = check_quantized_file(file, recipe)
+    error = linear_weight_error(file, reference)
+    print(f"\ntiny model, {recipe}: {linear_bits:.3f} bits per decoder linear weight, "
+          f"{summary['file_bits']:.3f} per parameter, relative Frobenius error {error:.4f}")
+    assert summary["linear_bits"] == file.metadata["mixrt.recipe.linear_bits"]
+    assert summary["file_bits"] == 8 * summary["bytes"] / summary["parameters"]
+    assert error < RECIPE_ERRORS[recipe]
+    for name in ("token_embd.weight", "output.weight"):
+        assert np.array_equal(file.tensors[name].array(),
+                              reference.tensors[name].array().astype(np.float16))
+    if recipe == "mix":
+        meta = file.metadata
+        assert linear_bits <= TINY_MIX_BITS and meta["mixrt.recipe.bits_target"] == TINY_MIX_BITS
+        assert (meta["mixrt.recipe.outlier_frac"], meta["mixrt.recipe.clip_search"],
+                meta["mixrt.recipe.strip_selection"], meta["mixrt.recipe.group_size"],
+                meta["mixrt.recipe.super_group_size"]) == (0.003, 1, "range", 32, 16)
+        assert 2 * file.tensors["blk.0.ffn_down.weight"].parts[4][1] // 64 % 32 == 0
+
+
+def test_cli_mix_options(tiny_hf, tmp_path):
+    subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
+                    str(tmp_path / "m.mixrt"), "--recipe", "mix", "--bits", "4.5",
+                    "--embed-dtype", "q8", "--outlier-frac", "0.01", "--no-clip-search",
+                    "--quiet"], env=PYTHON_ENV, check=True)
+    file = read_mixrt(tmp_path / "m.mixrt")
+    meta = file.metadata
+    assert [meta[f"mixrt.recipe{key}"] for key in ("", ".bits_target", ".embed_dtype",
+                                                   ".outlier_frac", ".clip_search")] == \
+        ["mix", 4.5, "q8", 0.01, 0]
+    assert file.tensors["token_embd.weight"].dtype_name == "q8"
+    assert file.tensors["blk.1.ffn_up.weight"].parts[8][1] // 2 == round(0.01 * 172 * 64)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(recipe="q4", bits=3.0), "bits: expected only with the mix recipe, found 3.0 for q4"),
+    (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
+    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, found 'q3'"),
+    (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
+    (dict(recipe="mix", outlier_frac=1.5), "outlier_frac: expected 0 <= fraction < 1"),
+    (dict(recipe="q8", dtype="f32"), "dtype: an alias of recipe"),
+    (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix recipe"),
+    (dict(recipe="mix", calib="calib.txt"), "calib calib.txt: calibrated"),
+])
+def test_recipe_refusals(tiny_hf, tmp_path, options, message):
+    with pytest.raises(ConversionError, match=message) as error:
+        convert(tiny_hf, tmp_path / "out.mixrt", progress=False, **options)
+    print(f"\n{options}: {error.value}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def dequantized_copy(path: Path, out: Path) -> Path:
+    """The same model with every tensor stored as the f32 values its dtype decodes to."""
+    file = read_mixrt(path)
+    with MixrtWriter(out) as writer:
+        writer.add_metadata(file.metadata)
+        for name, tensor in file.tensors.items():
+            writer.declare_tensor(name, "f32", tensor.dims)
+        for name, tensor in file.tensors.items():
+            writer.write_tensor(name, tensor.dequantize())
+    return out
+
+
+@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_path, recipe):
+    """The runtime's logits on a quantized file equal those on an f32 file of the dequantized
+    weights (the same model up to float32 rounding in the kernels)."""
+    import mixrt
+
+    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
+            bits=TINY_MIX_BITS if recipe == "mix" else None, progress=False)
+    tokens = [1, 450, 7483, 338, 263]
+    quantized = mixrt.load(tmp_path / "q.mixrt").eval_logits(tokens)
+    dense = mixrt.load(dequantized_copy(tmp_path / "q.mixrt",
+                                        tmp_path / "d.mixrt")).eval_logits(tokens)
+    assert np.allclose(quantized, dense, rtol=1e-4, atol=1e-4 * np.abs(dense).max())
 
 
 # ---- refusals ----------------------------------------------------------------------------------
@@ -576,7 +712,8 @@ def test_non_finite_weight_midway_is_refused(tiny_copy, tmp_path):
     poisoned = load_file(tiny_copy / "model.safetensors")["model.layers.1.mlp.down_proj.weight"]
     poisoned[3, 5] = np.inf
     edit_weights(tiny_copy, **{"model.layers.1.mlp.down_proj.weight": poisoned})
-    with pytest.raises(ConversionError,
-                       match="tensor blk.1.ffn_down.weight: values expected finite"):
-        convert(tiny_copy, tmp_path / "out.mixrt", progress=False)
+    for recipe, bits in (("f16", None), ("mix", TINY_MIX_BITS)):
+        with pytest.raises(ConversionError,
+                           match="tensor blk.1.ffn_down.weight: values expected finite"):
+            convert(tiny_copy, tmp_path / "out.mixrt", recipe=recipe, bits=bits, progress=False)
     assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []

@@ -336,7 +336,8 @@ void ModelFile::check_parts() {
     };
     std::vector<Span> spans;
     for (const auto &t : tensors_)
-        for (const auto &p : t.parts) spans.push_back({p.offset, p.offset + p.size, &t.name});
+        for (const auto &p : t.parts)
+            if (p.size > 0) spans.push_back({p.offset, p.offset + p.size, &t.name});  // empty parts hold nothing
     std::sort(spans.begin(), spans.end(), [](const Span &a, const Span &b) { return a.begin < b.begin; });
     for (size_t i = 1; i < spans.size(); ++i)
         if (spans[i].begin < spans[i - 1].end)

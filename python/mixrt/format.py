@@ -1,6 +1,8 @@
 # format.py: the .mixrt file format of FORMAT.md: its constants, a streaming writer and a small
 # memory-mapped reader (the C++ core has its own validating reader, cpp/src/model_file.cpp).
-# Tested by tests/test_convert.py (round trips, layout, refusals, no partial files).
+# Part sizes and layouts of the dtypes come from mixrt.quant.layouts. Tested by
+# tests/test_convert.py (round trips, layout, refusals, no partial files) and
+# tests/test_quant_layouts.py (quantized dtypes).
 from __future__ import annotations
 
 import math
@@ -13,18 +15,24 @@ from typing import Any
 
 import numpy as np
 
+from .quant import layouts
+
 MAGIC = b"MIXRT\x00\r\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # written when a dtype of 1.1 is used, otherwise 0 (FORMAT.md 2)
 ALIGNMENT = 64
 HEADER_SIZE = 128
 
-# Tensor dtypes (FORMAT.md 5): code, and the little-endian numpy type of their single part.
+# Tensor dtypes (FORMAT.md 5) by code; the quantized ones (since 1.1) are 2-dim only.
 DTYPE_F32 = 0
 DTYPE_F16 = 1
-DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16}
+DTYPE_Q8 = 2
+DTYPE_Q4 = 3
+DTYPE_MIX = 4
+DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16, "q8": DTYPE_Q8, "q4": DTYPE_Q4,
+               "mix": DTYPE_MIX}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
-_PART_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}
+_FLOAT_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}  # one part, any dims
 
 # Metadata value types (FORMAT.md 3).
 META_I64 = 1
@@ -47,9 +55,11 @@ class FormatError(ValueError):
     """Data that cannot go into (or did not come out of) a valid .mixrt file."""
 
 
-def part_sizes(dtype: int, dims: tuple[int, ...]) -> list[int]:
-    """The exact byte size of each part of a tensor of this dtype and dims (FORMAT.md 5)."""
-    return [_PART_DTYPES[dtype].itemsize * math.prod(dims)]
+def part_sizes(dtype: int, dims: tuple[int, ...], k4: int = 0, nnz: int = 0) -> list[int]:
+    """The exact byte size of each part of a tensor of this dtype and dims (FORMAT.md 5); k4 and
+    nnz (4-bit columns, outliers) only for mix."""
+    m, k = (1, math.prod(dims)) if dtype in _FLOAT_DTYPES else dims
+    return layouts.part_sizes(DTYPE_NAMES[dtype], m, k, k4, nnz)
 
 
 def _align(offset: int) -> int:
@@ -100,6 +110,7 @@ class _Declared:
     name: str
     dtype: int
     dims: tuple[int, ...]
+    sizes: tuple[int, ...]  # bytes of each part
 
 
 class MixrtWriter:
@@ -108,7 +119,9 @@ class MixrtWriter:
     with MixrtWriter(path) as writer:
         writer.add_metadata({...})
         writer.declare_tensor(name, "f16", dims)    # every tensor, before any data
-        writer.write_tensor(name, array)            # then the data, in declared order
+        writer.declare_tensor(name, "mix", (m, k), k4=k4, nnz=nnz)
+        writer.write_tensor(name, array)            # then the data, in declared order:
+        writer.write_tensor(name, parts)            # an array, or a quantized dtype's parts
 
     The file is built as a temporary next to `path` and renamed onto it only when the block ends
     without an exception and every declared tensor was written; otherwise nothing is left behind.
@@ -120,7 +133,7 @@ class MixrtWriter:
         self._metadata: dict[str, bytes] = {}
         self._tensors: list[_Declared] = []
         self._layout_written = False
-        self._data_offsets: list[int] = []  # absolute file offset of each tensor's data
+        self._data_offsets: list[list[int]] = []  # absolute file offset of each tensor's parts
         self._file_size = 0
         self._written = 0
         self._file = None
@@ -147,7 +160,9 @@ class MixrtWriter:
             self._metadata[key] = (_checked_name("metadata key", key, _KEY_PATTERN)
                                    + _encode_value(key, value))
 
-    def declare_tensor(self, name: str, dtype: str, dims) -> None:
+    def declare_tensor(self, name: str, dtype: str, dims, k4: int = 0, nnz: int = 0) -> None:
+        """Declares a tensor: its dtype name and dims, and for mix its 4-bit columns k4 and
+        outlier count nnz, which fix the part sizes."""
         self._require_layout_open("declare_tensor")
         if dtype not in DTYPE_CODES:
             raise FormatError(f"tensor {name}: dtype expected one of {sorted(DTYPE_CODES)}, "
@@ -159,10 +174,28 @@ class MixrtWriter:
         if any(t.name == name for t in self._tensors):
             raise FormatError(f"tensor {name}: declared twice")
         _checked_name("tensor name", name)
-        self._tensors.append(_Declared(name, DTYPE_CODES[dtype], dims))
+        code = DTYPE_CODES[dtype]
+        if code not in _FLOAT_DTYPES and len(dims) != 2:
+            raise FormatError(f"tensor {name}: a {dtype} tensor expected 2 dims, "
+                              f"found {list(dims)}")
+        if code == DTYPE_MIX:
+            if dims[1] > layouts.MAX_MIX_K:
+                raise FormatError(f"tensor {name}: mix K expected <= {layouts.MAX_MIX_K}, "
+                                  f"found {dims[1]}")
+            if k4 % layouts.GROUP or not 0 <= k4 <= dims[1]:
+                raise FormatError(f"tensor {name}: k4 expected a multiple of {layouts.GROUP} "
+                                  f"in 0..{dims[1]}, found {k4}")
+            if not 0 <= nnz < 2**32:
+                raise FormatError(f"tensor {name}: nnz expected 0..2^32-1, found {nnz}")
+        elif k4 or nnz:
+            raise FormatError(f"tensor {name}: k4 and nnz expected only for mix, found "
+                              f"k4={k4}, nnz={nnz} for {dtype}")
+        self._tensors.append(_Declared(name, code, dims, tuple(part_sizes(code, dims, k4, nnz))))
 
-    def write_tensor(self, name: str, array: np.ndarray) -> None:
-        """Writes the data of the next declared tensor, converted to its declared dtype."""
+    def write_tensor(self, name: str, data) -> None:
+        """Writes the data of the next declared tensor: for f32/f16 an array of its dims (converted
+        to the dtype), for a quantized dtype the list of its parts (as the mixrt.quant pack
+        functions return them), each exactly the declared size."""
         if not self._layout_written:
             self._write_layout()
         if self._written == len(self._tensors):
@@ -170,51 +203,89 @@ class MixrtWriter:
         tensor = self._tensors[self._written]
         if name != tensor.name:
             raise FormatError(f"tensor {name}: written out of order, expected {tensor.name} next")
+        parts = ([self._float_part(tensor, data)] if tensor.dtype in _FLOAT_DTYPES
+                 else self._quantized_parts(tensor, data))
+        for part, offset in zip(parts, self._data_offsets[self._written]):
+            self._file.write(bytes(offset - self._file.tell()))
+            self._file.write(part.data)
+        self._written += 1
+
+    @staticmethod
+    def _float_part(tensor: _Declared, array) -> np.ndarray:
         array = np.asarray(array)
         if array.shape != tensor.dims:
-            raise FormatError(f"tensor {name}: dims expected {list(tensor.dims)}, "
+            raise FormatError(f"tensor {tensor.name}: dims expected {list(tensor.dims)}, "
                               f"found {list(array.shape)}")
         with np.errstate(over="ignore"):  # overflow to inf is reported below
-            stored = np.ascontiguousarray(array, dtype=_PART_DTYPES[tensor.dtype])
+            stored = np.ascontiguousarray(array, dtype=_FLOAT_DTYPES[tensor.dtype])
         if not np.isfinite(stored).all():
             if np.isfinite(array).all():
-                raise FormatError(f"tensor {name}: values expected within the "
+                raise FormatError(f"tensor {tensor.name}: values expected within the "
                                   f"{DTYPE_NAMES[tensor.dtype]} range, found up to "
                                   f"{np.abs(array).max():g}")
-            raise FormatError(f"tensor {name}: values expected finite, found NaN or infinity")
-        self._file.write(bytes(self._data_offsets[self._written] - self._file.tell()))
-        self._file.write(stored.data)
-        self._written += 1
+            raise FormatError(f"tensor {tensor.name}: values expected finite, "
+                              f"found NaN or infinity")
+        return stored
+
+    @staticmethod
+    def _quantized_parts(tensor: _Declared, parts) -> list[np.ndarray]:
+        """The parts as contiguous arrays after checking their count, types (the part's own, or
+        uint8 for raw bytes), byte sizes, and that float parts (scales, mins, outliers) are
+        finite."""
+        dtype = DTYPE_NAMES[tensor.dtype]
+        if isinstance(parts, np.ndarray) or len(parts) != len(tensor.sizes):
+            raise FormatError(f"tensor {tensor.name}: a {dtype} tensor expected a list of "
+                              f"{len(tensor.sizes)} parts")
+        checked = []
+        for i, (part, size, part_dtype) in enumerate(zip(parts, tensor.sizes,
+                                                         layouts.PART_DTYPES[dtype])):
+            part = np.ascontiguousarray(part)
+            if part.dtype not in (part_dtype, np.uint8):
+                raise FormatError(f"tensor {tensor.name}: part {i} expected {part_dtype} values "
+                                  f"or raw bytes, found {part.dtype}")
+            if part.nbytes != size:
+                raise FormatError(f"tensor {tensor.name}: part {i} expected {size} bytes, "
+                                  f"found {part.nbytes}")
+            if part_dtype.kind == "f" and not np.isfinite(part.reshape(-1).view(part_dtype)).all():
+                raise FormatError(f"tensor {tensor.name}: part {i} values expected finite, "
+                                  f"found NaN or infinity")
+            checked.append(part)
+        return checked
 
     def _require_layout_open(self, method: str) -> None:
         if self._layout_written:
             raise FormatError(f"{method}: called after tensor data was written")
 
     def _write_layout(self) -> None:
-        """Writes header, metadata and tensor table; fixes where each tensor's data goes (the
-        dtypes of 1.0 have a single part)."""
+        """Writes header, metadata and tensor table; fixes where each part's data goes (each at
+        the next aligned offset)."""
         metadata = struct.pack("<Q", len(self._metadata)) + b"".join(self._metadata.values())
         table = [struct.pack("<Q", len(self._tensors))]
         data_end = 0
         relative_offsets = []
         for tensor in self._tensors:
-            (size,) = part_sizes(tensor.dtype, tensor.dims)
-            offset = _align(data_end)
+            offsets = []
+            for size in tensor.sizes:
+                offsets.append(_align(data_end))
+                data_end = offsets[-1] + size
             table.append(_string(tensor.name)
-                         + struct.pack(f"<II{len(tensor.dims)}QIQQ", tensor.dtype, len(tensor.dims),
-                                       *tensor.dims, 1, offset, size))
-            relative_offsets.append(offset)
-            data_end = offset + size
+                         + struct.pack(f"<II{len(tensor.dims)}QI", tensor.dtype, len(tensor.dims),
+                                       *tensor.dims, len(tensor.sizes))
+                         + b"".join(struct.pack("<QQ", offset, size)
+                                    for offset, size in zip(offsets, tensor.sizes)))
+            relative_offsets.append(offsets)
         table = b"".join(table)
         table_offset = HEADER_SIZE + len(metadata)
         data_offset = _align(table_offset + len(table))
-        self._file.write(_HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, ALIGNMENT, 0,
+        minor = VERSION_MINOR if any(t.dtype not in _FLOAT_DTYPES for t in self._tensors) else 0
+        self._file.write(_HEADER.pack(MAGIC, VERSION_MAJOR, minor, ALIGNMENT, 0,
                                       HEADER_SIZE, len(metadata), table_offset, len(table),
                                       data_offset, data_end, data_offset + data_end))
         self._file.write(metadata)
         self._file.write(table)
         self._file.write(bytes(data_offset - self._file.tell()))
-        self._data_offsets = [data_offset + offset for offset in relative_offsets]
+        self._data_offsets = [[data_offset + offset for offset in offsets]
+                              for offsets in relative_offsets]
         self._file_size = data_offset + data_end
         self._layout_written = True
 
@@ -244,13 +315,30 @@ class TensorInfo:
     _file: np.memmap
     _data_offset: int
 
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES.get(self.dtype, f"unknown dtype {self.dtype}")
+
+    def part_views(self) -> list[np.ndarray]:
+        """Each part as a read-only uint8 view into the mapped file (what mixrt.quant's unpack
+        and dequantize functions take)."""
+        start = self._data_offset
+        return [self._file[start + offset:start + offset + size] for offset, size in self.parts]
+
     def array(self) -> np.ndarray:
         """The tensor as a read-only numpy view into the mapped file (f32 and f16 only)."""
-        if self.dtype not in _PART_DTYPES:
-            raise FormatError(f"tensor {self.name}: dtype {self.dtype} has no numpy view")
+        if self.dtype not in _FLOAT_DTYPES:
+            raise FormatError(f"tensor {self.name}: a {self.dtype_name} tensor has no numpy view "
+                              f"(dequantize() decodes it)")
         offset, _ = self.parts[0]
-        return np.ndarray(self.dims, _PART_DTYPES[self.dtype], buffer=self._file,
+        return np.ndarray(self.dims, _FLOAT_DTYPES[self.dtype], buffer=self._file,
                           offset=self._data_offset + offset)
+
+    def dequantize(self) -> np.ndarray:
+        """The tensor's values as a float32 array of its dims, whatever its dtype."""
+        if self.dtype in _FLOAT_DTYPES:
+            return self.array().astype(np.float32)
+        return layouts.dequantize(self.dtype_name, self.part_views(), *self.dims)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,43 @@
 # mixrt.convert: converts a Llama checkpoint (GGUF file or Hugging Face directory) into one .mixrt
-# file, streaming tensor by tensor. The console script is cli.py (`mixrt-convert`).
-# Tested by tests/test_convert.py.
+# file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix).
+# The console script is cli.py (`mixrt-convert`). Tested by tests/test_convert.py.
 from __future__ import annotations
 
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
 from ..format import FormatError, MixrtWriter
+from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
+from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
 from .gguf_source import open_gguf
 from .hf_source import open_hf_dir
 from .llama import ModelSource
 
-__all__ = ["ConversionError", "convert", "open_source"]
+__all__ = ["ConversionError", "Storage", "convert", "open_source", "plan_storage"]
 
-RECIPES = ("f16", "f32")
+RECIPES = ("f16", "f32", "q8", "q4", "mix")
+EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.6 allows for embedding and head
+EMBEDDINGS = ("token_embd.weight", "output.weight")
+DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
+DEFAULT_OUTLIER_FRAC = 0.003
+QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the temporaries
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How one tensor is stored: its dtype and, for mix, its 4-bit columns and outliers."""
+
+    dtype: str
+    k4: int = 0
+    nnz: int = 0
 
 
 def open_source(src: Path) -> ModelSource:
@@ -37,6 +55,78 @@ def open_source(src: Path) -> ModelSource:
     return open_gguf(src)
 
 
+def _is_decoder_linear(name: str, dims: tuple[int, ...]) -> bool:
+    return len(dims) == 2 and name not in EMBEDDINGS
+
+
+def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
+                 outlier_frac: float, clip_search: bool) -> tuple[dict[str, Storage], dict]:
+    """Every tensor's storage, decided before anything is written (the writer needs the part
+    sizes up front): norms f32, embedding and head embed_dtype, decoder linear layers the
+    recipe's dtype; for mix, plan_mix spends `bits` per decoder linear weight (uniform 4-bit
+    fraction). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
+    implied by an f16/f32 recipe, so that those files stay as they were)."""
+    linear = {name: tensor.dims for name, tensor in model.tensors
+              if _is_decoder_linear(name, tensor.dims)}
+    storage = {name: Storage("f32" if len(tensor.dims) == 1 else
+                             embed_dtype if name in EMBEDDINGS else recipe)
+               for name, tensor in model.tensors}
+    recipe_keys = {}
+    if recipe not in ("f16", "f32") or embed_dtype != recipe:
+        recipe_keys["mixrt.recipe.embed_dtype"] = embed_dtype
+    if recipe == "mix":
+        try:
+            plan = plan_mix(linear.values(), bits, outlier_frac)
+        except ValueError as error:
+            raise ConversionError(f"mix: {error}") from error
+        for name, k4, nnz in zip(linear, plan.k4, plan.nnz):
+            storage[name] = Storage("mix", k4, nnz)
+        recipe_keys.update({"mixrt.recipe.bits_target": float(bits),
+                            "mixrt.recipe.outlier_frac": float(outlier_frac),
+                            "mixrt.recipe.super_group_size": SUPER_GROUPS,
+                            "mixrt.recipe.scale_code_bits": int(math.log2(SCALE_CODES)),
+                            "mixrt.recipe.method": "rtn",
+                            "mixrt.recipe.k4_allocation": "uniform",
+                            "mixrt.recipe.strip_selection": "range",
+                            "mixrt.recipe.clip_search": int(clip_search)})
+    if recipe in ("q8", "q4", "mix"):
+        linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
+                                          storage[name].nnz))
+                           for name, dims in linear.items())
+        recipe_keys.update({"mixrt.recipe.group_size": GROUP,
+                            "mixrt.recipe.linear_bits":
+                                8 * linear_bytes / sum(math.prod(d) for d in linear.values())})
+    return storage, recipe_keys
+
+
+def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool):
+    """What write_tensor takes for one tensor: the array itself (f32/f16, checked by the writer)
+    or its packed parts."""
+    if storage.dtype in ("f32", "f16"):
+        return weight
+    if not np.isfinite(weight).all():
+        raise ConversionError(f"tensor {name}: values expected finite, found NaN or infinity")
+    if storage.dtype == "mix":
+        return pack_mix(quantize_mix_rtn(weight, storage.k4, storage.nnz, clip_search))
+    quantize = quantize_q8 if storage.dtype == "q8" else quantize_q4
+    chunks = [quantize(weight[row:row + QUANTIZE_ROWS])
+              for row in range(0, weight.shape[0], QUANTIZE_ROWS)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]  # every part is row-major [M, ...]
+
+
+def _calibrated_quantizer(calib):
+    """The calibrated (GPTQ) mix path: mixrt.quant.calibration collects the Hessians and
+    mixrt.quant.gptq quantizes; the converter does not call them yet."""
+    try:
+        from ..quant.calibration import collect_hessians  # noqa: F401
+        from ..quant.gptq import quantize_mix_gptq  # noqa: F401
+    except ImportError as error:
+        raise ConversionError(f"calib {calib}: calibrated quantization needs mixrt.quant.gptq and "
+                              f"mixrt.quant.calibration, found them missing ({error})") from error
+    raise ConversionError(f"calib {calib}: calibrated mix conversion is not wired into the "
+                          f"converter yet")
+
+
 def _file_metadata(model: ModelSource, recipe: str) -> dict:
     return {"general.architecture": "llama",
             "general.name": model.name,
@@ -47,27 +137,62 @@ def _file_metadata(model: ModelSource, recipe: str) -> dict:
             **model.tokenizer}
 
 
-def convert(src: str | os.PathLike, out: str | os.PathLike, dtype: str = "f16",
-            progress: bool = True) -> dict:
-    """Writes `out` from `src` with linear weights and embeddings in `dtype` (norms stay f32).
-    Returns a summary: tensors, parameters, bytes (file size) and seconds. On any failure no
-    output file is left (an existing `out` is untouched)."""
-    if dtype not in RECIPES:
-        raise ConversionError(f"dtype: expected one of {', '.join(RECIPES)}, found {dtype!r}")
+def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
+            bits: float | None = None, embed_dtype: str | None = None,
+            calib: str | os.PathLike | None = None, progress: bool = True, *,
+            outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
+            dtype: str | None = None) -> dict:
+    """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
+    q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
+    for f16/f32, else f16) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
+    every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
+    search unless clip_search is False; `calib` (a text file) selects calibrated quantization.
+
+    Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
+    decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
+    parameters). On any failure no output file is left (an existing `out` is untouched)."""
+    if dtype is not None:
+        if recipe not in ("f16", dtype):
+            raise ConversionError(f"dtype: an alias of recipe, expected the same value, "
+                                  f"found recipe {recipe!r} and dtype {dtype!r}")
+        recipe = dtype
+    if recipe not in RECIPES:
+        raise ConversionError(f"recipe: expected one of {', '.join(RECIPES)}, found {recipe!r}")
+    embed_dtype = embed_dtype or (recipe if recipe in ("f16", "f32") else "f16")
+    if embed_dtype not in EMBED_DTYPES:
+        raise ConversionError(f"embed_dtype: expected one of {', '.join(EMBED_DTYPES)}, "
+                              f"found {embed_dtype!r}")
+    if recipe != "mix" and bits is not None:
+        raise ConversionError(f"bits: expected only with the mix recipe, found {bits} for "
+                              f"{recipe}")
+    if not 0 <= outlier_frac < 1:
+        raise ConversionError(f"outlier_frac: expected 0 <= fraction < 1, found {outlier_frac}")
+    if calib is not None:
+        if recipe != "mix":
+            raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
+        _calibrated_quantizer(calib)
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
+    storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
+                                        DEFAULT_BITS if bits is None else bits, outlier_frac,
+                                        clip_search)
     with MixrtWriter(out) as writer:
-        writer.add_metadata(_file_metadata(model, dtype))
+        writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
         for name, tensor in model.tensors:
-            writer.declare_tensor(name, "f32" if len(tensor.dims) == 1 else dtype, tensor.dims)
+            writer.declare_tensor(name, storage[name].dtype, tensor.dims, storage[name].k4,
+                                  storage[name].nnz)
         with tqdm(total=parameters, unit="param", unit_scale=True, desc=Path(out).name,
                   disable=not progress) as bar:
             for name, tensor in model.tensors:
                 try:
-                    writer.write_tensor(name, tensor.load())
+                    writer.write_tensor(name, _stored(name, storage[name], tensor.load(),
+                                                      clip_search))
                 except FormatError as error:
                     raise ConversionError(str(error)) from error
                 bar.update(math.prod(tensor.dims))
-    return {"tensors": len(model.tensors), "parameters": parameters,
-            "bytes": os.path.getsize(out), "seconds": time.perf_counter() - start}
+    size = os.path.getsize(out)
+    return {"tensors": len(model.tensors), "parameters": parameters, "bytes": size,
+            "seconds": time.perf_counter() - start, "recipe": recipe,
+            "linear_bits": recipe_keys.get("mixrt.recipe.linear_bits"),
+            "file_bits": 8 * size / parameters}

@@ -1,11 +1,12 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--dtype f16|f32] [--quiet]` console script.
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--recipe f16|f32|q8|q4|mix] [--bits B]
+# [--embed-dtype D] [--calib TEXT] [--outlier-frac F] [--no-clip-search] [--quiet]` console script.
 # Refusals print `mixrt-convert: error: <message>` and exit 1. Tested by tests/test_convert.py.
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import RECIPES, convert
+from . import DEFAULT_BITS, DEFAULT_OUTLIER_FRAC, EMBED_DTYPES, RECIPES, convert
 from .errors import ConversionError
 
 
@@ -16,13 +17,31 @@ def main(argv: list[str] | None = None) -> int:
                     "config.json, *.safetensors and a tokenizer) into one .mixrt file.")
     parser.add_argument("src", help="GGUF file or Hugging Face checkpoint directory")
     parser.add_argument("-o", "--output", required=True, help="the .mixrt file to write")
-    parser.add_argument("--dtype", choices=RECIPES, default="f16",
-                        help="storage of linear weights and embeddings; norms stay f32 "
+    parser.add_argument("--recipe", "--dtype", dest="recipe", choices=RECIPES, default="f16",
+                        help="storage of the decoder linear weights: f16, f32, q8 (8.5 bits), "
+                             "q4 (5 bits) or mix (2/4/16-bit within --bits); norms stay f32 "
                              "(default: f16)")
+    parser.add_argument("--bits", type=float,
+                        help=f"mix: budget in bits per decoder linear weight, every stored byte "
+                             f"counted (default: {DEFAULT_BITS})")
+    parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
+                        help="storage of the embedding and output head (default: the recipe "
+                             "for f16/f32, else f16)")
+    parser.add_argument("--calib", metavar="TEXTFILE",
+                        help="mix: calibrate on this text (Hessian-aware quantization)")
+    parser.add_argument("--outlier-frac", type=float, default=DEFAULT_OUTLIER_FRAC,
+                        help=f"mix: fraction of weights kept as fp16 outliers "
+                             f"(default: {DEFAULT_OUTLIER_FRAC})")
+    parser.add_argument("--no-clip-search", dest="clip_search", action="store_false",
+                        help="mix: 2-bit groups take their full range instead of the best of "
+                             "several clipped ranges")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     args = parser.parse_args(argv)
     try:
-        summary = convert(args.src, args.output, dtype=args.dtype, progress=not args.quiet)
+        summary = convert(args.src, args.output, recipe=args.recipe, bits=args.bits,
+                          embed_dtype=args.embed_dtype, calib=args.calib,
+                          progress=not args.quiet, outlier_frac=args.outlier_frac,
+                          clip_search=args.clip_search)
     except (ConversionError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
@@ -30,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: interrupted, no file written", file=sys.stderr)
         return 130
     if not args.quiet:
+        linear = ("" if summary["linear_bits"] is None else
+                  f", decoder linear layers {summary['linear_bits']:.3f} bits per weight")
         print(f"wrote {args.output}: {summary['tensors']} tensors, "
               f"{summary['parameters'] / 1e6:.1f}M parameters, "
-              f"{summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']:.1f} s")
+              f"{summary['bytes'] / 2**20:.1f} MiB ({summary['file_bits']:.3f} bits per "
+              f"parameter{linear}) in {summary['seconds']:.1f} s")
     return 0
 
 
