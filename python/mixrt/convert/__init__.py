@@ -144,7 +144,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             dtype: str | None = None) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
-    for f16/f32, else f16) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
+    for f16/f32, else q8, like llama.cpp's quantized files) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
     search unless clip_search is False; `calib` (a text file) selects calibrated quantization.
 
@@ -158,7 +158,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         recipe = dtype
     if recipe not in RECIPES:
         raise ConversionError(f"recipe: expected one of {', '.join(RECIPES)}, found {recipe!r}")
-    embed_dtype = embed_dtype or (recipe if recipe in ("f16", "f32") else "f16")
+    embed_dtype = embed_dtype or (recipe if recipe in ("f16", "f32") else "q8")
     if embed_dtype not in EMBED_DTYPES:
         raise ConversionError(f"embed_dtype: expected one of {', '.join(EMBED_DTYPES)}, "
                               f"found {embed_dtype!r}")
