@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..format import FormatError, MixrtWriter
+from ..quant.calibration import DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
@@ -60,11 +61,12 @@ def _is_decoder_linear(name: str, dims: tuple[int, ...]) -> bool:
 
 
 def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
-                 outlier_frac: float, clip_search: bool) -> tuple[dict[str, Storage], dict]:
+                 outlier_frac: float, clip_search: bool,
+                 sensitivities: dict | None = None) -> tuple[dict[str, Storage], dict]:
     """Every tensor's storage, decided before anything is written (the writer needs the part
     sizes up front): norms f32, embedding and head embed_dtype, decoder linear layers the
     recipe's dtype; for mix, plan_mix spends `bits` per decoder linear weight (uniform 4-bit
-    fraction). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
+    fraction, or by column sensitivity when `sensitivities` maps each linear name to its scores). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
     implied by an f16/f32 recipe, so that those files stay as they were)."""
     linear = {name: tensor.dims for name, tensor in model.tensors
               if _is_decoder_linear(name, tensor.dims)}
@@ -76,7 +78,8 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
         recipe_keys["mixrt.recipe.embed_dtype"] = embed_dtype
     if recipe == "mix":
         try:
-            plan = plan_mix(linear.values(), bits, outlier_frac)
+            plan = plan_mix(linear.values(), bits, outlier_frac,
+                            None if sensitivities is None else [sensitivities[n] for n in linear])
         except ValueError as error:
             raise ConversionError(f"mix: {error}") from error
         for name, k4, nnz in zip(linear, plan.k4, plan.nnz):
@@ -85,9 +88,11 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                             "mixrt.recipe.outlier_frac": float(outlier_frac),
                             "mixrt.recipe.super_group_size": SUPER_GROUPS,
                             "mixrt.recipe.scale_code_bits": int(math.log2(SCALE_CODES)),
-                            "mixrt.recipe.method": "rtn",
-                            "mixrt.recipe.k4_allocation": "uniform",
-                            "mixrt.recipe.strip_selection": "range",
+                            "mixrt.recipe.method": "rtn" if sensitivities is None else "gptq",
+                            "mixrt.recipe.k4_allocation":
+                                "uniform" if sensitivities is None else "hessian_gain",
+                            "mixrt.recipe.strip_selection":
+                                "range" if sensitivities is None else "hessian_gain",
                             "mixrt.recipe.clip_search": int(clip_search)})
     if recipe in ("q8", "q4", "mix"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
@@ -99,13 +104,18 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
     return storage, recipe_keys
 
 
-def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool):
+def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool,
+            calibration: Calibration | None = None):
     """What write_tensor takes for one tensor: the array itself (f32/f16, checked by the writer)
-    or its packed parts."""
+    or its packed parts (mix: GPTQ with the layer's Hessian when calibrated)."""
     if storage.dtype in ("f32", "f16"):
         return weight
     if not np.isfinite(weight).all():
         raise ConversionError(f"tensor {name}: values expected finite, found NaN or infinity")
+    if storage.dtype == "mix" and calibration is not None:
+        from ..quant.gptq import quantize_mix_gptq
+
+        return pack_mix(quantize_mix_gptq(weight, calibration.hessian(name), storage.k4, storage.nnz))
     if storage.dtype == "mix":
         return pack_mix(quantize_mix_rtn(weight, storage.k4, storage.nnz, clip_search))
     quantize = quantize_q8 if storage.dtype == "q8" else quantize_q4
@@ -114,17 +124,47 @@ def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool):
     return [np.concatenate(parts) for parts in zip(*chunks)]  # every part is row-major [M, ...]
 
 
-def _calibrated_quantizer(calib):
-    """The calibrated (GPTQ) mix path: mixrt.quant.calibration collects the Hessians and
-    mixrt.quant.gptq quantizes; the converter does not call them yet."""
+@dataclass
+class Calibration:
+    """Input statistics of every decoder linear layer, measured by running the model itself (an
+    f16 conversion of the source, through the runtime) over calibration text."""
+
+    hessians: dict  # (layer, site) -> mean x x^T of that linear layer's inputs
+    n_tokens: int
+    seconds: float
+
+    def hessian(self, name: str) -> np.ndarray:
+        from ..quant.calibration import tensor_site
+
+        return self.hessians[tensor_site(name)]
+
+
+def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, progress: bool) -> Calibration:
+    """Converts src to a temporary f16 file beside out, runs it over n_tokens of the calib text
+    (windows of 512, no BOS) collecting the Gram matrices of every linear layer's inputs, and
+    removes the temporary file."""
+    from ..quant.calibration import collect_hessians
+
+    if not calib.is_file():
+        raise ConversionError(f"calib {calib}: expected a text file, found nothing")
+    start = time.perf_counter()
+    temp = out.with_name(f"{out.name}.calib-f16.tmp-{os.getpid()}")
     try:
-        from ..quant.calibration import collect_hessians  # noqa: F401
-        from ..quant.gptq import quantize_mix_gptq  # noqa: F401
-    except ImportError as error:
-        raise ConversionError(f"calib {calib}: calibrated quantization needs mixrt.quant.gptq and "
-                              f"mixrt.quant.calibration, found them missing ({error})") from error
-    raise ConversionError(f"calib {calib}: calibrated mix conversion is not wired into the "
-                          f"converter yet")
+        convert(src, temp, "f16", progress=False)
+        hessians = collect_hessians(temp, calib.read_text(encoding="utf-8"), n_tokens=n_tokens,
+                                    progress=progress)
+    finally:
+        temp.unlink(missing_ok=True)
+    return Calibration(hessians, hessians.n_tokens, time.perf_counter() - start)
+
+
+def column_sensitivities(model: ModelSource, calibration: Calibration) -> dict:
+    """Per decoder linear weight, each column's Hessian-weighted gain from 4 bits (the planner's
+    sensitivities), computed one tensor at a time."""
+    from ..quant.gptq import column_gains
+
+    return {name: column_gains(tensor.load(), calibration.hessian(name))
+            for name, tensor in model.tensors if _is_decoder_linear(name, tensor.dims)}
 
 
 def _file_metadata(model: ModelSource, recipe: str) -> dict:
@@ -141,12 +181,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             bits: float | None = None, embed_dtype: str | None = None,
             calib: str | os.PathLike | None = None, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
-            dtype: str | None = None) -> dict:
+            calib_tokens: int = DEFAULT_CALIB_TOKENS, dtype: str | None = None) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8, like llama.cpp's quantized files) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
-    search unless clip_search is False; `calib` (a text file) selects calibrated quantization.
+    search unless clip_search is False; `calib` (a text file) selects calibrated quantization:
+    the Hessians of every linear layer's inputs over `calib_tokens` tokens of it decide where the
+    4-bit strips go (across and within matrices) and drive GPTQ error feedback.
 
     Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
     decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
@@ -167,16 +209,21 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
                               f"{recipe}")
     if not 0 <= outlier_frac < 1:
         raise ConversionError(f"outlier_frac: expected 0 <= fraction < 1, found {outlier_frac}")
-    if calib is not None:
-        if recipe != "mix":
-            raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
-        _calibrated_quantizer(calib)
+    if calib is not None and recipe != "mix":
+        raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
+    calibration = sensitivities = None
+    if calib is not None:
+        calibration = calibrate(Path(src), Path(out), Path(calib), calib_tokens, progress)
+        sensitivities = column_sensitivities(model, calibration)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
-                                        clip_search)
+                                        clip_search, sensitivities)
+    if calibration is not None:
+        recipe_keys.update({"mixrt.recipe.calib_file": Path(calib).name,
+                            "mixrt.recipe.calib_tokens": int(calibration.n_tokens)})
     with MixrtWriter(out) as writer:
         writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
         for name, tensor in model.tensors:
@@ -187,7 +234,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             for name, tensor in model.tensors:
                 try:
                     writer.write_tensor(name, _stored(name, storage[name], tensor.load(),
-                                                      clip_search))
+                                                      clip_search, calibration))
                 except FormatError as error:
                     raise ConversionError(str(error)) from error
                 bar.update(math.prod(tensor.dims))
