@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..format import FormatError, MixrtWriter
-from ..quant.calibration import DEFAULT_CALIB_TOKENS
+from ..quant.calibration import DEFAULT_CALIB_CTX, DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
@@ -139,9 +139,10 @@ class Calibration:
         return self.hessians[tensor_site(name)]
 
 
-def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, progress: bool) -> Calibration:
+def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, ctx: int,
+              progress: bool) -> Calibration:
     """Converts src to a temporary f16 file beside out, runs it over n_tokens of the calib text
-    (windows of 512, no BOS) collecting the Gram matrices of every linear layer's inputs, and
+    (windows of ctx tokens, no BOS) collecting the Gram matrices of every linear layer's inputs, and
     removes the temporary file."""
     from ..quant.calibration import collect_hessians
 
@@ -152,7 +153,7 @@ def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, progress: bool) 
     try:
         convert(src, temp, "f16", progress=False)
         hessians = collect_hessians(temp, calib.read_text(encoding="utf-8"), n_tokens=n_tokens,
-                                    progress=progress)
+                                    ctx=ctx, progress=progress)
     finally:
         temp.unlink(missing_ok=True)
     return Calibration(hessians, hessians.n_tokens, time.perf_counter() - start)
@@ -216,7 +217,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
     calibration = sensitivities = None
     if calib is not None:
-        calibration = calibrate(Path(src), Path(out), Path(calib), calib_tokens, progress)
+        ctx = min(DEFAULT_CALIB_CTX, model.hparams.context_length)
+        calibration = calibrate(Path(src), Path(out), Path(calib), calib_tokens, ctx, progress)
         sensitivities = column_sensitivities(model, calibration)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
