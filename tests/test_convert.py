@@ -720,10 +720,12 @@ def test_non_finite_weight_midway_is_refused(tiny_copy, tmp_path):
     assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
 
 
-def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path):
-    """--calib runs the model over the text, places the 4-bit strips by Hessian gain and
-    quantizes with GPTQ: the budget holds, the choices are recorded, the runtime loads the file,
-    and the output error on the calibration distribution is lower than round-to-nearest's."""
+@pytest.mark.parametrize("method", ["runtime", "sequential"])
+def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path, method):
+    """--calib measures the inputs of every linear layer (running the model, or layer by layer on
+    the quantized layers before), places the 4-bit strips by Hessian gain and quantizes with
+    GPTQ: the budget holds, the choices are recorded, the runtime loads the file, and the output
+    error on the calibration distribution is lower than round-to-nearest's."""
     import mixrt
     from mixrt.quant.calibration import collect_hessians, tensor_site
 
@@ -731,12 +733,14 @@ def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path):
     calib.write_text(" ".join(f"The number {i} follows {i - 1} in the list of numbers." for i in range(1, 200)))
     gptq_out, rtn_out = tmp_path / "gptq.mixrt", tmp_path / "rtn.mixrt"
     summary = convert(tiny_hf, gptq_out, recipe="mix", bits=TINY_MIX_BITS, calib=calib, calib_tokens=1024,
-                      progress=False)
+                      calib_method=method, progress=False)
     convert(tiny_hf, rtn_out, recipe="mix", bits=TINY_MIX_BITS, progress=False)
     meta = read_mixrt(gptq_out).metadata
     assert summary["linear_bits"] <= TINY_MIX_BITS
     assert (meta["mixrt.recipe.method"], meta["mixrt.recipe.k4_allocation"], meta["mixrt.recipe.calib_file"],
-            meta["mixrt.recipe.calib_tokens"]) == ("gptq", "hessian_gain", "calib.txt", 1024)
+            meta["mixrt.recipe.calib_tokens"], meta["mixrt.recipe.calib_method"]) == (
+                "gptq", "relative_hessian_gain", "calib.txt", 1024, method)
+    assert meta["mixrt.recipe.gptq.damp"] == 0.01 and meta["mixrt.recipe.gptq.outlier_select"] == "greedy0"
     assert not list(tmp_path.glob("*.tmp*")), "the temporary f16 file was left behind"
     assert mixrt.load(gptq_out).generate("Hello", max_tokens=4, temperature=0) is not None
 
@@ -752,3 +756,27 @@ def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path):
         errors[name] = total
     print(f"Hessian-weighted output error: gptq {errors['gptq']:.4g}, rtn {errors['rtn']:.4g}")
     assert errors["gptq"] < errors["rtn"]
+
+
+def test_calibration_method_follows_hessian_memory():
+    """auto keeps the fast runtime method while every layer's Hessians fit in
+    RUNTIME_HESSIAN_LIMIT: SmolLM2-135M needs 0.8 GB, a Llama-2-7B 44 GB (sequential)."""
+    from types import SimpleNamespace
+
+    from mixrt.convert import RUNTIME_HESSIAN_LIMIT, runtime_hessian_bytes
+
+    smollm2 = SimpleNamespace(n_layers=30, hidden_size=576, n_heads=9, head_dim=64, ffn_size=1536)
+    llama7b = SimpleNamespace(n_layers=32, hidden_size=4096, n_heads=32, head_dim=128, ffn_size=11008)
+    assert runtime_hessian_bytes(smollm2) == 8 * 30 * (3 * 576**2 + 1536**2)
+    assert runtime_hessian_bytes(smollm2) <= RUNTIME_HESSIAN_LIMIT < runtime_hessian_bytes(llama7b)
+    assert runtime_hessian_bytes(llama7b) == 8 * 32 * (3 * 4096**2 + 11008**2)
+
+
+def test_calibration_method_is_checked(tiny_hf, tmp_path):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("some text " * 100)
+    with pytest.raises(ConversionError, match="calib_method: expected one of auto, runtime, "
+                                              "sequential, found 'fast'"):
+        convert(tiny_hf, tmp_path / "out.mixrt", recipe="mix", bits=TINY_MIX_BITS, calib=calib,
+                calib_method="fast", progress=False)
+    assert temp_leftovers(tmp_path) == []

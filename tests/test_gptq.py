@@ -83,7 +83,8 @@ def test_result_is_valid_with_exact_outliers(m, k, k4, options):
     assert set(mix.cols.tolist()) <= set(mix.perm[:k - k4].tolist())  # only 2-bit columns
     g2 = padded_k2(k - k4) // 32
     real_groups = -(-(k - k4) // 32)
-    assert np.all(mix.scale_code2[:, real_groups:g2] == 0) and np.all(mix.zero2[:, real_groups:] == 0)
+    assert np.all(mix.scale_code2[:, real_groups:g2] == 0)
+    assert np.all(mix.zero2[:, real_groups:] == 0)
     assert np.all(np.isfinite(dequantize_mix(mix)))
 
 
@@ -250,35 +251,3 @@ def test_sensitivities_are_relative():
     np.testing.assert_allclose(sensitivities(w, 7.0 * h), s, rtol=1e-9)
     np.testing.assert_allclose(sensitivities(4.0 * w, h), s, rtol=1e-5)
     np.testing.assert_allclose(sensitivities(w, h, alpha=0), column_gains(w, h))
-
-
-def test_quantize_model_calibrated_on_tiny_model(random_llama2_model):
-    from mixrt.format import read_mixrt
-    from mixrt.quant import pack_mix
-    from mixrt.quant.gptq import quantize_model_calibrated
-    from mixrt.quant.layouts import part_sizes
-
-    import mixrt
-
-    model = read_mixrt(random_llama2_model)
-    linear = {name: tuple(t.dims) for name, t in model.tensors.items()
-              if len(t.dims) == 2 and name.startswith("blk.")}
-    tokens = mixrt.load(random_llama2_model).tokenize(_tokens_text(), add_bos=False,
-                                                      special=False)
-    result = quantize_model_calibrated(
-        model.metadata, lambda name: np.asarray(model.tensors[name].array(), np.float32),
-        tokens, linear, bits=4.5, outlier_frac=0.004, n_tokens=128, ctx=64, plan_tokens=64)
-    assert list(result.storage) == list(linear)
-    total = 0
-    for name, (k4, nnz) in result.storage.items():
-        mix = result.parts[name]
-        assert (mix.k4, mix.nnz) == (k4, nnz)
-        packed = pack_mix(mix)
-        assert [p.nbytes for p in packed] == part_sizes("mix", *linear[name], k4, nnz)
-        total += sum(p.nbytes for p in packed)
-    bits = 8 * total / sum(m * k for m, k in linear.values())
-    assert bits <= 4.5 and bits == pytest.approx(result.plan.bits)
-    assert result.report["n_tokens"] == 128 and result.report["plan_tokens"] == 64
-    # the sensitivity plan is uneven: some matrices get more 4-bit columns than others
-    shares = {name: k4 / linear[name][1] for name, (k4, _) in result.storage.items()}
-    assert max(shares.values()) > min(shares.values())

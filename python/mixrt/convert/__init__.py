@@ -3,10 +3,10 @@
 # The console script is cli.py (`mixrt-convert`). Tested by tests/test_convert.py.
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ DEFAULT_OUTLIER_FRAC = 0.003
 QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the temporaries
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Storage:
     """How one tensor is stored: its dtype and, for mix, its 4-bit columns and outliers."""
 
@@ -90,10 +90,15 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                             "mixrt.recipe.scale_code_bits": int(math.log2(SCALE_CODES)),
                             "mixrt.recipe.method": "rtn" if sensitivities is None else "gptq",
                             "mixrt.recipe.k4_allocation":
-                                "uniform" if sensitivities is None else "hessian_gain",
+                                "uniform" if sensitivities is None else "relative_hessian_gain",
                             "mixrt.recipe.strip_selection":
                                 "range" if sensitivities is None else "hessian_gain",
                             "mixrt.recipe.clip_search": int(clip_search)})
+        if sensitivities is not None:
+            from ..quant.gptq import DEFAULT_OPTIONS
+
+            recipe_keys.update({f"mixrt.recipe.gptq.{field.name}": getattr(DEFAULT_OPTIONS, field.name)
+                                for field in dataclasses.fields(DEFAULT_OPTIONS)})
     if recipe in ("q8", "q4", "mix"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
                                           storage[name].nnz))
@@ -112,6 +117,8 @@ def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool,
         return weight
     if not np.isfinite(weight).all():
         raise ConversionError(f"tensor {name}: values expected finite, found NaN or infinity")
+    if storage.dtype == "mix" and calibration is not None and calibration.parts is not None:
+        return calibration.parts.pop(name)
     if storage.dtype == "mix" and calibration is not None:
         from ..quant.gptq import quantize_mix_gptq
 
@@ -124,48 +131,112 @@ def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool,
     return [np.concatenate(parts) for parts in zip(*chunks)]  # every part is row-major [M, ...]
 
 
-@dataclass
-class Calibration:
-    """Input statistics of every decoder linear layer, measured by running the model itself (an
-    f16 conversion of the source, through the runtime) over calibration text."""
+CALIB_METHODS = ("auto", "runtime", "sequential")
+# The runtime method holds every layer's Hessians (float64) at once; above this many bytes "auto"
+# picks the sequential method, whose memory is the calibration activations plus one layer.
+RUNTIME_HESSIAN_LIMIT = 4 << 30
 
-    hessians: dict  # (layer, site) -> mean x x^T of that linear layer's inputs
+
+def runtime_hessian_bytes(hparams) -> int:
+    """Bytes of the Hessians the runtime method keeps: per layer one matrix per input site
+    (attention input, attention output input, FFN input, FFN down input), float64."""
+    q_width = hparams.n_heads * hparams.head_dim
+    widths = (hparams.hidden_size, q_width, hparams.hidden_size, hparams.ffn_size)
+    return 8 * hparams.n_layers * sum(w * w for w in widths)
+
+
+@dataclasses.dataclass
+class Calibration:
+    """What calibration measured, by one of two methods:
+
+    * runtime: the model itself (an f16 conversion of the source, run by the runtime) over the
+      calibration text, capturing the Hessians (mean x x^T) of every linear layer's inputs;
+      each weight is quantized by GPTQ while it is written.
+    * sequential: the decoder run layer by layer in numpy (quant.calibration.LayerStack) on the
+      outputs of the layers before it *as quantized*; GPTQ runs during that pass (after the
+      plan), so `parts` holds every linear weight's packed parts until it is written.
+    """
+
+    method: str
     n_tokens: int
     seconds: float
+    hessians: dict | None = None  # runtime: (layer, site) -> Hessian
+    windows: list | None = None  # sequential: calibration windows (token ids)
+    parts: dict | None = None  # sequential: name -> packed mix parts, filled by quantize_all
 
     def hessian(self, name: str) -> np.ndarray:
         from ..quant.calibration import tensor_site
 
         return self.hessians[tensor_site(name)]
 
+    def sensitivities(self, model: ModelSource) -> dict:
+        """Per decoder linear weight, each column's Hessian-weighted gain from 4 bits relative to
+        the layer's output energy (quant.gptq.sensitivities), the planner's input."""
+        from ..quant.gptq import model_sensitivities, sensitivities
 
-def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, ctx: int,
-              progress: bool) -> Calibration:
-    """Converts src to a temporary f16 file beside out, runs it over n_tokens of the calib text
-    (windows of ctx tokens, no BOS) collecting the Gram matrices of every linear layer's inputs, and
-    removes the temporary file."""
-    from ..quant.calibration import collect_hessians
+        linear = [name for name, tensor in model.tensors if _is_decoder_linear(name, tensor.dims)]
+        if self.method == "runtime":
+            return {name: sensitivities(dict(model.tensors)[name].load(), self.hessian(name))
+                    for name in linear}
+        plan_windows = self.windows[:max(1, PLAN_TOKENS // len(self.windows[0]))]
+        return model_sensitivities(_stack_hparams(model), _loader(model), plan_windows,
+                                   names=set(linear))
 
+    def quantize_all(self, model: ModelSource, storage: dict, progress: bool) -> None:
+        """sequential: GPTQ of every mix weight in one layer-by-layer pass, packed into parts."""
+        from ..quant.gptq import calibrated_mix
+
+        plan = {name: (s.k4, s.nnz) for name, s in storage.items() if s.dtype == "mix"}
+        self.parts = calibrated_mix(_stack_hparams(model), _loader(model), self.windows, plan,
+                                    progress=progress, pack=True)
+
+
+# Calibration tokens of the sequential method's first pass (no quantization), which only scores
+# columns for the plan: plans from 4096 and 32768 tokens differ in 4 of SmolLM2's 210 matrices.
+PLAN_TOKENS = 2048
+
+
+def _stack_hparams(model: ModelSource) -> dict:
+    return dict(model.hparams.metadata())
+
+
+def _loader(model: ModelSource):
+    tensors = dict(model.tensors)
+    return lambda name: np.asarray(tensors[name].load(), np.float32)
+
+
+def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, ctx: int, method: str,
+              hparams, progress: bool) -> Calibration:
+    """Converts src to a temporary f16 file beside out (the runtime's model and tokenizer),
+    tokenizes the calib text and, for the runtime method, runs the model over n_tokens of it
+    (windows of ctx tokens, no BOS) collecting the Hessians of every linear layer's inputs;
+    removes the temporary file. method "auto" resolves by runtime_hessian_bytes."""
+    import mixrt
+
+    from ..quant.calibration import calibration_windows, collect_hessians
+
+    if method not in CALIB_METHODS:
+        raise ConversionError(f"calib_method: expected one of {', '.join(CALIB_METHODS)}, "
+                              f"found {method!r}")
     if not calib.is_file():
         raise ConversionError(f"calib {calib}: expected a text file, found nothing")
+    if method == "auto":
+        method = "runtime" if runtime_hessian_bytes(hparams) <= RUNTIME_HESSIAN_LIMIT else "sequential"
     start = time.perf_counter()
+    text = calib.read_text(encoding="utf-8")
     temp = out.with_name(f"{out.name}.calib-f16.tmp-{os.getpid()}")
     try:
         convert(src, temp, "f16", progress=False)
-        hessians = collect_hessians(temp, calib.read_text(encoding="utf-8"), n_tokens=n_tokens,
-                                    ctx=ctx, progress=progress)
+        if method == "runtime":
+            hessians = collect_hessians(temp, text, n_tokens=n_tokens, ctx=ctx, progress=progress)
+            return Calibration(method, hessians.n_tokens, time.perf_counter() - start,
+                               hessians=hessians)
+        tokens = mixrt.load(temp, n_ctx=ctx).tokenize(text, add_bos=False, special=False)
     finally:
         temp.unlink(missing_ok=True)
-    return Calibration(hessians, hessians.n_tokens, time.perf_counter() - start)
-
-
-def column_sensitivities(model: ModelSource, calibration: Calibration) -> dict:
-    """Per decoder linear weight, each column's Hessian-weighted gain from 4 bits (the planner's
-    sensitivities), computed one tensor at a time."""
-    from ..quant.gptq import column_gains
-
-    return {name: column_gains(tensor.load(), calibration.hessian(name))
-            for name, tensor in model.tensors if _is_decoder_linear(name, tensor.dims)}
+    windows = calibration_windows(tokens, n_tokens, ctx)
+    return Calibration(method, sum(len(w) for w in windows), time.perf_counter() - start,
+                       windows=windows)
 
 
 def _file_metadata(model: ModelSource, recipe: str) -> dict:
@@ -182,14 +253,17 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             bits: float | None = None, embed_dtype: str | None = None,
             calib: str | os.PathLike | None = None, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
-            calib_tokens: int = DEFAULT_CALIB_TOKENS, dtype: str | None = None) -> dict:
+            calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
+            dtype: str | None = None) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8, like llama.cpp's quantized files) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
     search unless clip_search is False; `calib` (a text file) selects calibrated quantization:
     the Hessians of every linear layer's inputs over `calib_tokens` tokens of it decide where the
-    4-bit strips go (across and within matrices) and drive GPTQ error feedback.
+    4-bit strips go (across and within matrices) and drive GPTQ error feedback; `calib_method`
+    (Calibration): "runtime", "sequential", or "auto" = runtime unless its Hessians would exceed
+    RUNTIME_HESSIAN_LIMIT bytes (models beyond ~1B parameters).
 
     Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
     decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
@@ -218,14 +292,18 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     calibration = sensitivities = None
     if calib is not None:
         ctx = min(DEFAULT_CALIB_CTX, model.hparams.context_length)
-        calibration = calibrate(Path(src), Path(out), Path(calib), calib_tokens, ctx, progress)
-        sensitivities = column_sensitivities(model, calibration)
+        calibration = calibrate(Path(src), Path(out), Path(calib), calib_tokens, ctx,
+                                calib_method, model.hparams, progress)
+        sensitivities = calibration.sensitivities(model)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
                                         clip_search, sensitivities)
     if calibration is not None:
         recipe_keys.update({"mixrt.recipe.calib_file": Path(calib).name,
-                            "mixrt.recipe.calib_tokens": int(calibration.n_tokens)})
+                            "mixrt.recipe.calib_tokens": int(calibration.n_tokens),
+                            "mixrt.recipe.calib_method": calibration.method})
+        if calibration.method == "sequential":
+            calibration.quantize_all(model, storage, progress)
     with MixrtWriter(out) as writer:
         writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
         for name, tensor in model.tensors:

@@ -1,12 +1,12 @@
 # cli.py: the `mixrt-convert SRC -o OUT.mixrt [--recipe f16|f32|q8|q4|mix] [--bits B]
-# [--embed-dtype D] [--calib TEXT [--calib-tokens N]] [--outlier-frac F] [--no-clip-search] [--quiet]` console script.
+# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F] [--no-clip-search] [--quiet]` console script.
 # Refusals print `mixrt-convert: error: <message>` and exit 1. Tested by tests/test_convert.py.
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, EMBED_DTYPES, RECIPES, convert
+from . import CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, EMBED_DTYPES, RECIPES, convert
 from .errors import ConversionError
 
 
@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="mix: calibrate on this text (Hessian-aware quantization)")
     parser.add_argument("--calib-tokens", type=int, default=DEFAULT_CALIB_TOKENS,
                         help=f"tokens of the calibration text to use (default {DEFAULT_CALIB_TOKENS})")
+    parser.add_argument("--calib-method", choices=CALIB_METHODS, default="auto",
+                        help="runtime: Hessians of every layer collected by running the model "
+                             "(fast, memory grows with the model); sequential: layer by layer in "
+                             "numpy on the quantized layers' outputs (memory bounded); auto: "
+                             "runtime unless its Hessians exceed 4 GiB (default)")
     parser.add_argument("--outlier-frac", type=float, default=DEFAULT_OUTLIER_FRAC,
                         help=f"mix: fraction of weights kept as fp16 outliers "
                              f"(default: {DEFAULT_OUTLIER_FRAC})")
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = convert(args.src, args.output, recipe=args.recipe, bits=args.bits,
                           embed_dtype=args.embed_dtype, calib=args.calib, calib_tokens=args.calib_tokens,
+                          calib_method=args.calib_method,
                           progress=not args.quiet, outlier_frac=args.outlier_frac,
                           clip_search=args.clip_search)
     except (ConversionError, OSError) as error:

@@ -31,7 +31,7 @@ def _f16_down(x: np.ndarray) -> np.ndarray:
     return np.where(h.astype(np.float32) > x, np.nextafter(h, np.float16(-np.inf)), h)
 
 
-def _f16_up(x: np.ndarray) -> np.ndarray:
+def f16_up(x: np.ndarray) -> np.ndarray:
     """The smallest float16 >= x."""
     h = x.astype(np.float16)
     return np.where(h.astype(np.float32) < x, np.nextafter(h, np.float16(np.inf)), h)
@@ -95,7 +95,7 @@ def super_scales(group_scales: np.ndarray) -> np.ndarray:
     padded = np.zeros((m, blocks * SUPER_GROUPS), np.float32)
     padded[:, :g2] = group_scales
     top = padded.reshape(m, blocks, SUPER_GROUPS).max(axis=2) / SCALE_CODES
-    return np.maximum(_f16_up(top), SUPER_FLOOR)
+    return np.maximum(f16_up(top), SUPER_FLOOR)
 
 
 def encode_scales(group_scales: np.ndarray, super2: np.ndarray) -> np.ndarray:
