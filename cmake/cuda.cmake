@@ -1,4 +1,5 @@
-# cuda.cmake: resolves MIXRT_CUDA=AUTO|ON|OFF into MIXRT_WITH_CUDA.
+# cuda.cmake: resolves MIXRT_CUDA=AUTO|ON|OFF into MIXRT_WITH_CUDA and provides mixrt_add_cuda /
+# mixrt_use_cuda_headers, which put the CUDA backend (cuda/*.cu) into a target.
 # AUTO uses CUDA only when a working nvcc is found and never fails without one; ON requires it.
 # Architectures are explicit (sm_80, sm_90 by default), never `native`, so a build host without a
 # GPU produces code for the GPUs it will run on.
@@ -23,9 +24,39 @@ if(MIXRT_WITH_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "native")
     set(CMAKE_CUDA_ARCHITECTURES 80 90)
   endif()
-  # The CUDA backend itself is not part of this version: its sources (cuda/) come with it.
-  message(STATUS "mixrt: nvcc found (architectures ${CMAKE_CUDA_ARCHITECTURES}); "
-                 "this version has no CUDA backend yet, building the CPU backend")
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  message(STATUS "mixrt: building the CUDA backend (architectures ${CMAKE_CUDA_ARCHITECTURES}, "
+                 "CUDA ${CUDAToolkit_VERSION})")
 else()
   message(STATUS "mixrt: building the CPU backend only (MIXRT_CUDA=${MIXRT_CUDA})")
 endif()
+
+# mixrt_add_cuda(target): compiles cuda/*.cu into `target`, links the static CUDA runtime and
+# defines MIXRT_WITH_CUDA for the C++ sources that dispatch to the CUDA backend.
+function(mixrt_add_cuda target)
+  if(NOT MIXRT_WITH_CUDA)
+    return()
+  endif()
+  file(GLOB _mixrt_cuda_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cuda/*.cu)
+  target_sources(${target} PRIVATE ${_mixrt_cuda_sources})
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/cuda)
+  target_compile_definitions(${target} PRIVATE MIXRT_WITH_CUDA=1)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
+  target_link_libraries(${target} PRIVATE CUDA::cudart_static)
+  set_target_properties(${target} PROPERTIES CUDA_VISIBILITY_PRESET hidden
+                                             CUDA_SEPARABLE_COMPILATION OFF)
+endfunction()
+
+# mixrt_use_cuda_headers(target): for code outside libmixrt (the Python module's test hooks) that
+# calls the exported CUDA-backend functions of libmixrt: cuda/ and CUDA headers, MIXRT_WITH_CUDA.
+# It does not link a CUDA runtime of its own; all runtime calls happen inside libmixrt.
+function(mixrt_use_cuda_headers target)
+  if(NOT MIXRT_WITH_CUDA)
+    return()
+  endif()
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/cuda ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_definitions(${target} PRIVATE MIXRT_WITH_CUDA=1)
+endfunction()

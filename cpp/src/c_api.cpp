@@ -1,23 +1,59 @@
 // c_api.cpp: the C API of mixrt.h over the C++ core. Every entry point catches C++ exceptions and
 // turns them into a status code plus the thread's last-error message; nothing throws across it.
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 
 #include "context.h"
+#include "engine.h"
 #include "error.h"
 #include "generation.h"
 #include "llama_model.h"
 #include "mixrt/mixrt.h"
 #include "sampler.h"
+#ifdef MIXRT_WITH_CUDA
+#include "cuda_backend.h"
+#include "device_info.h"
+#endif
+
+namespace {
+
+// "" when the CUDA backend is built and a device is usable, else why not.
+std::string cuda_unavailable_reason() {
+#ifdef MIXRT_WITH_CUDA
+    return mixrt::cuda::device_unavailable_reason();
+#else
+    return "mixrt was built without the CUDA backend";
+#endif
+}
+
+}  // namespace
 
 struct mixrt_model {
     mixrt::LlamaModel model;
-    explicit mixrt_model(const std::string &path) : model(path) {}
+    mixrt_backend backend = MIXRT_BACKEND_CPU;
+    std::string backend_note;  // why AUTO fell back to the CPU
+#ifdef MIXRT_WITH_CUDA
+    std::shared_ptr<const mixrt::cuda::DeviceModel> device_weights;
+#endif
+    mixrt_model(const std::string &path, mixrt_backend requested) : model(path) {
+        if (requested == MIXRT_BACKEND_CPU) return;
+        const std::string why_not = cuda_unavailable_reason();
+        if (!why_not.empty()) {
+            if (requested == MIXRT_BACKEND_CUDA)
+                mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "backend cuda requested but unavailable: " + why_not);
+            backend_note = "CUDA unavailable (" + why_not + "), running on the CPU";
+            return;
+        }
+#ifdef MIXRT_WITH_CUDA
+        device_weights = mixrt::cuda::upload_model(model);
+        backend = MIXRT_BACKEND_CUDA;
+#endif
+    }
 };
 struct mixrt_context {
-    mixrt::Context ctx;
-    mixrt_context(const mixrt::LlamaModel &m, int32_t n_ctx, int32_t n_threads) : ctx(m, n_ctx, n_threads) {}
+    std::unique_ptr<mixrt::Engine> engine;
 };
 struct mixrt_sampler {
     mixrt::Sampler sampler;
@@ -73,12 +109,27 @@ const char *mixrt_last_error(void) { return last_error.c_str(); }
 const char *mixrt_version(void) { return "0.1.0"; }
 
 mixrt_status mixrt_model_load(const char *path, mixrt_model **out_model) {
+    return mixrt_model_load_ex(path, MIXRT_BACKEND_CPU, out_model);
+}
+
+mixrt_status mixrt_model_load_ex(const char *path, mixrt_backend backend, mixrt_model **out_model) {
     MIXRT_REQUIRE(path && out_model, "mixrt_model_load: null argument");
     *out_model = nullptr;
-    return guarded([&] { *out_model = new mixrt_model(path); });
+    MIXRT_REQUIRE(backend == MIXRT_BACKEND_AUTO || backend == MIXRT_BACKEND_CPU || backend == MIXRT_BACKEND_CUDA,
+                  "mixrt_model_load_ex: backend is " + std::to_string(int(backend)) +
+                      ", expected MIXRT_BACKEND_AUTO (0), MIXRT_BACKEND_CPU (1) or MIXRT_BACKEND_CUDA (2)");
+    return guarded([&] { *out_model = new mixrt_model(path, backend); });
 }
 
 void mixrt_model_free(mixrt_model *model) { delete model; }
+
+mixrt_backend mixrt_model_backend(const mixrt_model *model) { return model ? model->backend : MIXRT_BACKEND_CPU; }
+const char *mixrt_model_backend_note(const mixrt_model *model) { return model ? model->backend_note.c_str() : ""; }
+
+const char *mixrt_cuda_unavailable_reason(void) {
+    static const std::string reason = cuda_unavailable_reason();
+    return reason.c_str();
+}
 
 namespace {
 const mixrt::MetaValue *meta_of(const mixrt_model *model, const char *key, mixrt::MetaType type, mixrt_status &st) {
@@ -190,29 +241,50 @@ mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_
     MIXRT_REQUIRE(model && out_ctx, "mixrt_context_create: null argument");
     *out_ctx = nullptr;
     mixrt_context_params p = params ? *params : mixrt_context_default_params();
-    return guarded([&] { *out_ctx = new mixrt_context(model->model, p.n_ctx, p.n_threads); });
+    return guarded([&] {
+        auto *ctx = new mixrt_context;
+        try {
+#ifdef MIXRT_WITH_CUDA
+            if (model->backend == MIXRT_BACKEND_CUDA)
+                ctx->engine = mixrt::cuda::make_context(model->device_weights, p.n_ctx);
+#endif
+            if (!ctx->engine) ctx->engine = std::make_unique<mixrt::Context>(model->model, p.n_ctx, p.n_threads);
+        } catch (...) {
+            delete ctx;
+            throw;
+        }
+        *out_ctx = ctx;
+    });
 }
 
 void mixrt_context_free(mixrt_context *ctx) { delete ctx; }
 void mixrt_context_reset(mixrt_context *ctx) {
-    if (ctx) ctx->ctx.reset();
+    if (ctx) ctx->engine->reset();
 }
-int32_t mixrt_context_n_past(const mixrt_context *ctx) { return ctx ? ctx->ctx.n_past() : 0; }
-int32_t mixrt_context_n_ctx(const mixrt_context *ctx) { return ctx ? ctx->ctx.n_ctx() : 0; }
+int32_t mixrt_context_n_past(const mixrt_context *ctx) { return ctx ? ctx->engine->n_past() : 0; }
+int32_t mixrt_context_n_ctx(const mixrt_context *ctx) { return ctx ? ctx->engine->n_ctx() : 0; }
+const char *mixrt_context_backend(const mixrt_context *ctx) { return ctx ? ctx->engine->backend_name() : ""; }
 
 mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tokens, size_t n_tokens, int all_logits) {
     MIXRT_REQUIRE(ctx && tokens, "mixrt_context_feed: null argument");
-    return guarded([&] { ctx->ctx.feed(tokens, n_tokens, all_logits != 0); });
+    return guarded([&] { ctx->engine->feed(tokens, n_tokens, all_logits != 0); });
 }
 
 const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows) {
     if (!ctx) return nullptr;
-    if (out_rows) *out_rows = ctx->ctx.logits_rows();
-    return ctx->ctx.logits_rows() ? ctx->ctx.logits() : nullptr;
+    if (out_rows) *out_rows = ctx->engine->logits_rows();
+    if (!ctx->engine->logits_rows()) return nullptr;
+    try {
+        return ctx->engine->logits();
+    } catch (const std::exception &e) {
+        set_error(MIXRT_ERR_INTERNAL, e.what());
+        if (out_rows) *out_rows = 0;
+        return nullptr;
+    }
 }
 
 void mixrt_context_set_capture(mixrt_context *ctx, mixrt_capture_fn fn, void *user) {
-    if (ctx) ctx->ctx.set_capture(fn, user);
+    if (ctx) ctx->engine->set_capture(fn, user);
 }
 
 mixrt_sampler_params mixrt_sampler_default_params(void) {
@@ -230,10 +302,8 @@ void mixrt_sampler_free(mixrt_sampler *sampler) { delete sampler; }
 
 mixrt_status mixrt_sampler_sample(mixrt_sampler *sampler, const mixrt_context *ctx, int32_t *out_token) {
     MIXRT_REQUIRE(sampler && ctx && out_token, "mixrt_sampler_sample: null argument");
-    MIXRT_REQUIRE(ctx->ctx.logits_rows() > 0, "mixrt_sampler_sample: the context has no logits yet (feed tokens first)");
-    const mixrt::Context &c = ctx->ctx;
-    const float *last = c.logits() + (c.logits_rows() - 1) * size_t(c.model().params().vocab_size);
-    return guarded([&] { *out_token = sampler->sampler.sample(last, c.model().params().vocab_size, c.tokens()); });
+    MIXRT_REQUIRE(ctx->engine->logits_rows() > 0, "mixrt_sampler_sample: the context has no logits yet (feed tokens first)");
+    return guarded([&] { *out_token = mixrt::sample_next(sampler->sampler, *ctx->engine); });
 }
 
 mixrt_status mixrt_generation_start(mixrt_context *ctx, mixrt_sampler *sampler, const int32_t *prompt, size_t n_prompt,
@@ -247,7 +317,7 @@ mixrt_status mixrt_generation_start(mixrt_context *ctx, mixrt_sampler *sampler, 
             if (!params->stop[i]) mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "stop string " + std::to_string(i) + " is null");
             stop.emplace_back(params->stop[i]);
         }
-        *out_gen = new mixrt_generation(ctx->ctx, sampler->sampler, prompt, n_prompt, params->max_tokens, std::move(stop));
+        *out_gen = new mixrt_generation(*ctx->engine, sampler->sampler, prompt, n_prompt, params->max_tokens, std::move(stop));
     });
 }
 

@@ -35,7 +35,7 @@ FloatBuffer calloc_floats(size_t count, const char *what) {
 }  // namespace
 
 Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
-    : model_(model),
+    : Engine(model),
       p_(model.params()),
       kernels_(best_kernels()),
       n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx),
@@ -73,14 +73,7 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
 }
 
 void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
-    if (n == 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "feed: no tokens given");
-    if (tokens_.size() + n > size_t(n_ctx_))
-        fail(MIXRT_ERR_CONTEXT_FULL, "feeding " + std::to_string(n) + " tokens after " + std::to_string(tokens_.size()) +
-                                         " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
-    for (size_t i = 0; i < n; ++i)
-        if (tokens[i] < 0 || tokens[i] >= p_.vocab_size)
-            fail(MIXRT_ERR_INVALID_ARGUMENT, "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                                 " is outside the vocabulary of " + std::to_string(p_.vocab_size));
+    check_feed(tokens, n);
     logits_rows_ = all_logits ? n : 1;
     logits_.resize(logits_rows_ * p_.vocab_size);
     for (size_t done = 0; done < n;) {

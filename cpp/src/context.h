@@ -1,5 +1,5 @@
-// context.h: an inference context: the KV cache, scratch buffers, the thread pool and the tokens
-// fed so far. feed() runs the Llama forward pass (forward.cpp) over a batch of tokens.
+// context.h: the CPU inference context (an Engine): the KV cache, scratch buffers, the thread pool.
+// feed() runs the Llama forward pass (context.cpp) over a batch of tokens.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "engine.h"
 #include "llama_model.h"
 #include "thread_pool.h"
 
@@ -18,26 +19,21 @@ struct FreeDeleter {
 };
 using FloatBuffer = std::unique_ptr<float[], FreeDeleter>;
 
-class Context {
+class Context : public Engine {
 public:
     // Tokens per forward pass; longer feeds are processed in chunks of this size.
     static constexpr int32_t kMaxBatch = 512;
 
     Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
 
-    const LlamaModel &model() const { return model_; }
-    int32_t n_ctx() const { return n_ctx_; }
-    int32_t n_past() const { return static_cast<int32_t>(tokens_.size()); }
+    const char *backend_name() const override { return "cpu"; }
+    int32_t n_ctx() const override { return n_ctx_; }
     int32_t n_threads() const { return pool_.size(); }
-    const std::vector<int32_t> &tokens() const { return tokens_; }
 
-    void reset() { tokens_.clear(); }
-    // Runs the model over tokens; keeps the logits of every token if all_logits, else the last.
-    void feed(const int32_t *tokens, size_t n, bool all_logits);
-    const float *logits() const { return logits_.data(); }
-    size_t logits_rows() const { return logits_rows_; }
-    // Calibration hook (see mixrt_context_set_capture); nullptr disables it.
-    void set_capture(mixrt_capture_fn fn, void *user) {
+    void feed(const int32_t *tokens, size_t n, bool all_logits) override;
+    const float *logits() const override { return logits_.data(); }
+    size_t logits_rows() const override { return logits_rows_; }
+    void set_capture(mixrt_capture_fn fn, void *user) override {
         capture_ = fn;
         capture_user_ = user;
     }
@@ -54,12 +50,10 @@ private:
         if (capture_) capture_(capture_user_, layer, site, x, n, static_cast<int32_t>(width));
     }
 
-    const LlamaModel &model_;
     const LlamaParams &p_;
     const CpuKernels &kernels_;
     int32_t n_ctx_;
     ThreadPool pool_;
-    std::vector<int32_t> tokens_;
 
     // RoPE tables: cos/sin of pos * theta^(-2i/head_dim), (n_ctx, head_dim/2).
     std::vector<float> rope_cos_, rope_sin_;

@@ -23,7 +23,7 @@ size_t complete_utf8_prefix(const std::string &s, size_t n) {
 
 std::string repair_utf8(const std::string &s) { return unicode::repair_utf8(s, unicode::Repair::per_sequence); }
 
-Generation::Generation(Context &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
+Generation::Generation(Engine &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
                        std::vector<std::string> stop)
     : ctx_(ctx), sampler_(sampler), max_tokens_(max_tokens), stop_(std::move(stop)) {
     if (max_tokens < 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "max_tokens is negative");
@@ -52,7 +52,7 @@ mixrt_stop_reason Generation::next(std::string &piece) {
     if (reason_ != MIXRT_STOP_NONE) return reason_;
     const Tokenizer &tok = ctx_.model().tokenizer();
     for (;;) {
-        const int32_t token = sampler_.sample(ctx_.logits(), ctx_.model().params().vocab_size, ctx_.tokens());
+        const int32_t token = sample_next(sampler_, ctx_);
         if (token == ctx_.model().eos_id()) {
             finish(MIXRT_STOP_EOS, text_.size(), piece);
             return reason_;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "context.h"
+#include "engine.h"
 #include "mixrt/mixrt.h"
 #include "sampler.h"
 
@@ -15,7 +15,7 @@ namespace mixrt {
 
 class Generation {
 public:
-    Generation(Context &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
+    Generation(Engine &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
                std::vector<std::string> stop);  // feeds the prompt; throws mixrt::Error
 
     // The next piece of text (possibly empty when stopping) and why it stopped, if it did.
@@ -25,7 +25,7 @@ public:
 private:
     void finish(mixrt_stop_reason reason, size_t end, std::string &piece);
 
-    Context &ctx_;
+    Engine &ctx_;
     Sampler &sampler_;
     int32_t max_tokens_;
     std::vector<std::string> stop_;

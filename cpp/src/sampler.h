@@ -14,6 +14,10 @@ class Sampler {
 public:
     explicit Sampler(const mixrt_sampler_params &params);  // throws on out-of-range parameters
     int32_t sample(const float *logits, int32_t n_vocab, const std::vector<int32_t> &history);
+    // Greedy without a repetition penalty: the result is the argmax of the logits alone.
+    bool is_plain_greedy() const {
+        return params_.temperature <= 0.0f && (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0);
+    }
 
 private:
     double uniform();  // [0, 1)

@@ -17,6 +17,11 @@
 #include "error.h"
 #include "quant_layout.h"
 #include "mixrt/mixrt.h"
+#ifdef MIXRT_WITH_CUDA
+#include "gemv_host_io.h"  // GEMV hooks
+#include "device_info.h"
+#include "layer_ops_host.h"
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -33,11 +38,17 @@ void check(mixrt_status status) {
 
 struct Model {
     mixrt_model *ptr = nullptr;
-    explicit Model(const std::string &path) {
+    // backend: "auto", "cpu" or "cuda" (mixrt_backend).
+    Model(const std::string &path, const std::string &backend) {
+        mixrt_backend b;
+        if (backend == "auto") b = MIXRT_BACKEND_AUTO;
+        else if (backend == "cpu") b = MIXRT_BACKEND_CPU;
+        else if (backend == "cuda") b = MIXRT_BACKEND_CUDA;
+        else throw nb::value_error(("backend: expected 'auto', 'cpu' or 'cuda', found '" + backend + "'").c_str());
         mixrt_status st;
         {
             nb::gil_scoped_release release;
-            st = mixrt_model_load(path.c_str(), &ptr);
+            st = mixrt_model_load_ex(path.c_str(), b, &ptr);
         }
         check(st);
     }
@@ -295,6 +306,151 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul_quant(const std::string
     return result;
 }
 
+// ---- GEMV hooks: the weight kernels of cuda/device_weight.h on host arrays (tests/test_cuda_gemv.py)
+// and on device pointers owned by the caller (tools/bench_cuda_gemv.py) ----------------------------
+#ifdef MIXRT_WITH_CUDA
+using CudaWeight = mixrt::cuda::DeviceWeight;
+
+// Runs f, turning mixrt::Error into mixrt.MixrtError.
+template <typename F>
+auto raising_mixrt_error(F &&f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const mixrt::Error &e) {
+        PyErr_SetString(mixrt_error_type.ptr(), e.what());
+        throw nb::python_error();
+    }
+}
+
+mixrt::cuda::MixSchedule schedule_from_name(const std::string &name) {
+    if (name == "overlapped") return mixrt::cuda::MixSchedule::overlapped;
+    if (name == "synchronous") return mixrt::cuda::MixSchedule::synchronous;
+    throw nb::value_error(("schedule: expected 'overlapped' or 'synchronous', found '" + name + "'").c_str());
+}
+
+void register_gemv_hooks(nb::module_ &m) {
+    nb::class_<CudaWeight>(m, "CudaWeight")
+        .def("__init__",
+             [](CudaWeight *self, const std::string &dtype, const nb::list &parts, int64_t M, int64_t K) {
+                 OwnedParts owned(parts);
+                 raising_mixrt_error([&] {
+                     const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
+                     new (self) CudaWeight(CudaWeight::upload(w));
+                 });
+             },
+             "dtype"_a, "parts"_a, "M"_a, "K"_a)
+        .def_prop_ro("dtype", [](const CudaWeight &w) { return std::string(mixrt::dtype_name(w.dtype())); })
+        .def_prop_ro("rows", &CudaWeight::rows)
+        .def_prop_ro("cols", &CudaWeight::cols)
+        .def_prop_ro("device_bytes", &CudaWeight::device_bytes)
+        // y [n, rows] = x [n, cols] W^T through matvec (matvec_mix with `schedule` for mix).
+        .def("matvec",
+             [](const CudaWeight &w, FloatMatrix x, const std::string &schedule) {
+                 if (int64_t(x.shape(1)) != w.cols()) throw nb::value_error("x has a different K than W");
+                 const auto sched = schedule_from_name(schedule);
+                 std::vector<float> y = raising_mixrt_error(
+                     [&] { return mixrt::cuda::matvec_host(w, x.data(), int(x.shape(0)), sched); });
+                 float *out;
+                 auto result = new_matrix(x.shape(0), w.rows(), &out);
+                 std::memcpy(out, y.data(), y.size() * sizeof(float));
+                 return result;
+             },
+             "x"_a, "schedule"_a = "overlapped")
+        .def("gather_rows",
+             [](const CudaWeight &w, nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> ids) {
+                 std::vector<float> rows = raising_mixrt_error(
+                     [&] { return mixrt::cuda::gather_rows_host(w, ids.data(), int(ids.shape(0))); });
+                 float *out;
+                 auto result = new_matrix(ids.shape(0), w.cols(), &out);
+                 std::memcpy(out, rows.data(), rows.size() * sizeof(float));
+                 return result;
+             },
+             "ids"_a)
+        // [rows, cols] uint16: the f16 bit patterns of dequantize_f16.
+        .def("dequantize_f16",
+             [](const CudaWeight &w) {
+                 std::vector<uint16_t> h = raising_mixrt_error([&] { return mixrt::cuda::dequantize_f16_host(w); });
+                 uint16_t *data = new uint16_t[h.size()];
+                 std::memcpy(data, h.data(), h.size() * sizeof(uint16_t));
+                 nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<uint16_t *>(p); });
+                 return nb::ndarray<nb::numpy, uint16_t, nb::ndim<2>>(data, {size_t(w.rows()), size_t(w.cols())}, owner);
+             })
+        // Asynchronous launch on caller-owned device memory and stream (raw addresses, e.g. from torch).
+        .def("matvec_ptr",
+             [](const CudaWeight &w, uintptr_t x, uintptr_t y, int n, uintptr_t stream, const std::string &schedule) {
+                 const auto sched = schedule_from_name(schedule);
+                 raising_mixrt_error([&] {
+                     auto *xp = reinterpret_cast<const float *>(x);
+                     auto *yp = reinterpret_cast<float *>(y);
+                     auto *st = reinterpret_cast<cudaStream_t>(stream);
+                     if (w.dtype() == mixrt::DType::mix) mixrt::cuda::matvec_mix(w, xp, yp, n, sched, st);
+                     else mixrt::cuda::matvec(w, xp, yp, n, st);
+                 });
+             },
+             "x"_a, "y"_a, "n"_a, "stream"_a, "schedule"_a = "overlapped");
+}
+#endif  // MIXRT_WITH_CUDA
+// ---- end of the GEMV hooks ------------------------------------------------------------------------
+
+// ---- CUDA backend op hooks: the forward-pass kernels (cuda/layer_ops_host.h) on host arrays, for
+// tests/test_cuda.py. Arrays go in and come out flat (1-D). ------------------------------------------
+#ifdef MIXRT_WITH_CUDA
+using FlatFloats = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
+using FlatHalves = nb::ndarray<const uint16_t, nb::c_contig, nb::device::cpu>;
+
+template <typename T>
+std::vector<T> flat(const nb::ndarray<const T, nb::c_contig, nb::device::cpu> &a) {
+    return std::vector<T>(a.data(), a.data() + a.size());
+}
+
+template <typename T>
+nb::ndarray<nb::numpy, T, nb::ndim<1>> to_numpy(const std::vector<T> &v) {
+    T *data = new T[v.size() ? v.size() : 1];
+    if (!v.empty()) std::memcpy(data, v.data(), v.size() * sizeof(T));
+    nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
+    return nb::ndarray<nb::numpy, T, nb::ndim<1>>(data, {v.size()}, owner);
+}
+
+void register_cuda_op_hooks(nb::module_ &m) {
+    namespace mc = mixrt::cuda;
+    m.def("cuda_rmsnorm", [](FlatFloats x, FlatFloats gain, int n, double eps) {
+        return to_numpy(raising_mixrt_error([&] { return mc::rmsnorm_host(flat(x), flat(gain), n, eps); }));
+    }, "x"_a, "gain"_a, "n"_a, "eps"_a);
+    // -> (rotated q, k cache rows as f16 bits, v cache rows as f16 bits)
+    m.def("cuda_rope_store_kv", [](FlatFloats q, FlatFloats k, FlatFloats v, int n, int n_heads, int n_kv_heads,
+                                   int head_dim, int pos0, int n_ctx, double theta) {
+        std::vector<uint16_t> k_rows, v_rows;
+        std::vector<float> qr = raising_mixrt_error([&] {
+            return mc::rope_store_kv_host(flat(q), flat(k), flat(v), n, n_heads, n_kv_heads, head_dim, pos0, n_ctx,
+                                          theta, k_rows, v_rows);
+        });
+        return nb::make_tuple(to_numpy(qr), to_numpy(k_rows), to_numpy(v_rows));
+    }, "q"_a, "k"_a, "v"_a, "n"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "pos0"_a, "n_ctx"_a, "theta"_a);
+    m.def("cuda_attention", [](FlatFloats q, FlatHalves k_cache, FlatHalves v_cache, int n, int n_heads,
+                               int n_kv_heads, int head_dim, int n_ctx, int pos0) {
+        return to_numpy(raising_mixrt_error([&] {
+            return mc::attention_host(flat(q), flat(k_cache), flat(v_cache), n, n_heads, n_kv_heads, head_dim, n_ctx,
+                                      pos0);
+        }));
+    }, "q"_a, "k_cache"_a, "v_cache"_a, "n"_a, "n_heads"_a, "n_kv_heads"_a, "head_dim"_a, "n_ctx"_a, "pos0"_a);
+    m.def("cuda_swiglu", [](FlatFloats gate, FlatFloats up) {
+        return to_numpy(raising_mixrt_error([&] { return mc::swiglu_host(flat(gate), flat(up)); }));
+    }, "gate"_a, "up"_a);
+    // -> (x + y, rmsnorm(x + y) * gain)
+    m.def("cuda_add_rmsnorm", [](FlatFloats x, FlatFloats y, FlatFloats gain, int n, double eps) {
+        std::vector<float> sum = flat(x);
+        std::vector<float> normed =
+            raising_mixrt_error([&] { return mc::add_rmsnorm_host(sum, flat(y), flat(gain), n, eps); });
+        return nb::make_tuple(to_numpy(sum), to_numpy(normed));
+    }, "x"_a, "y"_a, "gain"_a, "n"_a, "eps"_a);
+    m.def("cuda_argmax", [](FlatFloats x) { return raising_mixrt_error([&] { return mc::argmax_host(flat(x)); }); },
+          "x"_a);
+    m.def("cuda_gemm_f16w", [](FlatHalves W, FlatFloats X, int n, int64_t rows, int64_t cols) {
+        return to_numpy(raising_mixrt_error([&] { return mc::gemm_f16w_host(flat(W), flat(X), n, rows, cols); }));
+    }, "W"_a, "X"_a, "n"_a, "rows"_a, "cols"_a);
+}
+#endif  // MIXRT_WITH_CUDA
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -303,6 +459,20 @@ NB_MODULE(_core, m) {
                                                             PyExc_RuntimeError, nullptr));
     m.attr("MixrtError") = mixrt_error_type;
     m.def("version", [] { return std::string(mixrt_version()); });
+    // "" when the CUDA backend is built and a device can be used, else why not (tests skip on it).
+    m.def("cuda_unavailable_reason", [] { return std::string(mixrt_cuda_unavailable_reason()); });
+    // The CUDA device's name and architecture ("" without one or without the CUDA backend).
+    m.def("cuda_device", [] {
+#ifdef MIXRT_WITH_CUDA
+        return mixrt::cuda::device_description();
+#else
+        return std::string();
+#endif
+    });
+#ifdef MIXRT_WITH_CUDA
+    register_gemv_hooks(m);  // GEMV hooks, see above
+    register_cuda_op_hooks(m);
+#endif
     m.def("best_kernels", [] { return std::string(mixrt::best_kernels().name); });
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
@@ -314,7 +484,11 @@ NB_MODULE(_core, m) {
     });
 
     nb::class_<Model>(m, "Model")
-        .def(nb::init<const std::string &>(), "path"_a)
+        .def(nb::init<const std::string &, const std::string &>(), "path"_a, "backend"_a = "cpu")
+        .def_prop_ro("backend", [](const Model &s) {
+            return std::string(mixrt_model_backend(s.ptr) == MIXRT_BACKEND_CUDA ? "cuda" : "cpu");
+        })
+        .def_prop_ro("backend_note", [](const Model &s) { return std::string(mixrt_model_backend_note(s.ptr)); })
         .def_prop_ro("n_vocab", [](const Model &s) { return mixrt_model_n_vocab(s.ptr); })
         .def_prop_ro("context_length", [](const Model &s) { return mixrt_model_context_length(s.ptr); })
         .def_prop_ro("bos", [](const Model &s) { return mixrt_model_bos(s.ptr); })
@@ -332,7 +506,8 @@ NB_MODULE(_core, m) {
         .def("reset", [](Context &s) { mixrt_context_reset(s.ptr); })
         .def("set_capture", &Context::set_capture, "fn"_a.none())
         .def_prop_ro("n_past", [](const Context &s) { return mixrt_context_n_past(s.ptr); })
-        .def_prop_ro("n_ctx", [](const Context &s) { return mixrt_context_n_ctx(s.ptr); });
+        .def_prop_ro("n_ctx", [](const Context &s) { return mixrt_context_n_ctx(s.ptr); })
+        .def_prop_ro("backend", [](const Context &s) { return std::string(mixrt_context_backend(s.ptr)); });
 
     nb::class_<Sampler>(m, "Sampler")
         .def(nb::init<float, int32_t, float, float, float, int32_t, uint64_t>(), "temperature"_a, "top_k"_a, "top_p"_a,

@@ -17,20 +17,25 @@ from . import _core
 MixrtError = _core.MixrtError
 
 STOP_REASONS = {1: "eos", 2: "stop", 3: "length"}
+BACKENDS = ("auto", "cpu", "cuda")
 
 
 class Model:
     """A loaded .mixrt model with one inference context (created on first use)."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
-                 n_ctx: Optional[int] = None):
+                 n_ctx: Optional[int] = None, backend: str = "auto"):
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         self.path = str(path)
-        self._model = _core.Model(self.path)
+        self._model = _core.Model(self.path, backend)
         self.threads = threads or (os.cpu_count() or 1)
         self.n_ctx = n_ctx or self._model.context_length
-        self.backend = "cpu"
+        # Where the model runs ("cpu" or "cuda") and, when "auto" fell back to the CPU, why.
+        self.backend = self._model.backend
+        self.backend_note = self._model.backend_note
         self._ctx: Optional[_core.Context] = None
         self._lock = threading.Lock()
         self.last_stop_reason: Optional[str] = None
@@ -170,12 +175,16 @@ class Model:
             return out
 
 
-def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Optional[int] = None) -> Model:
+def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Optional[int] = None,
+         backend: str = "auto") -> Model:
     """Maps and validates a .mixrt file. threads: CPU threads (default: all cores); n_ctx: tokens
-    the KV cache holds (default: the model's context length)."""
+    the KV cache holds (default: the model's context length); backend: "cuda" (weights uploaded to
+    the GPU once, here; an error if mixrt has no CUDA backend or there is no GPU), "cpu", or "auto"
+    (CUDA when built and a GPU is present, else the CPU: Model.backend says which,
+    Model.backend_note why it fell back)."""
     if not Path(path).exists():
         raise MixrtError(f"model file not found: {path}")
-    return Model(path, threads=threads, n_ctx=n_ctx)
+    return Model(path, threads=threads, n_ctx=n_ctx, backend=backend)
 
 
 _cache: dict = {}

@@ -15,7 +15,7 @@ import numpy as np
 def _load(args):
     from .api import load
 
-    return load(args.model, threads=args.threads)
+    return load(args.model, threads=args.threads, backend=args.backend)
 
 
 def cmd_run(args) -> int:
@@ -139,7 +139,9 @@ def cmd_bench(args) -> int:
     def summary(rates):
         return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)} if rates else None
 
-    result = {"model": args.model, "cpu": cpu_name(), "threads": model.threads, "kernels": _core.best_kernels(),
+    result = {"model": args.model, "backend": model.backend, "backend_note": model.backend_note,
+              "cuda_device": _core.cuda_device() if model.backend == "cuda" else None,
+              "cpu": cpu_name(), "threads": model.threads, "kernels": _core.best_kernels(),
               "prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
               "prompt_tokens_per_s": summary(prompt_rates)["median"] if prompt_rates else None,
               "decode_tokens_per_s": summary(decode_rates)["median"],
@@ -147,7 +149,11 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.model} on {result['cpu']}, {model.threads} threads, {result['kernels']} kernels")
+    if model.backend == "cuda":
+        print(f"{args.model} on {result['cuda_device']} (CUDA backend)")
+    else:
+        print(f"{args.model} on {result['cpu']}, {model.threads} threads, {result['kernels']} kernels"
+              + (f" ({model.backend_note})" if model.backend_note else ""))
     if prompt_rates:
         p = result["prompt"]
         print(f"  prompt {args.p:>4} tokens: {p['median']:8.1f} tokens/s (min {p['min']:.1f}, max {p['max']:.1f})")
@@ -161,9 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixrt", description="Run Llama-family models stored as .mixrt files.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp):
+    def common(sp, runs=True):
         sp.add_argument("model", help="a .mixrt file (see mixrt-convert)")
         sp.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+        sp.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto" if runs else "cpu",
+                        help="where the model runs (default auto: CUDA when built and a GPU is present)"
+                        if runs else argparse.SUPPRESS)
 
     r = sub.add_parser("run", help="stream a continuation of PROMPT to stdout")
     common(r)
@@ -180,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="hyperparameters, tensors, dtypes, sizes and bits per weight")
-    common(i)
+    common(i, runs=False)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 

@@ -39,8 +39,28 @@ MIXRT_API const char *mixrt_version(void);
 
 typedef struct mixrt_model mixrt_model;
 
+/* Loads for the CPU backend (as mixrt_model_load_ex with MIXRT_BACKEND_CPU). */
 MIXRT_API mixrt_status mixrt_model_load(const char *path, mixrt_model **out_model);
 MIXRT_API void mixrt_model_free(mixrt_model *model);
+
+/* ---- backends: where a model's contexts run ------------------------------------------------ */
+
+typedef enum mixrt_backend {
+    MIXRT_BACKEND_AUTO = 0, /* CUDA when this build has it and a device is present, else CPU */
+    MIXRT_BACKEND_CPU = 1,
+    MIXRT_BACKEND_CUDA = 2  /* fails when the build has no CUDA backend or no device is usable */
+} mixrt_backend;
+
+/* Like mixrt_model_load; with CUDA the weights are uploaded to the GPU here, once, and every
+ * context of the model runs there (out of device memory is MIXRT_ERR_OUT_OF_MEMORY, naming the
+ * bytes needed). */
+MIXRT_API mixrt_status mixrt_model_load_ex(const char *path, mixrt_backend backend, mixrt_model **out_model);
+/* The backend the model's contexts run on: MIXRT_BACKEND_CPU or MIXRT_BACKEND_CUDA. */
+MIXRT_API mixrt_backend mixrt_model_backend(const mixrt_model *model);
+/* Why MIXRT_BACKEND_AUTO chose the CPU ("" if it chose CUDA or the backend was named). */
+MIXRT_API const char *mixrt_model_backend_note(const mixrt_model *model);
+/* "" when this build has the CUDA backend and a CUDA device can be used, else why not. */
+MIXRT_API const char *mixrt_cuda_unavailable_reason(void);
 
 /* Metadata lookup by key (FORMAT.md section 3). Returns MIXRT_ERR_INVALID_ARGUMENT if the key is
  * absent or has another type. The string stays valid while the model lives (not terminated:
@@ -105,6 +125,8 @@ MIXRT_API void mixrt_context_free(mixrt_context *ctx);
 MIXRT_API void mixrt_context_reset(mixrt_context *ctx);
 MIXRT_API int32_t mixrt_context_n_past(const mixrt_context *ctx);
 MIXRT_API int32_t mixrt_context_n_ctx(const mixrt_context *ctx);
+/* "cpu" or "cuda". */
+MIXRT_API const char *mixrt_context_backend(const mixrt_context *ctx);
 
 /* Run the model over n_tokens more tokens, in one batched pass (prompt processing) or one token
  * (decode). all_logits = 1 keeps the logits of every fed token, otherwise only the last.
@@ -115,7 +137,8 @@ MIXRT_API mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tok
  * Valid until the next feed or reset. */
 MIXRT_API const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows);
 
-/* Calibration: while a capture function is set, every feed calls it with the inputs of each decoder
+/* Calibration (CPU backend only: a CUDA context fails its feeds while a capture function is set):
+ * while a capture function is set, every feed calls it with the inputs of each decoder
  * layer's linear layers, on the calling thread, before they are used:
  *   site 0 (MIXRT_SITE_ATTN_IN):  the normed input of attn_q/k/v      (rows, hidden_size)
  *   site 1 (MIXRT_SITE_ATTN_OUT): the input of attn_output            (rows, n_heads * head_dim)

@@ -80,7 +80,7 @@ def collect_hessians(model_path, text: str, n_tokens: int = DEFAULT_CALIB_TOKENS
 
     start = time.perf_counter()
     if model is None:
-        model = mixrt.load(model_path, threads=threads, n_ctx=ctx)
+        model = mixrt.load(model_path, threads=threads, n_ctx=ctx, backend="cpu")  # capture: CPU only
     if ctx > model.n_ctx:
         raise ValueError(f"ctx {ctx} exceeds the context of {model.n_ctx} tokens")
     wanted_layers = None if layers is None else set(int(i) for i in layers)

@@ -1,0 +1,38 @@
+// engine.cpp: the backend-independent parts of Engine (feed checks, host argmax, sampling).
+#include "engine.h"
+
+#include <algorithm>
+#include <string>
+
+#include "error.h"
+
+namespace mixrt {
+
+void Engine::check_feed(const int32_t *tokens, size_t n) const {
+    if (n == 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "feed: no tokens given");
+    if (tokens_.size() + n > size_t(n_ctx()))
+        fail(MIXRT_ERR_CONTEXT_FULL, "feeding " + std::to_string(n) + " tokens after " + std::to_string(tokens_.size()) +
+                                         " would exceed the context of " + std::to_string(n_ctx()) + " tokens");
+    const int32_t vocab = model_.params().vocab_size;
+    for (size_t i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            fail(MIXRT_ERR_INVALID_ARGUMENT, "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                                 " is outside the vocabulary of " + std::to_string(vocab));
+}
+
+int32_t Engine::argmax_last() const {
+    const size_t vocab = size_t(model_.params().vocab_size);
+    const float *last = logits() + (logits_rows() - 1) * vocab;
+    return static_cast<int32_t>(std::max_element(last, last + vocab) - last);
+}
+
+int32_t sample_next(Sampler &sampler, const Engine &engine) {
+    if (engine.logits_rows() == 0)
+        fail(MIXRT_ERR_INVALID_ARGUMENT, "sampling: the context has no logits yet (feed tokens first)");
+    if (sampler.is_plain_greedy()) return engine.argmax_last();
+    const int32_t vocab = engine.model().params().vocab_size;
+    const float *last = engine.logits() + (engine.logits_rows() - 1) * size_t(vocab);
+    return sampler.sample(last, vocab, engine.tokens());
+}
+
+}  // namespace mixrt
