@@ -231,7 +231,7 @@ def calibrate(src: Path, out: Path, calib: Path, n_tokens: int, ctx: int, method
             hessians = collect_hessians(temp, text, n_tokens=n_tokens, ctx=ctx, progress=progress)
             return Calibration(method, hessians.n_tokens, time.perf_counter() - start,
                                hessians=hessians)
-        tokens = mixrt.load(temp, n_ctx=ctx).tokenize(text, add_bos=False, special=False)
+        tokens = mixrt.load(temp, n_ctx=ctx, backend="cpu").tokenize(text, add_bos=False, special=False)
     finally:
         temp.unlink(missing_ok=True)
     windows = calibration_windows(tokens, n_tokens, ctx)
