@@ -4,6 +4,7 @@
 #include <new>
 #include <string>
 
+#include "c_api_handles.h"
 #include "context.h"
 #include "error.h"
 #include "generation.h"
@@ -11,10 +12,6 @@
 #include "mixrt/mixrt.h"
 #include "sampler.h"
 
-struct mixrt_model {
-    mixrt::LlamaModel model;
-    explicit mixrt_model(const std::string &path) : model(path) {}
-};
 struct mixrt_context {
     mixrt::Context ctx;
     mixrt_context(const mixrt::LlamaModel &m, int32_t n_ctx, int32_t n_threads) : ctx(m, n_ctx, n_threads) {}
