@@ -49,8 +49,23 @@ def test_perplexity_json(random_llama2_model, tmp_path):
 
 
 def test_bench_json(random_llama2_model):
-    out = json.loads(mixrt_cli("bench", random_llama2_model, "-p", 16, "-n", 8, "-r", 2, "--json").stdout)
+    out = json.loads(mixrt_cli("bench", random_llama2_model, "-p", 16, "-n", 8, "-r", 2, "-t", 2, "--json").stdout)
     assert out["decode_tokens_per_s"] > 0 and out["prompt_tokens_per_s"] > 0
+    assert out["decode"]["min"] <= out["decode_tokens_per_s"] <= out["decode"]["max"]
+    assert out["read_bandwidth_GBps"] > 0 and out["threads"] == 2
+    # Every matrix but the embedding is read once per token, plus the norms and one embedding row.
+    info = json.loads(mixrt_cli("info", random_llama2_model, "--json").stdout)
+    assert out["weight_bytes_per_token"] < info["tensor_bytes"]
+    assert abs(out["decode_GBps"] - out["weight_bytes_per_token"] * out["decode_tokens_per_s"] / 1e9) < 1e-9
+    skipped = json.loads(mixrt_cli("bench", random_llama2_model, "-p", 0, "-n", 4, "-r", 1, "--json").stdout)
+    assert skipped["prompt_tokens_per_s"] is None and skipped["decode_tokens_per_s"] > 0
+
+
+def test_bench_gemv_times_every_matrix_shape(random_llama2_model):
+    out = json.loads(mixrt_cli("bench", random_llama2_model, "--gemv", "-r", 2, "--json").stdout)
+    matrices = {r["matrix"] for r in out["gemv"]}
+    assert {"attn_q.weight", "ffn_down.weight", "output.weight"} <= matrices
+    assert all(r["GBps"] > 0 and r["count"] >= 1 for r in out["gemv"])
 
 
 def test_bad_file_is_a_one_line_error(tmp_path):

@@ -401,10 +401,12 @@ def test_tiny_model_recipes(tiny_hf, tiny_f32, tmp_path, recipe):
     assert summary["linear_bits"] == file.metadata["mixrt.recipe.linear_bits"]
     assert summary["file_bits"] == 8 * summary["bytes"] / summary["parameters"]
     assert error < RECIPE_ERRORS[recipe]
-    for name in ("token_embd.weight", "output.weight"):  # q8 by default for quantized recipes
+    for name in ("token_embd.weight", "output.weight"):  # by default q8 for q8/q4, q4 for mix
         stored, original = file.tensors[name], reference.tensors[name].array()
-        assert stored.dtype_name == "q8"
-        assert np.linalg.norm(stored.dequantize() - original) <= 0.01 * np.linalg.norm(original)
+        assert stored.dtype_name == ("q4" if recipe == "mix" else "q8")
+        # Relative error of round-to-nearest: about 1/255 of the range per value at 8 bits, 1/15 at 4.
+        tolerance = 0.1 if recipe == "mix" else 0.01
+        assert np.linalg.norm(stored.dequantize() - original) <= tolerance * np.linalg.norm(original)
     if recipe == "mix":
         meta = file.metadata
         assert linear_bits <= TINY_MIX_BITS and meta["mixrt.recipe.bits_target"] == TINY_MIX_BITS
@@ -460,7 +462,11 @@ def dequantized_copy(path: Path, out: Path) -> Path:
 @pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
 def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_path, recipe):
     """The runtime's logits on a quantized file equal those on an f32 file of the dequantized
-    weights (the same model up to float32 rounding in the kernels)."""
+    weights, up to the rounding of each quantized matmul's input to 8 bits (cpu/quantized_input.h:
+    step max|x| / 127 per block of 32, an rms error of step / sqrt(12), about 0.6% of the rms of a
+    Gaussian-like input, and so of each matmul's output). Compounded over the 15 matmuls of the
+    tiny model's path, the logits move by about 1.1% of their largest magnitude (measured for q8,
+    q4 and mix alike); the bound, 4%, still catches a wrongly decoded weight (tens of percent)."""
     import mixrt
 
     convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
@@ -469,7 +475,25 @@ def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_p
     quantized = mixrt.load(tmp_path / "q.mixrt").eval_logits(tokens)
     dense = mixrt.load(dequantized_copy(tmp_path / "q.mixrt",
                                         tmp_path / "d.mixrt")).eval_logits(tokens)
-    assert np.allclose(quantized, dense, rtol=1e-4, atol=1e-4 * np.abs(dense).max())
+    deviation = np.abs(quantized - dense).max() / np.abs(dense).max()
+    print(f"{recipe}: max |logit difference| / max |logit| = {deviation:.4f}")
+    assert deviation <= 0.04
+
+
+@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+def test_quantized_results_do_not_depend_on_the_thread_count(tiny_hf, tmp_path, recipe):
+    """Threads split output rows, never a reduction: prefill and decode logits are bit-identical."""
+    import mixrt
+
+    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
+            bits=TINY_MIX_BITS if recipe == "mix" else None, progress=False)
+    tokens = [1, 450, 7483, 338, 263]
+    runs = [mixrt.load(tmp_path / "q.mixrt", threads=t) for t in (1, 2, 3)]
+    prefill = [m.eval_logits(tokens) for m in runs]
+    decode = [m.generate("The", max_tokens=6, temperature=0) for m in runs]
+    for p, d in zip(prefill[1:], decode[1:]):
+        np.testing.assert_array_equal(p, prefill[0])
+        assert d == decode[0]
 
 
 # ---- refusals ----------------------------------------------------------------------------------

@@ -71,16 +71,20 @@ def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 64, 100])
-def test_dot(impl, n):
-    rng = np.random.default_rng(n)
-    a = rng.standard_normal(n).astype(np.float32)
-    b = rng.standard_normal(n).astype(np.float32)
-    got = _core.kernel_dot(impl, a, b)
-    exact = float(a.astype(np.float64) @ b.astype(np.float64))
-    bound = n * 2.0**-24 * float(np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
-    print(f"dot {impl} n={n}: err {abs(got - exact):.3g} (bound {bound:.3g})")
-    assert abs(got - exact) <= bound
+@pytest.mark.parametrize("hd", [1, 7, 8, 15, 16, 17, 64, 100, 128])
+@pytest.mark.parametrize("length", [1, 5, 33])
+def test_attention_kernels(impl, hd, length):
+    # scores = q K^T and out = p V, one query row at a time, against float64.
+    rng = np.random.default_rng(hd * 100 + length)
+    q = rng.standard_normal((3, hd)).astype(np.float32)
+    K = rng.standard_normal((length, hd)).astype(np.float32)
+    V = rng.standard_normal((length, hd)).astype(np.float32)
+    scores, out = _core.kernel_attention(impl, q, K, V)
+    exact_scores, scale = products(K, q)
+    # fp32 sums of hd (resp. length) products: within that many roundings of sum |a||b|.
+    assert np.all(np.abs(scores - exact_scores) <= hd * 2.0**-24 * scale + 1e-30)
+    exact_out, scale = products(V.T, scores)
+    assert np.all(np.abs(out - exact_out) <= length * 2.0**-24 * scale + 1e-30)
 
 
 def test_f16_conversion_is_exact_for_every_half_value():

@@ -1,7 +1,9 @@
 # test_quant_kernels.py: the C++ side of the quantized dtypes on the same packed bytes as the numpy
 # reference (python/mixrt/quant/layouts.py): the C++ reference decode equals the numpy decode bit
-# for bit, and every kernel (scalar and AVX2) equals the dequantized W times x in fp32 accuracy.
-# Random codes cover padding (K not a multiple of 32/64), K4 = 0, outliers and token tiles.
+# for bit; the input rounding x -> x^ (8-bit groups of 32, cpu/quantized_input.h) is within half a
+# step of x; every kernel (scalar and AVX2) equals the dequantized W times x^ in fp32 accuracy, and
+# the AVX2 kernels equal their scalar twins. Random codes cover padding (K not a multiple of
+# 32/64), K4 = 0, outliers, token tiles, the real widths 576, 1536, 11008 and M not a multiple of 8.
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from mixrt import _core
 from mixrt.quant import layouts
 
 IMPLS = ["scalar"] + (["avx2"] if _core.best_kernels() == "avx2" else [])
-SHAPES = [(5, 576), (7, 1536), (3, 577), (16, 64), (4, 32), (9, 100), (2, 1)]
+SHAPES = [(5, 576), (7, 1536), (3, 577), (16, 64), (4, 32), (9, 100), (2, 1), (11, 11008)]
 
 
 def random_q8(rng, m, k):
@@ -78,6 +80,39 @@ def test_cpp_decode_equals_numpy_decode_bit_for_bit(dtype, m, k, k4):
     np.testing.assert_array_equal(cpp, ref)
 
 
+def magnitudes(dtype, parts, m, k):
+    """|terms| the fast kernels add per weight, [M, K] float64: the code part and the min/zero part
+    of each weight are summed separately (s q x^ and m x^, or s q x^ and s z x^), plus outliers."""
+    if dtype == "q8":
+        return np.abs(layouts.dequantize(dtype, parts, m, k).astype(np.float64))
+    cols = np.arange(k) // 32
+    if dtype == "q4":
+        q, scales, mins = layouts.unpack_q4(parts, m, k)
+        return (q * np.abs(scales.astype(np.float64))[:, cols]) + np.abs(mins.astype(np.float64))[:, cols]
+    mp = layouts.unpack_mix(parts, m, k)
+    k2 = k - mp.k4
+    A = np.zeros((m, k))
+    s2 = layouts.decode_scales2(mp.scale_code2, mp.super2).astype(np.float64)
+    A[:, mp.perm[:k2]] = (mp.q2 + mp.zero2[:, cols[:k2]]) * s2[:, cols[:k2]]
+    A[:, mp.perm[k2:]] = (mp.q4 * np.abs(mp.scale4.astype(np.float64))[:, cols[:mp.k4]]
+                          + np.abs(mp.min4.astype(np.float64))[:, cols[:mp.k4]])
+    A[layouts.outlier_rows(mp.row_ptr), mp.cols] += np.abs(mp.vals.astype(np.float64))
+    return A
+
+
+@pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
+def test_input_rounding_is_within_half_a_step(dtype, m, k, k4):
+    parts = packed(dtype, m, k, k4, seed=m + k)
+    x = np.random.default_rng(k).standard_normal((3, k)).astype(np.float32) * np.float32(3)
+    x[0, :] = 0.0  # an all-zero input row rounds to zero (scale 0)
+    _, xhat = _core.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
+    assert np.all(xhat[0] == 0)
+    # Each group of 32 (in the kernel's column order) has step d = max|x| / 127 over the group; the
+    # step of any group is at most max|x| / 127 over the row.
+    step = np.abs(x).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(xhat - x) <= step / 2 * (1 + 2.0**-20))
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", [1, 3, 6])
 @pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
@@ -86,21 +121,30 @@ def test_kernel_equals_dequantized_product(impl, n, dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed)
     W = layouts.dequantize(dtype, parts, m, k).astype(np.float64)
     x = np.random.default_rng(seed + n).standard_normal((n, k)).astype(np.float32)
-    out = _core.kernel_matmul_quant(impl, dtype, parts, m, k, x)
-    exact = x.astype(np.float64) @ W.T
-    # fp32 accumulation over K terms: at most about K * 2^-24 * sum|w||x| off the exact product.
-    # The fast kernel also rounds each decoded weight differently (fused multiply-add) and adds
-    # outliers as separate terms: up to 8 more roundings per term, hence (K + 8).
-    scale = np.abs(x.astype(np.float64)) @ np.abs(W).T
-    if dtype == "mix":
-        V = np.zeros((m, k))
-        mp = layouts.unpack_mix(parts, m, k)
-        V[layouts.outlier_rows(mp.row_ptr), mp.cols] = mp.vals.astype(np.float64)
-        scale += np.abs(x.astype(np.float64)) @ (np.abs(W - V) + np.abs(V)).T
+    out, xhat = _core.kernel_matmul_quant(impl, dtype, parts, m, k, x)
+    exact = xhat.astype(np.float64) @ W.T
+    # fp32 accumulation over K terms: at most about K * 2^-24 * sum |term| off the exact product,
+    # where the fast kernels' terms are the code and min/zero parts of each weight (magnitudes);
+    # the scalar reference also rounds each decoded weight: up to 8 more roundings, hence (K + 8).
+    scale = np.abs(xhat.astype(np.float64)) @ magnitudes(dtype, parts, m, k).T
     bound = (k + 8) * 2.0**-24 * scale + 1e-30
     err = np.abs(out - exact)
     print(f"{impl} {dtype} M={m} K={k} K4={k4} n={n}: max err {err.max():.3g}, max err/bound {(err / bound).max():.3f}")
     assert np.all(err <= bound)
+
+
+@pytest.mark.skipif("avx2" not in IMPLS, reason="no AVX2 on this CPU: only the scalar kernels exist")
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
+def test_avx2_kernel_matches_scalar_twin(n, dtype, m, k, k4):
+    parts = packed(dtype, m, k, k4, seed=7 * m + k + k4)
+    x = np.random.default_rng(n + k).standard_normal((n, k)).astype(np.float32)
+    fast, xhat_fast = _core.kernel_matmul_quant("avx2", dtype, parts, m, k, x)
+    ref, xhat_ref = _core.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
+    np.testing.assert_array_equal(xhat_fast, xhat_ref)  # the same rounded input
+    # Both are within (K + 8) * 2^-24 * sum |term| of the exact W x^, so within twice that apart.
+    scale = np.abs(xhat_ref.astype(np.float64)) @ magnitudes(dtype, parts, m, k).T
+    assert np.all(np.abs(fast - ref) <= 2 * (k + 8) * 2.0**-24 * scale + 1e-30)
 
 
 def test_mix_rejects_a_broken_permutation():

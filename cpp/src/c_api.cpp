@@ -5,6 +5,7 @@
 #include <new>
 #include <string>
 
+#include "c_api_handles.h"
 #include "context.h"
 #include "engine.h"
 #include "error.h"
@@ -30,28 +31,21 @@ std::string cuda_unavailable_reason() {
 
 }  // namespace
 
-struct mixrt_model {
-    mixrt::LlamaModel model;
-    mixrt_backend backend = MIXRT_BACKEND_CPU;
-    std::string backend_note;  // why AUTO fell back to the CPU
-#ifdef MIXRT_WITH_CUDA
-    std::shared_ptr<const mixrt::cuda::DeviceModel> device_weights;
-#endif
-    mixrt_model(const std::string &path, mixrt_backend requested) : model(path) {
-        if (requested == MIXRT_BACKEND_CPU) return;
-        const std::string why_not = cuda_unavailable_reason();
-        if (!why_not.empty()) {
-            if (requested == MIXRT_BACKEND_CUDA)
-                mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "backend cuda requested but unavailable: " + why_not);
-            backend_note = "CUDA unavailable (" + why_not + "), running on the CPU";
-            return;
-        }
-#ifdef MIXRT_WITH_CUDA
-        device_weights = mixrt::cuda::upload_model(model);
-        backend = MIXRT_BACKEND_CUDA;
-#endif
+mixrt_model::mixrt_model(const std::string &path, mixrt_backend requested) : model(path) {
+    if (requested == MIXRT_BACKEND_CPU) return;
+    const std::string why_not = cuda_unavailable_reason();
+    if (!why_not.empty()) {
+        if (requested == MIXRT_BACKEND_CUDA)
+            mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "backend cuda requested but unavailable: " + why_not);
+        backend_note = "CUDA unavailable (" + why_not + "), running on the CPU";
+        return;
     }
-};
+#ifdef MIXRT_WITH_CUDA
+    device_weights = mixrt::cuda::upload_model(model);
+    backend = MIXRT_BACKEND_CUDA;
+#endif
+}
+
 struct mixrt_context {
     std::unique_ptr<mixrt::Engine> engine;
 };

@@ -1,4 +1,5 @@
-// context.cpp: the Llama forward pass in fp32 over f32/f16 weights, read top to bottom:
+// context.cpp: the Llama forward pass in fp32 activations over weights of any dtype (matmuls in
+// cpu/matmul.h), read top to bottom:
 // embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache -> causal GQA attention -> output
 // projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head.
 // Tested against the float64 numpy reference in tests/test_forward_reference.py.
@@ -11,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "cpu/matmul.h"
 #include "error.h"
 
 namespace mixrt {
@@ -39,7 +41,9 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
       p_(model.params()),
       kernels_(best_kernels()),
       n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx),
-      pool_(n_threads <= 0 ? default_threads() : n_threads) {
+      pool_(n_threads <= 0 ? default_threads() : n_threads),
+      xq_(kMaxBatch, std::max<int64_t>({model.params().hidden_size, int64_t(model.params().n_heads) * model.params().head_dim,
+                                        model.params().ffn_size})) {
     if (n_ctx_ > p_.context_length)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
                                              std::to_string(p_.context_length));
@@ -64,12 +68,9 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
     att_.resize(B * q_width);
     gate_.resize(B * p_.ffn_size);
     up_.resize(B * p_.ffn_size);
-    // Quantized inputs: padded to whole groups (q8/q4) or permuted and padded (mix).
-    const size_t widest = 64 * ((std::max<size_t>({size_t(p_.hidden_size), q_width, size_t(p_.ffn_size)}) + 63) / 64);
-    xpad_.resize(B * widest);
-    x4_.resize(B * widest);
     scores_.resize(size_t(pool_.size()) * n_ctx_);
     logits_.resize(p_.vocab_size);
+    tokens_.reserve(n_ctx_);  // feeding tokens never reallocates
 }
 
 void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
@@ -89,20 +90,7 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
 // ---- helpers ------------------------------------------------------------------------------------
 
 void Context::matmul(const Weight &w, const float *x, float *out, int32_t n) {
-    const int64_t M = w.rows, K = w.cols;
-    const float *xq = layout_input(w, x, n, xpad_.data(), x4_.data());
-    // Chunks of 16 rows keep the 4-row tiles whole and balance the threads.
-    const int64_t blocks = (M + 15) / 16;
-    pool_.parallel_for(blocks, [&](int64_t b0, int64_t b1) {
-        const int64_t r0 = b0 * 16, r1 = std::min(M, b1 * 16);
-        switch (w.dtype) {
-            case DType::f32: kernels_.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1); break;
-            case DType::f16: kernels_.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1); break;
-            case DType::q8: kernels_.matmul_q8(w, xq, out, n, r0, r1); break;
-            case DType::q4: kernels_.matmul_q4(w, xq, out, n, r0, r1); break;
-            case DType::mix: kernels_.matmul_mix(w, xq, x4_.data(), x, out, n, r0, r1); break;
-        }
-    });
+    parallel_matmul(kernels_, pool_, xq_, w, x, out, n);
 }
 
 void Context::rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const {
@@ -152,21 +140,18 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
                 const int32_t t = int32_t(item / n_heads), h = int32_t(item % n_heads);
                 const int32_t kvh = h / group, len = pos0 + t + 1;
                 const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
+                const size_t offset = size_t(kvh) * hd;
+                kernels_.attn_scores(q, K + offset, kv_width, len, hd, scores);
                 float max_score = -INFINITY;
-                for (int32_t j = 0; j < len; ++j) {
-                    scores[j] = kernels_.dot(q, K + size_t(j) * kv_width + size_t(kvh) * hd, hd) * inv_sqrt;
-                    max_score = std::max(max_score, scores[j]);
-                }
+                for (int32_t j = 0; j < len; ++j) max_score = std::max(max_score, scores[j] *= inv_sqrt);
                 float sum = 0;
                 for (int32_t j = 0; j < len; ++j) {
                     scores[j] = std::exp(scores[j] - max_score);
                     sum += scores[j];
                 }
-                float *out = att_.data() + size_t(t) * q_width + size_t(h) * hd;
-                std::fill(out, out + hd, 0.0f);
                 const float inv_sum = 1.0f / sum;
-                for (int32_t j = 0; j < len; ++j)
-                    kernels_.axpy(scores[j] * inv_sum, V + size_t(j) * kv_width + size_t(kvh) * hd, out, hd);
+                for (int32_t j = 0; j < len; ++j) scores[j] *= inv_sum;
+                kernels_.attn_values(scores, V + offset, kv_width, len, hd, att_.data() + size_t(t) * q_width + size_t(h) * hd);
             }
         }
     });

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/quantized_input.h"
 #include "engine.h"
 #include "llama_model.h"
 #include "thread_pool.h"
@@ -61,7 +62,7 @@ private:
     FloatBuffer k_cache_, v_cache_;
     // Activations of one batch: (kMaxBatch, width).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
-    std::vector<float> xpad_, x4_;  // inputs of quantized matmuls: padded (q8/q4) or permuted (mix)
+    QuantizedInputBuffer xq_;  // the input of a quantized matmul, rounded to 8-bit groups
     std::vector<float> scores_;  // (n_threads, n_ctx): attention probabilities per thread
     std::vector<float> logits_;  // (rows, vocab)
     size_t logits_rows_ = 0;

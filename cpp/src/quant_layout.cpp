@@ -152,27 +152,6 @@ void decode_q4_group(const uint8_t *bytes, float scale, float min, float *out) {
 
 }  // namespace
 
-const float *layout_input(const Weight &w, const float *x, int64_t n, float *xq, float *x4) {
-    const int64_t K = w.cols;
-    if (w.dtype == DType::mix) {
-        const MixView &m = w.mix;
-        for (int64_t t = 0; t < n; ++t) {
-            const float *xt = x + t * K;
-            float *x2t = xq + t * m.K2p, *x4t = x4 + t * m.K4;
-            for (int64_t j = 0; j < m.K2; ++j) x2t[j] = xt[m.perm[j]];
-            for (int64_t j = m.K2; j < m.K2p; ++j) x2t[j] = 0.0f;
-            for (int64_t j = 0; j < m.K4; ++j) x4t[j] = xt[m.perm[m.K2 + j]];
-        }
-        return xq;
-    }
-    if (!is_quantized(w.dtype) || w.Kp == K) return x;
-    for (int64_t t = 0; t < n; ++t) {
-        std::memcpy(xq + t * w.Kp, x + t * K, K * sizeof(float));
-        for (int64_t k = K; k < w.Kp; ++k) xq[t * w.Kp + k] = 0.0f;
-    }
-    return xq;
-}
-
 void dequantize_row(const Weight &w, int64_t r, float *out) {
     const int64_t K = w.cols;
     switch (w.dtype) {

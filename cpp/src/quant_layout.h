@@ -67,12 +67,6 @@ MIXRT_API std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, 
 // mixrt::Error(MIXRT_ERR_FORMAT) with a message starting with `what`.
 MIXRT_API Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what);
 
-// Puts n rows of input x ([n, w.cols]) into the layout the dtype's kernels read (see
-// CpuKernels): q8/q4 get x padded to [n, Kp] in xq (or x itself when K == Kp); mix gets the
-// permuted, padded x2 [n, K2p] in xq and x4 [n, K4] in x4. Returns what the kernel takes as x
-// (q8/q4) or x2 (mix). xq and x4 hold at least n * (K rounded up to 64) floats.
-MIXRT_API const float *layout_input(const Weight &w, const float *x, int64_t n, float *xq, float *x4);
-
 // Reference decode of row r into out[0..K), original column order (FORMAT.md formulas, fp32).
 MIXRT_API void dequantize_row(const Weight &w, int64_t r, float *out);
 

@@ -1,6 +1,9 @@
-// thread_pool.cpp: see thread_pool.h. Wake-up protocol: the caller bumps epoch_ and notifies only
-// if some worker registered itself in sleeping_ (both sequentially consistent, so no wake-up is
-// lost); results never depend on the thread count because chunks only split independent work.
+// thread_pool.cpp: see thread_pool.h. Wake-up protocol: the caller publishes the task, bumps
+// epoch_ and notifies only if some worker registered itself in sleeping_ (all sequentially
+// consistent, so no wake-up is lost). Lifetime: a worker registers in active_ before it reads
+// task_; the caller, once every index is done, clears task_ and waits for active_ to drain, so no
+// worker touches a finished task. Results never depend on the thread count because chunks only
+// split independent work.
 #include "thread_pool.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -13,11 +16,20 @@
 namespace mixrt {
 
 namespace {
-constexpr int kSpinIterations = 1 << 17;  // a few milliseconds of spinning before sleeping
+// After this many pause-spins a waiting thread yields its core on each further check: on a
+// machine with more runnable threads than cores, the thread being waited for may need it.
+constexpr int kSpinsBeforeYield = 1 << 10;
+// An idle worker sleeps after this many checks (spins, then yields): about a millisecond or two.
+constexpr int kSpinIterations = kSpinsBeforeYield + (1 << 12);
+
+inline void wait_step(int spins) {
+    if (spins < kSpinsBeforeYield) MIXRT_PAUSE();
+    else std::this_thread::yield();
+}
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back(&ThreadPool::worker, this, i);
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back(&ThreadPool::worker, this);
 }
 
 ThreadPool::~ThreadPool() {
@@ -30,10 +42,14 @@ ThreadPool::~ThreadPool() {
     for (auto &t : workers_) t.join();
 }
 
-void ThreadPool::run_chunk(int index) const {
-    int64_t begin = task_n_ * index / n_threads_;
-    int64_t end = task_n_ * (index + 1) / n_threads_;
-    if (begin < end) task_fn_(task_obj_, begin, end);
+void ThreadPool::work(Task &task) {
+    for (;;) {
+        const int64_t begin = task.next.fetch_add(task.grain);
+        if (begin >= task.n) return;
+        const int64_t end = begin + task.grain < task.n ? begin + task.grain : task.n;
+        task.fn(task.obj, begin, end);
+        task.done.fetch_add(end - begin, std::memory_order_release);
+    }
 }
 
 void ThreadPool::run(int64_t n, const void *obj, TaskFn fn) {
@@ -42,37 +58,36 @@ void ThreadPool::run(int64_t n, const void *obj, TaskFn fn) {
         fn(obj, 0, n);
         return;
     }
-    task_obj_ = obj;
-    task_fn_ = fn;
-    task_n_ = n;
-    pending_.store(n_threads_ - 1);
+    // About 4 chunks per thread: few claims, yet a late thread's share is small.
+    Task task{fn, obj, n, (n + 4 * n_threads_ - 1) / (4 * n_threads_)};
+    task_.store(&task);
     epoch_.fetch_add(1);
     if (sleeping_.load() > 0) {
         std::lock_guard<std::mutex> lock(mutex_);
         wake_.notify_all();
     }
-    run_chunk(0);
-    while (pending_.load(std::memory_order_acquire) != 0) MIXRT_PAUSE();
+    work(task);
+    for (int spins = 0; task.done.load(std::memory_order_acquire) != n; ++spins) wait_step(spins);
+    task_.store(nullptr);
+    for (int spins = 0; active_.load() != 0; ++spins) wait_step(spins);
 }
 
-void ThreadPool::worker(int index) {
+void ThreadPool::worker() {
     uint64_t seen = 0;
     for (;;) {
         int spins = 0;
-        while (epoch_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
-            MIXRT_PAUSE();
-            ++spins;
-        }
+        while (epoch_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) wait_step(spins++);
         if (epoch_.load() == seen) {
             std::unique_lock<std::mutex> lock(mutex_);
             sleeping_.fetch_add(1);
             wake_.wait(lock, [&] { return epoch_.load() != seen; });
             sleeping_.fetch_sub(1);
         }
-        seen = epoch_.load(std::memory_order_acquire);
+        seen = epoch_.load();
         if (stop_) return;
-        run_chunk(index);
-        pending_.fetch_sub(1, std::memory_order_release);
+        active_.fetch_add(1);
+        if (Task *task = task_.load()) work(*task);
+        active_.fetch_sub(1);
     }
 }
 

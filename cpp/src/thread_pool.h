@@ -1,6 +1,8 @@
-// thread_pool.h: a fixed pool of worker threads that split a loop into contiguous chunks. Workers
-// spin briefly between calls (decode issues hundreds of short parallel loops per token), then sleep.
-// parallel_for never allocates; each index is handled by exactly one thread.
+// thread_pool.h: a fixed pool of worker threads that share a loop: every thread, the caller
+// included, claims contiguous chunks of indices until none is left, so a thread that the OS has
+// descheduled (a busy machine) leaves its share to the others instead of stalling the loop. Workers
+// spin briefly between calls (decode issues hundreds of short parallel loops per token), then
+// sleep. parallel_for never allocates; each index is handled by exactly one thread.
 #pragma once
 
 #include <atomic>
@@ -29,19 +31,23 @@ public:
 
 private:
     using TaskFn = void (*)(const void *, int64_t, int64_t);
+    struct Task {  // one parallel_for call, on the caller's stack
+        TaskFn fn;
+        const void *obj;
+        int64_t n, grain;
+        std::atomic<int64_t> next{0}, done{0};
+    };
     void run(int64_t n, const void *obj, TaskFn fn);
-    void worker(int index);
-    void run_chunk(int index) const;
+    void worker();
+    static void work(Task &task);
 
     int n_threads_;
     std::vector<std::thread> workers_;
     std::atomic<uint64_t> epoch_{0};
-    std::atomic<int> pending_{0};
+    std::atomic<Task *> task_{nullptr};
+    std::atomic<int> active_{0};  // workers that may be touching *task_
     std::atomic<int> sleeping_{0};
     bool stop_ = false;
-    const void *task_obj_ = nullptr;
-    TaskFn task_fn_ = nullptr;
-    int64_t task_n_ = 0;
     std::mutex mutex_;
     std::condition_variable wake_;
 };

@@ -1,7 +1,8 @@
 // _core.cpp: the nanobind module mixrt._core, a one-to-one binding of the C API (mixrt.h), so
 // Python can do exactly what an embedding application can. Long calls release the GIL; a failing
 // status raises mixrt.MixrtError with the core's message. Also exposes the CPU kernel tables
-// (kernel_matmul, kernel_dot) for tests/test_kernels.py.
+// (kernel_matmul, kernel_matmul_quant, kernel_attention) for tests/test_kernels.py and
+// tests/test_quant_kernels.py, and the speed probes (read_bandwidth, time_gemv) of `mixrt bench`.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -13,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "c_api_handles.h"
 #include "cpu/kernels.h"
+#include "cpu/speed_probe.h"
 #include "error.h"
 #include "quant_layout.h"
 #include "mixrt/mixrt.h"
@@ -287,23 +290,55 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> dequantize(const std::string &dtype, 
     return result;
 }
 
-// out = x W^T with a packed quantized W [M, K], through the named kernel table.
-nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul_quant(const std::string &impl, const std::string &dtype,
-                                                                const nb::list &parts, int64_t M, int64_t K, FloatMatrix x) {
+// (out, xhat): out = x^ W^T with a packed quantized W [M, K] through the named kernel table, and
+// x^, the input rounded to 8-bit groups as the kernels see it (original column order).
+nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype, const nb::list &parts, int64_t M,
+                              int64_t K, FloatMatrix x) {
     const mixrt::CpuKernels &k = kernel_table(impl);
     OwnedParts owned(parts);
     const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
     if (!mixrt::is_quantized(w.dtype)) throw nb::value_error("kernel_matmul_quant takes q8, q4 or mix");
     if (int64_t(x.shape(1)) != K) throw nb::value_error("x has a different K than W");
     const int64_t n = x.shape(0);
-    std::vector<float> xq(n * (K + 64)), x4(n * (K + 64));
-    const float *xin = mixrt::layout_input(w, x.data(), n, xq.data(), x4.data());
-    float *out;
+    mixrt::QuantizedInputBuffer buffer(n, K);
+    const mixrt::QuantizedInput xq = buffer.quantize(w, x.data(), n);
+    float *out, *xhat;
     auto result = new_matrix(n, M, &out);
-    if (w.dtype == mixrt::DType::q8) k.matmul_q8(w, xin, out, n, 0, M);
-    else if (w.dtype == mixrt::DType::q4) k.matmul_q4(w, xin, out, n, 0, M);
-    else k.matmul_mix(w, xin, x4.data(), x.data(), out, n, 0, M);
-    return result;
+    auto rounded = new_matrix(n, K, &xhat);
+    std::memcpy(xhat, xq.xhat, sizeof(float) * n * K);
+    if (w.dtype == mixrt::DType::q8) k.matmul_q8(w, xq, out, n, 0, M);
+    else if (w.dtype == mixrt::DType::q4) k.matmul_q4(w, xq, out, n, 0, M);
+    else k.matmul_mix(w, xq, out, n, 0, M);
+    return nb::make_tuple(result, rounded);
+}
+
+// The weight called `name` (FORMAT.md 4.1) of a loaded model.
+const mixrt::Weight &weight_by_name(const mixrt::LlamaModel &m, const std::string &name) {
+    if (name == "token_embd.weight") return m.token_embd();
+    if (name == "output.weight") return m.output();
+    const std::string prefix = "blk.";
+    if (name.compare(0, prefix.size(), prefix) == 0) {
+        const size_t dot = name.find('.', prefix.size());
+        const int layer = std::stoi(name.substr(prefix.size(), dot - prefix.size()));
+        const std::string role = name.substr(dot + 1);
+        if (layer >= 0 && size_t(layer) < m.layers().size()) {
+            const mixrt::LayerWeights &l = m.layers()[layer];
+            for (const auto &[n, w] : {std::pair{"attn_q.weight", &l.attn_q}, {"attn_k.weight", &l.attn_k},
+                                      {"attn_v.weight", &l.attn_v}, {"attn_output.weight", &l.attn_output},
+                                      {"ffn_gate.weight", &l.ffn_gate}, {"ffn_up.weight", &l.ffn_up},
+                                      {"ffn_down.weight", &l.ffn_down}})
+                if (role == n) return *w;
+        }
+    }
+    throw nb::value_error(("no matrix named '" + name + "' in the model").c_str());
+}
+
+// Seconds per pass of matmuls over the named weights of a model (mixrt bench --gemv).
+std::vector<double> time_gemv(const Model &model, const std::vector<std::string> &names, int threads, int n, int reps) {
+    std::vector<const mixrt::Weight *> weights;
+    for (const std::string &name : names) weights.push_back(&weight_by_name(model.ptr->model, name));
+    nb::gil_scoped_release release;
+    return mixrt::time_matmuls(weights, threads, n, reps);
 }
 
 // ---- GEMV hooks: the weight kernels of cuda/device_weight.h on host arrays (tests/test_cuda_gemv.py)
@@ -477,11 +512,27 @@ NB_MODULE(_core, m) {
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
     m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a);
-    m.def("kernel_dot", [](const std::string &impl, nb::ndarray<const float, nb::ndim<1>, nb::c_contig> a,
-                           nb::ndarray<const float, nb::ndim<1>, nb::c_contig> b) {
-        if (a.shape(0) != b.shape(0)) throw nb::value_error("a and b differ in length");
-        return kernel_table(impl).dot(a.data(), b.data(), a.shape(0));
-    });
+    m.def("read_bandwidth", [](int threads, size_t bytes, int reps) {
+        nb::gil_scoped_release release;
+        return mixrt::read_bandwidth(threads, bytes, reps);
+    }, "threads"_a, "bytes"_a, "reps"_a);
+    m.def("time_gemv", &time_gemv, "model"_a, "names"_a, "threads"_a, "n"_a, "reps"_a);
+    m.def("kernel_attention", [](const std::string &impl, FloatMatrix q, FloatMatrix K, FloatMatrix V) {
+        // (scores [n, len], out [n, hd]): scores = q K^T, out = scores V (as the attention kernels
+        // see them, one query row at a time).
+        const mixrt::CpuKernels &k = kernel_table(impl);
+        const int64_t n = q.shape(0), hd = q.shape(1), len = K.shape(0);
+        if (int64_t(K.shape(1)) != hd || V.shape(0) != K.shape(0) || int64_t(V.shape(1)) != hd)
+            throw nb::value_error("q, K and V need the same width and K, V the same length");
+        float *scores, *out;
+        auto s = new_matrix(n, len, &scores);
+        auto o = new_matrix(n, hd, &out);
+        for (int64_t t = 0; t < n; ++t) {
+            k.attn_scores(q.data() + t * hd, K.data(), hd, len, hd, scores + t * len);
+            k.attn_values(scores + t * len, V.data(), hd, len, hd, out + t * hd);
+        }
+        return nb::make_tuple(s, o);
+    }, "impl"_a, "q"_a, "K"_a, "V"_a);
 
     nb::class_<Model>(m, "Model")
         .def(nb::init<const std::string &, const std::string &>(), "path"_a, "backend"_a = "cpu")

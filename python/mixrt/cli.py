@@ -1,5 +1,6 @@
 """The `mixrt` command: run (stream a continuation), info (what a file holds), perplexity and
-bench (prompt and decode tokens/s). Tested by tests/test_cli.py."""
+bench (prompt and decode tokens/s, GB/s against the measured read bandwidth, per-shape GEMV speed).
+Tested by tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -109,57 +110,134 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def weight_bytes_per_token(tensors: list) -> int:
+    """Bytes of weights one decoded token reads: every 2-dim matrix but the token embedding (the
+    head reads it when tied), all norm vectors, and one embedding row."""
+    by_name = {t["name"]: t for t in tensors}
+    total = sum(t["n_bytes"] for t in tensors if t["name"] != "token_embd.weight")
+    embd = by_name["token_embd.weight"]
+    if "output.weight" not in by_name:  # tied: the head is the embedding matrix
+        total += embd["n_bytes"]
+    return total + embd["n_bytes"] // embd["dims"][0]
+
+
+def summary(values: list) -> dict | None:
+    import statistics
+
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+READ_BUFFER_BYTES = 1 << 29  # 512 MiB: far beyond any last-level cache
+
+
+def gemv_rows(model, threads: int, reps: int) -> list:
+    """Per matrix role and dtype: the time of a matmul at batch 1 over that role's matrices of every
+    layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read."""
+    from . import _core
+
+    groups = {}
+    for t in model.tensors():
+        if len(t["dims"]) != 2 or t["name"] == "token_embd.weight":
+            continue
+        role = t["name"].split(".", 2)[2] if t["name"].startswith("blk.") else t["name"]
+        groups.setdefault((role, t["dtype"], tuple(t["dims"])), []).append(t)
+    if not any(role == "output.weight" for role, _, _ in groups):  # tied head
+        embd = next(t for t in model.tensors() if t["name"] == "token_embd.weight")
+        groups[("output.weight", embd["dtype"], tuple(embd["dims"]))] = [dict(embd, name="output.weight")]
+    rows = []
+    for (role, dtype, dims), ts in groups.items():
+        times = _core.time_gemv(model._model, [t["name"] for t in ts], threads, 1, reps)
+        seconds = summary(times)["median"]
+        nbytes = sum(t["n_bytes"] for t in ts)
+        rows.append({"matrix": role, "dtype": dtype, "M": dims[0], "K": dims[1], "count": len(ts),
+                     "bytes": nbytes, "us_per_matrix": 1e6 * seconds / len(ts), "GBps": nbytes / seconds / 1e9})
+    return rows
+
+
 def cmd_bench(args) -> int:
     """Prompt processing (one batched pass over -p tokens) and decode (-n tokens, one at a time,
-    after a 32-token prompt), each repeated -r times; prints medians and spreads."""
-    import statistics
+    after a 32-token prompt), each repeated -r times; medians and spreads, weight bytes read per
+    token, achieved GB/s, and the machine's read bandwidth measured by a multi-threaded read in the
+    same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
+    import os
 
     from . import _core
 
     model = _load(args)
-    rng = np.random.default_rng(0)
-    ids = [int(t) for t in rng.integers(0, model.n_vocab, size=max(args.p, 32))]
-    n_ctx = max(args.p, 32 + args.n)
-    ctx = _core.Context(model._model, n_ctx, model.threads)
-    sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
-    prompt_rates, decode_rates = [], []
-    for _ in range(args.repeats):
-        if args.p > 0:
-            ctx.reset()
-            start = time.perf_counter()
-            ctx.feed(ids[: args.p], False)
-            prompt_rates.append(args.p / (time.perf_counter() - start))
-        ctx.reset()
-        ctx.feed(ids[:32], False)
-        start = time.perf_counter()
-        for _ in range(args.n):
-            ctx.feed([sampler.sample(ctx)], False)
-        decode_rates.append(args.n / (time.perf_counter() - start))
-
-    def summary(rates):
-        return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)} if rates else None
-
+    if args.gemv and model.backend == "cuda":
+        raise ValueError("--gemv times the CPU kernels: expected --backend cpu, found the CUDA "
+                         "backend (GPU kernels: tools/bench_cuda_gemv.py)")
+    threads = model.threads
+    load_before = os.getloadavg()[0]
+    bandwidth = _core.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
+    bytes_per_token = weight_bytes_per_token(model.tensors())
     result = {"model": args.model, "backend": model.backend, "backend_note": model.backend_note,
               "cuda_device": _core.cuda_device() if model.backend == "cuda" else None,
-              "cpu": cpu_name(), "threads": model.threads, "kernels": _core.best_kernels(),
-              "prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
-              "prompt_tokens_per_s": summary(prompt_rates)["median"] if prompt_rates else None,
-              "decode_tokens_per_s": summary(decode_rates)["median"],
-              "prompt": summary(prompt_rates), "decode": summary(decode_rates)}
+              "cpu": cpu_name(), "threads": threads, "kernels": _core.best_kernels(),
+              "command": " ".join(["mixrt", *map(str, args.argv)]),
+              "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
+    if args.gemv:
+        result["gemv"] = gemv_rows(model, threads, args.repeats)
+    else:
+        rng = np.random.default_rng(0)
+        ids = [int(t) for t in rng.integers(0, model.n_vocab, size=max(args.p, 32))]
+        ctx = _core.Context(model._model, max(args.p, 32 + args.n), threads)
+        sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
+        prompt_rates, decode_rates = [], []
+        for _ in range(args.repeats):
+            if args.p > 0:
+                ctx.reset()
+                start = time.perf_counter()
+                ctx.feed(ids[: args.p], False)
+                prompt_rates.append(args.p / (time.perf_counter() - start))
+            if args.n > 0:
+                ctx.reset()
+                ctx.feed(ids[:32], False)
+                start = time.perf_counter()
+                for _ in range(args.n):
+                    ctx.feed([sampler.sample(ctx)], False)
+                decode_rates.append(args.n / (time.perf_counter() - start))
+        prompt, decode = summary(prompt_rates), summary(decode_rates)
+        result.update({"prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
+                       "prompt_tokens_per_s": prompt["median"] if prompt else None,
+                       "decode_tokens_per_s": decode["median"] if decode else None,
+                       "prompt": prompt, "decode": decode,
+                       "decode_GBps": bytes_per_token * decode["median"] / 1e9 if decode else None})
+    bandwidth += _core.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
+    result["read_bandwidth_GBps"] = max(bandwidth) / 1e9
+    result["read_bandwidth_passes_GBps"] = [round(b / 1e9, 2) for b in bandwidth]
+    if result.get("decode_GBps"):
+        result["decode_fraction_of_read_bandwidth"] = result["decode_GBps"] / result["read_bandwidth_GBps"]
+    result["load_average_1m"] = [load_before, os.getloadavg()[0]]
     if args.json:
         print(json.dumps(result))
         return 0
+    bw = result["read_bandwidth_GBps"]
+    print(result["command"])
     if model.backend == "cuda":
-        print(f"{args.model} on {result['cuda_device']} (CUDA backend)")
+        print(f"{args.model} on {result['cuda_device']} (CUDA backend), "
+              f"load average {load_before:.2f} -> {result['load_average_1m'][1]:.2f}")
     else:
-        print(f"{args.model} on {result['cpu']}, {model.threads} threads, {result['kernels']} kernels"
-              + (f" ({model.backend_note})" if model.backend_note else ""))
-    if prompt_rates:
+        print(f"{args.model} on {result['cpu']}, {threads} threads, {result['kernels']} kernels"
+              + (f" ({model.backend_note})" if model.backend_note else "")
+              + f", load average {load_before:.2f} -> {result['load_average_1m'][1]:.2f}")
+    print(f"  weights read per token: {bytes_per_token / 1e6:.1f} MB (file {result['file_bytes'] / 1e6:.1f} MB); "
+          f"machine read bandwidth {bw:.1f} GB/s (best of {len(bandwidth)} passes of "
+          f"{READ_BUFFER_BYTES >> 20} MiB)")
+    if args.gemv:
+        print(f"  {'matrix':<20} {'dtype':<5} {'M x K':>13} {'us/matrix':>10} {'GB/s':>7} {'of read bw':>10}")
+        for r in result["gemv"]:
+            print(f"  {r['matrix']:<20} {r['dtype']:<5} {r['M']:>6} x {r['K']:<6} {r['us_per_matrix']:>10.1f} "
+                  f"{r['GBps']:>7.1f} {r['GBps'] / bw:>9.0%}")
+        return 0
+    if result["prompt"]:
         p = result["prompt"]
         print(f"  prompt {args.p:>4} tokens: {p['median']:8.1f} tokens/s (min {p['min']:.1f}, max {p['max']:.1f})")
-    d = result["decode"]
-    print(f"  decode {args.n:>4} tokens: {d['median']:8.1f} tokens/s (min {d['min']:.1f}, max {d['max']:.1f})"
-          f", median of {args.repeats}")
+    if result["decode"]:
+        d = result["decode"]
+        print(f"  decode {args.n:>4} tokens: {d['median']:8.1f} tokens/s (min {d['min']:.1f}, max {d['max']:.1f}), "
+              f"{result['decode_GBps']:.1f} GB/s = {result['decode_fraction_of_read_bandwidth']:.0%} of read bandwidth")
+    print(f"  median of {args.repeats} repeats")
     return 0
 
 
@@ -203,15 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="prompt and decode tokens/s (median of repeats)")
     common(b)
     b.add_argument("-p", type=int, default=512, help="prompt tokens, processed in one pass (0 skips)")
-    b.add_argument("-n", type=int, default=128, help="tokens decoded one at a time after a 32-token prompt")
+    b.add_argument("-n", type=int, default=128, help="tokens decoded one at a time after a 32-token prompt (0 skips)")
     b.add_argument("-r", "--repeats", type=int, default=5)
+    b.add_argument("--gemv", action="store_true",
+                   help="time a batch-1 matmul per matrix shape and dtype (GB/s) instead of the model")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from .api import MixrtError
 
     try:

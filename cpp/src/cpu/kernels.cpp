@@ -1,10 +1,11 @@
 // kernels.cpp: picks the kernel table once from the CPU's features (AVX2, FMA and F16C all
-// required for the fast table; the scalar table works everywhere).
+// required for the fast table; the scalar table works everywhere, and is the only one in a
+// portable build, cmake -DMIXRT_AVX2=OFF).
 #include "kernels.h"
 
 namespace mixrt {
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(MIXRT_AVX2)  // CMake option: kernels_avx2.cpp is part of the build
 const CpuKernels &avx2_kernel_table();
 
 const CpuKernels *avx2_kernels() {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../quant_layout.h"
+#include "quantized_input.h"
 #include "mixrt/mixrt.h"
 
 namespace mixrt {
@@ -18,15 +19,15 @@ struct CpuKernels {
                        int64_t r0, int64_t r1);
     void (*matmul_f16)(const uint16_t *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,
                        int64_t r0, int64_t r1);
-    // The quantized dtypes (FORMAT.md 5.3-5.5), rows [r0, r1) of out = x W^T, out is [n, W.rows].
-    // q8/q4: x is [n, W.Kp] with zero padding after W.cols. mix: x2 is [n, K2p] (permuted 2-bit
-    // columns, zero padded), x4 is [n, K4] (permuted 4-bit columns), x is [n, W.cols] (outliers).
-    void (*matmul_q8)(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1);
-    void (*matmul_q4)(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1);
-    void (*matmul_mix)(const Weight &W, const float *x2, const float *x4, const float *x, float *out, int64_t n,
-                       int64_t r0, int64_t r1);
-    float (*dot)(const float *a, const float *b, int64_t n);
-    void (*axpy)(float a, const float *x, float *y, int64_t n);  // y += a * x
+    // The quantized dtypes (FORMAT.md 5.3-5.5): rows [r0, r1) of out = x^ W^T, out is [n, W.rows],
+    // with x^ the input rounded to 8-bit groups (quantized_input.h) in the layout of W's dtype.
+    void (*matmul_q8)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_q4)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_mix)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    // Attention over len cached positions of one head (rows of width hd, `stride` floats apart):
+    // scores[j] = q . K[j]; out = sum_j p[j] V[j] (out is overwritten).
+    void (*attn_scores)(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores);
+    void (*attn_values)(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out);
 };
 
 // Exported (though not part of the public C API) so that the kernel tests can reach both tables.

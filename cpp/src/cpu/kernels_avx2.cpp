@@ -2,8 +2,10 @@
 // -mavx2 -mfma -mf16c and is only called after the run-time check in kernels.cpp.
 // matmul: a register tile of 4 weight rows x T tokens (T <= 3) keeps 12 accumulators, so each
 // weight vector loaded (and converted from f16) is used for T tokens; prefill reuses weights
-// across tokens, decode (T = 1) streams them once. Quantized dtypes decode each group into
-// registers (never into memory) and use it for up to 4 tokens.
+// across tokens, decode (T = 1) streams them once. Quantized dtypes unpack each group's codes into
+// registers (never into memory), multiply them with the 8-bit input codes in integers and use
+// them for up to 4 tokens; decode (one token) interleaves 4 rows instead, so that their dependency
+// chains overlap.
 #include <immintrin.h>
 
 #include "../half.h"
@@ -72,160 +74,308 @@ void matmul_avx2(const W_T *W, const float *x, float *out, int64_t n, int64_t M,
 }
 
 // ---- quantized dtypes ----------------------------------------------------------------------------
+// The input is x^ (quantized_input.h): 8-bit codes with one scale per block (one group of 32, or 8
+// groups over the mix 2-bit columns). Per group,
+// codes . x-codes is an exact integer product (maddubs/madd); it is scaled by the weight scale
+// times the input scale and accumulated in fp32. Zeros and mins act on the group's sum of x^:
+// sum_k (q_k s + m) x^_k = s d (q . xq) + m sum(x^). The mix 2-bit part keeps even the group
+// scales in integers (see q2_part).
 
 inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-// 8 unsigned bytes -> 8 floats.
-inline __m256 u8_to_ps(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
+// 32 unsigned weight codes (<= 127) times 32 signed input codes: 8 int32 partial sums, as floats.
+inline __m256 dot_u8_i8(__m256i w, __m256i x) {
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
 
-// The 32 codes of a q4 group (16 bytes, FORMAT.md 5.4) as 4 vectors of w = q * scale + min.
-inline void decode_q4_group(const uint8_t *bytes, float scale, float min, __m256 w[4]) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(bytes));
+inline __m256i load_codes(const int8_t *p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)); }
+
+// count <= 8 consecutive values of a part as 8 floats (bytes), zero past count. `avail` values
+// are readable from p on: a whole vector is loaded and masked when it stays inside the part, the
+// tail of the part's last row is assembled element by element.
+inline __m256 load_f16(const uint16_t *p, int count, int64_t avail) {
+    if (count == 8 || avail >= 8) {
+        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+        if (count == 8) return v;
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        return _mm256_and_ps(v, _mm256_castsi256_ps(keep));
+    }
+    auto at = [&](int i) { return i < count ? static_cast<short>(p[i]) : short(0); };
+    return _mm256_cvtph_ps(_mm_setr_epi16(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)));
+}
+inline __m128i load_u8x8(const uint8_t *p, int count, int64_t avail) {
+    if (count == 8 || avail >= 8) {
+        const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
+        if (count == 8) return v;
+        return _mm_and_si128(v, _mm_cmpgt_epi8(_mm_set1_epi8(char(count)), _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+    }
+    auto at = [&](int i) { return i < count ? static_cast<char>(p[i]) : char(0); };
+    return _mm_setr_epi8(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+// The input of token t (rows of x^ are independent).
+inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
+    QuantizedInput r = in;
+    r.q += t * in.stride;
+    r.d += t * in.groups;
+    r.sum += t * in.groups;
+    r.qsum += t * in.groups;
+    r.xhat += t * in.K;
+    return r;
+}
+
+// sd[t] lane i = s[i] * d[t, g + i]: the fp32 factor of group g + i for token t.
+template <int T>
+inline void group_factors(__m256 s, const QuantizedInput &in, int64_t g, __m256 sd[T]) {
+    for (int t = 0; t < T; ++t) sd[t] = _mm256_mul_ps(s, _mm256_loadu_ps(in.d + t * in.groups + g));
+}
+
+// Lane i of v in every lane (a register shuffle: no round trip through memory).
+inline __m256 lane(__m256 v, int i) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i)); }
+
+// The q4 parts of R rows (codes, scales, mins of G groups each; row rr's start at +rr * the row
+// strides) against the input groups g0 .. g0 + G of T tokens: acc[rr * T + t] += the code
+// products, bias[rr * T + t] += the min terms. `avail` scales (and mins) are readable from the
+// first row's scales on (the rest of the part).
+template <int R, int T>
+inline void q4_part(const uint8_t *codes, int64_t code_stride, const uint16_t *scales, const uint16_t *mins,
+                    int64_t G, int64_t avail, const QuantizedInput &in, int64_t g0, __m256 acc[R * T],
+                    __m256 bias[R * T]) {
     const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(v, mask), hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
-    const __m256 s = _mm256_set1_ps(scale), m = _mm256_set1_ps(min);
-    w[0] = _mm256_fmadd_ps(u8_to_ps(lo), s, m);
-    w[1] = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(lo, 8)), s, m);
-    w[2] = _mm256_fmadd_ps(u8_to_ps(hi), s, m);
-    w[3] = _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(hi, 8)), s, m);
-}
-
-// acc[t] += w . x[t, 0..32) for the 4 vectors of one decoded group.
-template <int T>
-inline void fma_group(const __m256 w[4], const float *x, int64_t x_stride, __m256 acc[T]) {
-    for (int t = 0; t < T; ++t)
-        for (int v = 0; v < 4; ++v) acc[t] = _mm256_fmadd_ps(w[v], _mm256_loadu_ps(x + t * x_stride + 8 * v), acc[t]);
-}
-
-template <int T>
-void q8_row(const Weight &W, int64_t r, const float *x, float *out) {
-    __m256 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    const int8_t *codes = W.q8.codes + r * W.Kp;
-    for (int64_t g = 0; g < W.G; ++g) {
-        const __m256 s = _mm256_set1_ps(f16(W.q8.scales[r * W.G + g]));
-        __m256 w[4];
-        for (int v = 0; v < 4; ++v) {
-            const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(codes + g * 32 + 8 * v));
-            w[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), s);
+    __m256 sd[R * T], acc_odd[R * T];
+    for (int j = 0; j < R * T; ++j) acc_odd[j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < G; c += 8) {
+        const int count = G - c < 8 ? int(G - c) : 8;
+        for (int rr = 0; rr < R; ++rr) {
+            group_factors<T>(load_f16(scales + rr * G + c, count, avail - rr * G - c), in, g0 + c, sd + rr * T);
+            const __m256 mn = load_f16(mins + rr * G + c, count, avail - rr * G - c);
+            for (int t = 0; t < T; ++t)
+                bias[rr * T + t] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(in.sum + t * in.groups + g0 + c), bias[rr * T + t]);
         }
-        fma_group<T>(w, x + g * 32, W.Kp, acc);
+        // Even and odd groups go to separate accumulators: two independent FMA chains.
+        auto group = [&](int i, __m256 *a) {
+            const int64_t g = c + i;
+            for (int rr = 0; rr < R; ++rr) {
+                const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + rr * code_stride + g * 16));
+                // Low nibbles are columns 0..15 of the group, high nibbles 16..31 (FORMAT.md 5.4).
+                const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));
+                for (int t = 0; t < T; ++t) {
+                    const __m256 p = dot_u8_i8(w, load_codes(in.q + t * in.stride + (g0 + g) * kGroup));
+                    a[rr * T + t] = _mm256_fmadd_ps(p, lane(sd[rr * T + t], i), a[rr * T + t]);
+                }
+            }
+        };
+        int i = 0;
+        for (; i + 2 <= count; i += 2) {
+            group(i, acc);
+            group(i + 1, acc_odd);
+        }
+        if (i < count) group(i, acc);
     }
-    for (int t = 0; t < T; ++t) out[t * W.rows + r] = hsum(acc[t]);
+    for (int j = 0; j < R * T; ++j) acc[j] = _mm256_add_ps(acc[j], acc_odd[j]);
 }
 
-template <int T>
-void q4_row(const Weight &W, int64_t r, const float *x, float *out) {
-    __m256 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < W.G; ++g) {
-        __m256 w[4];
-        decode_q4_group(W.q4.codes + r * W.Kp / 2 + g * 16, f16(W.q4.scales[r * W.G + g]), f16(W.q4.mins[r * W.G + g]), w);
-        fma_group<T>(w, x + g * 32, W.Kp, acc);
-    }
-    for (int t = 0; t < T; ++t) out[t * W.rows + r] = hsum(acc[t]);
-}
-
-// One row of the mix format for T tokens: 2-bit blocks of 64 columns (two groups each), then the
-// 4-bit strip, then the outliers.
-template <int T>
-void mix_row(const Weight &W, int64_t r, const float *x2, const float *x4, const float *x, float *out) {
+// The 2-bit parts of mix rows r .. r + R (input groups 0 .. G2). A chunk of 8 groups is one input
+// block (one input scale d) and shares one super-scale S, so everything but S d is an integer: per
+// group, (c + 1) (q . xq - z sum(xq)), summed over the chunk in int32 (|sum| < 2^21), then scaled
+// once. acc[rr * T + t] as in q4_part.
+template <int R, int T>
+inline void q2_part(const Weight &W, int64_t r, const QuantizedInput &in, __m256 acc[R * T]) {
     const MixView &m = W.mix;
-    __m256 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    const uint8_t *q2 = m.q2 + r * m.K2p / 4;
+    const int64_t q2_stride = m.K2p / 4;
+    const uint8_t *q2 = m.q2 + r * q2_stride;
     const uint8_t *meta = m.meta2 + r * m.G2;
     const uint16_t *super = m.super2 + r * m.B2;
-    const __m128i three = _mm_set1_epi8(3);
-    for (int64_t b = 0; b < m.K2p / 64; ++b) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q2 + b * 16));
-        // codes[c] holds columns 64b + 16c .. 64b + 16c + 15.
-        const __m128i codes[4] = {_mm_and_si128(v, three), _mm_and_si128(_mm_srli_epi16(v, 2), three),
-                                  _mm_and_si128(_mm_srli_epi16(v, 4), three), _mm_and_si128(_mm_srli_epi16(v, 6), three)};
-        for (int half = 0; half < 2; ++half) {
-            const int64_t g = 2 * b + half;
-            const uint8_t mg = meta[g];
-            const float s = float((mg & 63) + 1) * f16(super[g / 16]);
-            const __m256 sv = _mm256_set1_ps(s), bias = _mm256_set1_ps(-float(mg >> 6) * s);
-            const __m128i c0 = codes[2 * half], c1 = codes[2 * half + 1];
-            const __m256 w[4] = {_mm256_fmadd_ps(u8_to_ps(c0), sv, bias),
-                                 _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(c0, 8)), sv, bias),
-                                 _mm256_fmadd_ps(u8_to_ps(c1), sv, bias),
-                                 _mm256_fmadd_ps(u8_to_ps(_mm_srli_si128(c1, 8)), sv, bias)};
-            fma_group<T>(w, x2 + g * 32, m.K2p, acc);
+    const __m256i three = _mm256_set1_epi8(3);
+    // Byte i of a block: bits 1..0 column i, 3..2 column i+16, 5..4 column i+32, 7..6 column i+48.
+    const __m256i shift_a = _mm256_set_epi64x(2, 2, 0, 0), shift_b = _mm256_set_epi64x(6, 6, 4, 4);
+    for (int64_t c = 0; c < m.G2; c += kMixBlockGroups) {  // 8 groups: one input block, half a super-block
+        const int count = m.G2 - c < 8 ? int(m.G2 - c) : 8;  // even: G2 = K2p / 32
+        __m256i code16[R], isum[R * T];
+        for (int rr = 0; rr < R; ++rr) {
+            const __m256i mi =
+                _mm256_cvtepu8_epi32(load_u8x8(meta + rr * m.G2 + c, count, (W.rows - r - rr) * m.G2 - c));
+            const __m256i code = _mm256_add_epi32(_mm256_and_si256(mi, _mm256_set1_epi32(63)), _mm256_set1_epi32(1));
+            code16[rr] = _mm256_or_si256(code, _mm256_slli_epi32(code, 16));  // in both 16-bit halves
+            const __m256i zero_code = _mm256_mullo_epi32(_mm256_srli_epi32(mi, 6), code);  // 0 past count
+            for (int t = 0; t < T; ++t)
+                isum[rr * T + t] = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_mullo_epi32(zero_code,
+                                       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(in.qsum + t * in.groups + c))));
         }
-    }
-    const int64_t G4 = m.K4 / 32;
-    for (int64_t g = 0; g < G4; ++g) {
-        __m256 w[4];
-        decode_q4_group(m.w4.codes + r * m.K4 / 2 + g * 16, f16(m.w4.scales[r * G4 + g]), f16(m.w4.mins[r * G4 + g]), w);
-        fma_group<T>(w, x4 + g * 32, m.K4, acc);
-    }
-    for (int t = 0; t < T; ++t) {
-        float sum = hsum(acc[t]);
-        for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) sum += f16(m.vals[o]) * x[t * W.cols + m.cols[o]];
-        out[t * W.rows + r] = sum;
+        for (int i = 0; i < count; i += 2) {
+            const int64_t g = c + i;
+            for (int rr = 0; rr < R; ++rr) {
+                const __m256i v = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(q2 + rr * q2_stride + g * 8)));
+                const __m256i wa = _mm256_and_si256(_mm256_srlv_epi64(v, shift_a), three);
+                const __m256i wb = _mm256_and_si256(_mm256_srlv_epi64(v, shift_b), three);
+                const __m256i ca = _mm256_permutevar8x32_epi32(code16[rr], _mm256_set1_epi32(i));
+                const __m256i cb = _mm256_permutevar8x32_epi32(code16[rr], _mm256_set1_epi32(i + 1));
+                for (int t = 0; t < T; ++t) {
+                    const int8_t *xq = in.q + t * in.stride + g * kGroup;
+                    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, load_codes(xq)), ca);
+                    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(wb, load_codes(xq + kGroup)), cb);
+                    isum[rr * T + t] = _mm256_add_epi32(isum[rr * T + t], _mm256_add_epi32(pa, pb));
+                }
+            }
+        }
+        for (int rr = 0; rr < R; ++rr) {
+            const float S = f16(super[rr * m.B2 + c / 16]);
+            for (int t = 0; t < T; ++t)
+                acc[rr * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[rr * T + t]),
+                                                  _mm256_set1_ps(S * in.d[t * in.groups + c]), acc[rr * T + t]);
+        }
     }
 }
 
-// q8 and q4 rows as class templates over the token tile, for matmul_q_avx2.
+// Rows r .. r + R of q8 for T tokens.
+template <int R, int T>
+void q8_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
+    __m256 acc[R * T], acc_odd[R * T], sd[R * T];
+    for (int j = 0; j < R * T; ++j) acc[j] = acc_odd[j] = _mm256_setzero_ps();
+    const int8_t *codes = W.q8.codes + r * W.Kp;
+    const uint16_t *scales = W.q8.scales + r * W.G;
+    for (int64_t c = 0; c < W.G; c += 8) {
+        const int count = W.G - c < 8 ? int(W.G - c) : 8;
+        for (int rr = 0; rr < R; ++rr)
+            group_factors<T>(load_f16(scales + rr * W.G + c, count, (W.rows - r - rr) * W.G - c), in, c, sd + rr * T);
+        auto group = [&](int i, __m256 *a) {
+            const int64_t g = c + i;
+            for (int rr = 0; rr < R; ++rr) {
+                // maddubs takes one unsigned operand: |w| times x with w's sign.
+                const __m256i w = load_codes(codes + rr * W.Kp + g * kGroup), aw = _mm256_abs_epi8(w);
+                for (int t = 0; t < T; ++t) {
+                    const __m256i x = _mm256_sign_epi8(load_codes(in.q + t * in.stride + g * kGroup), w);
+                    a[rr * T + t] = _mm256_fmadd_ps(dot_u8_i8(aw, x), lane(sd[rr * T + t], i), a[rr * T + t]);
+                }
+            }
+        };
+        // Even and odd groups go to separate accumulators: two independent FMA chains.
+        int i = 0;
+        for (; i + 2 <= count; i += 2) {
+            group(i, acc);
+            group(i + 1, acc_odd);
+        }
+        if (i < count) group(i, acc);
+    }
+    for (int rr = 0; rr < R; ++rr)
+        for (int t = 0; t < T; ++t) out[t * W.rows + r + rr] = hsum(_mm256_add_ps(acc[rr * T + t], acc_odd[rr * T + t]));
+}
+
+// Rows r .. r + R of q4 for T tokens.
+template <int R, int T>
+void q4_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
+    __m256 acc[R * T], bias[R * T];
+    for (int j = 0; j < R * T; ++j) acc[j] = bias[j] = _mm256_setzero_ps();
+    q4_part<R, T>(W.q4.codes + r * W.Kp / 2, W.Kp / 2, W.q4.scales + r * W.G, W.q4.mins + r * W.G, W.G,
+                  (W.rows - r) * W.G, in, 0, acc, bias);
+    for (int rr = 0; rr < R; ++rr)
+        for (int t = 0; t < T; ++t) out[t * W.rows + r + rr] = hsum(_mm256_add_ps(acc[rr * T + t], bias[rr * T + t]));
+}
+
+// Rows r .. r + R of the mix format for T tokens: the 2-bit groups, the 4-bit strip (input groups
+// after the 2-bit ones), then the fp16 outliers against x^ in the original column order.
+template <int R, int T>
+void mix_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
+    const MixView &m = W.mix;
+    __m256 acc[R * T], bias[R * T];
+    for (int j = 0; j < R * T; ++j) acc[j] = bias[j] = _mm256_setzero_ps();
+    q2_part<R, T>(W, r, in, acc);
+    const int64_t G4 = m.K4 / kGroup;
+    q4_part<R, T>(m.w4.codes + r * m.K4 / 2, m.K4 / 2, m.w4.scales + r * G4, m.w4.mins + r * G4, G4, (W.rows - r) * G4,
+                  in, m.G2, acc, bias);
+    for (int rr = 0; rr < R; ++rr)
+        for (int t = 0; t < T; ++t) {
+            float sum = hsum(_mm256_add_ps(acc[rr * T + t], bias[rr * T + t]));
+            const float *xhat = in.xhat + t * in.K;
+            for (uint32_t o = m.row_ptr[r + rr]; o < m.row_ptr[r + rr + 1]; ++o) sum += f16(m.vals[o]) * xhat[m.cols[o]];
+            out[t * W.rows + r + rr] = sum;
+        }
+}
+
+// Row functions as class templates over the token tile, for matmul_q_avx2.
 template <int T>
 struct Q8 {
-    static void run(const Weight &W, int64_t r, const float *x, float *out) { q8_row<T>(W, r, x, out); }
+    static void run(const Weight &W, int64_t r, const QuantizedInput &in, float *out) { q8_rows<1, T>(W, r, in, out); }
 };
 template <int T>
 struct Q4 {
-    static void run(const Weight &W, int64_t r, const float *x, float *out) { q4_row<T>(W, r, x, out); }
+    static void run(const Weight &W, int64_t r, const QuantizedInput &in, float *out) { q4_rows<1, T>(W, r, in, out); }
+};
+template <int T>
+struct Mix {
+    static void run(const Weight &W, int64_t r, const QuantizedInput &in, float *out) { mix_rows<1, T>(W, r, in, out); }
 };
 
+// Each row's codes are decoded once per tile of up to 4 tokens; a row (at most a few KB) stays in
+// L1 while the tiles pass over it.
 template <template <int> class Row>
-void matmul_q_avx2(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1) {
+void matmul_q_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
         int64_t t = 0;
-        for (; t + 4 <= n; t += 4) Row<4>::run(W, r, x + t * W.Kp, out + t * W.rows);
-        for (; t + 2 <= n; t += 2) Row<2>::run(W, r, x + t * W.Kp, out + t * W.rows);
-        for (; t < n; ++t) Row<1>::run(W, r, x + t * W.Kp, out + t * W.rows);
+        for (; t + 4 <= n; t += 4) Row<4>::run(W, r, token(in, t), out + t * W.rows);
+        for (; t + 2 <= n; t += 2) Row<2>::run(W, r, token(in, t), out + t * W.rows);
+        for (; t < n; ++t) Row<1>::run(W, r, token(in, t), out + t * W.rows);
     }
 }
 
-void matmul_mix_avx2(const Weight &W, const float *x2, const float *x4, const float *x, float *out, int64_t n,
-                     int64_t r0, int64_t r1) {
-    const MixView &m = W.mix;
-    for (int64_t r = r0; r < r1; ++r) {
-        int64_t t = 0;
-        for (; t + 4 <= n; t += 4)
-            mix_row<4>(W, r, x2 + t * m.K2p, x4 + t * m.K4, x + t * W.cols, out + t * W.rows);
-        for (; t + 2 <= n; t += 2)
-            mix_row<2>(W, r, x2 + t * m.K2p, x4 + t * m.K4, x + t * W.cols, out + t * W.rows);
-        for (; t < n; ++t) mix_row<1>(W, r, x2 + t * m.K2p, x4 + t * m.K4, x + t * W.cols, out + t * W.rows);
+// Decode (one token) interleaves 4 rows: independent dependency chains side by side.
+template <template <int> class Row, void (*rows4)(const Weight &, int64_t, const QuantizedInput &, float *)>
+void matmul_q_decode4_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
+    if (n != 1) return matmul_q_avx2<Row>(W, in, out, n, r0, r1);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) rows4(W, r, in, out);
+    for (; r < r1; ++r) Row<1>::run(W, r, in, out);
+}
+
+void attn_scores_avx2(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores) {
+    for (int64_t j = 0; j < len; ++j) {
+        const float *k = K + j * stride;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= hd; i += 16) {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), acc1);
+        }
+        for (; i + 8 <= hd; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc0);
+        float s = hsum(_mm256_add_ps(acc0, acc1));
+        for (; i < hd; ++i) s += q[i] * k[i];
+        scores[j] = s;
     }
 }
 
-float dot_avx2(const float *a, const float *b, int64_t n) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+// Column blocks of 32 (then 8, then single columns) stay in registers across all positions.
+void attn_values_avx2(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    for (; i + 32 <= hd; i += 32) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t j = 0; j < len; ++j) {
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            for (int v = 0; v < 4; ++v) acc[v] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(V + j * stride + i + 8 * v), acc[v]);
+        }
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + i + 8 * v, acc[v]);
     }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    float s = hsum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; ++i) s += a[i] * b[i];
-    return s;
-}
-
-void axpy_avx2(float a, const float *x, float *y, int64_t n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; ++i) y[i] += a * x[i];
+    for (; i + 8 <= hd; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t j = 0; j < len; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + j * stride + i), acc);
+        _mm256_storeu_ps(out + i, acc);
+    }
+    for (; i < hd; ++i) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < len; ++j) acc += p[j] * V[j * stride + i];
+        out[i] = acc;
+    }
 }
 
 }  // namespace
 
 const CpuKernels &avx2_kernel_table() {
-    static const CpuKernels k{"avx2",          matmul_avx2<float>, matmul_avx2<uint16_t>, matmul_q_avx2<Q8>,
-                              matmul_q_avx2<Q4>, matmul_mix_avx2,    dot_avx2,              axpy_avx2};
+    static const CpuKernels k{"avx2",           matmul_avx2<float>, matmul_avx2<uint16_t>,
+                              matmul_q_decode4_avx2<Q8, q8_rows<4, 1>>,
+                              matmul_q_decode4_avx2<Q4, q4_rows<4, 1>>,
+                              matmul_q_decode4_avx2<Mix, mix_rows<4, 1>>,    attn_scores_avx2,      attn_values_avx2};
     return k;
 }
 

@@ -1,6 +1,6 @@
 // kernels_ref.cpp: the scalar reference of every CPU kernel: plain loops, fp32 accumulation in
 // index order; quantized rows are decoded by the reference dequantize_row (quant_layout.cpp) and
-// then multiplied. The fast kernels are tested against these (tests/test_kernels.py,
+// then multiplied with the rounded input x^ (quantized_input.h). The fast kernels are tested against these (tests/test_kernels.py,
 // tests/test_quant_kernels.py).
 #include <vector>
 
@@ -31,14 +31,15 @@ void matmul_ref(const T *W, const float *x, float *out, int64_t n, int64_t M, in
     }
 }
 
-// Quantized rows: decode, then the same fp32 dot as above. x has row stride x_stride.
-void matmul_decoded(const Weight &W, const float *x, int64_t x_stride, float *out, int64_t n, int64_t r0, int64_t r1) {
+// Quantized rows: decode each row, then the same fp32 dot as above with x^ in the original column
+// order (the same for every quantized dtype).
+void matmul_q_ref(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1) {
     thread_local std::vector<float> row;
     row.resize(W.cols);
     for (int64_t r = r0; r < r1; ++r) {
         dequantize_row(W, r, row.data());
         for (int64_t t = 0; t < n; ++t) {
-            const float *xt = x + t * x_stride;
+            const float *xt = x.xhat + t * x.K;
             float acc = 0.0f;
             for (int64_t k = 0; k < W.cols; ++k) acc += row[k] * xt[k];
             out[t * W.rows + r] = acc;
@@ -46,30 +47,27 @@ void matmul_decoded(const Weight &W, const float *x, int64_t x_stride, float *ou
     }
 }
 
-void matmul_q_ref(const Weight &W, const float *x, float *out, int64_t n, int64_t r0, int64_t r1) {
-    matmul_decoded(W, x, W.Kp, out, n, r0, r1);
+void attn_scores_ref(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores) {
+    for (int64_t j = 0; j < len; ++j) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < hd; ++i) acc += q[i] * K[j * stride + i];
+        scores[j] = acc;
+    }
 }
 
-void matmul_mix_ref(const Weight &W, const float *, const float *, const float *x, float *out, int64_t n, int64_t r0,
-                    int64_t r1) {
-    matmul_decoded(W, x, W.cols, out, n, r0, r1);
-}
-
-float dot_ref(const float *a, const float *b, int64_t n) {
-    float acc = 0.0f;
-    for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-    return acc;
-}
-
-void axpy_ref(float a, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+void attn_values_ref(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out) {
+    for (int64_t i = 0; i < hd; ++i) {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < len; ++j) acc += p[j] * V[j * stride + i];
+        out[i] = acc;
+    }
 }
 
 }  // namespace
 
 const CpuKernels &scalar_kernels() {
     static const CpuKernels k{"scalar",     matmul_ref<float>, matmul_ref<uint16_t>, matmul_q_ref, matmul_q_ref,
-                              matmul_mix_ref, dot_ref,           axpy_ref};
+                              matmul_q_ref, attn_scores_ref,   attn_values_ref};
     return k;
 }
 

@@ -1,0 +1,102 @@
+// quantized_input.cpp: see quantized_input.h. Plain loops (the compiler vectorises them); the cost
+// is O(n K) against the matmul's O(n M K).
+#include "quantized_input.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "../error.h"
+
+namespace mixrt {
+
+namespace {
+
+// Round to nearest, ties to even, for |v| <= 2^22: adding and removing 1.5 * 2^23 leaves the
+// integer part (pure fp32 arithmetic: the same result on every path, no libm call).
+inline float round_even(float v) {
+    const float magic = 12582912.0f;
+    return (v + magic) - magic;
+}
+
+}  // namespace
+
+QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K)
+    : max_rows_(max_rows),
+      max_K_(max_K),
+      q_(size_t(max_rows) * (max_K + 64)),
+      d_(size_t(max_rows) * (max_K + 64) / kGroup + kGroupSlack),
+      sum_(d_.size()),
+      qsum_(d_.size()),
+      xhat_(size_t(max_rows) * max_K),
+      row_(max_K + 64) {}
+
+QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n) {
+    const int64_t K = w.cols;
+    const bool mix = w.dtype == DType::mix;
+    const MixView &m = w.mix;
+    QuantizedInput in;
+    in.K = K;
+    in.stride = mix ? m.K2p + m.K4 : w.Kp;
+    in.groups = in.stride / kGroup;
+    if (n > max_rows_ || K > max_K_)
+        fail(MIXRT_ERR_INVALID_ARGUMENT, "quantized input of " + std::to_string(n) + " rows of " + std::to_string(K) +
+                                             " columns exceeds the buffer of " + std::to_string(max_rows_) + " rows of " +
+                                             std::to_string(max_K_));
+    for (int64_t t = 0; t < n; ++t) {
+        const float *xt = x + t * K;
+        float *row = row_.data();
+        // The row in the kernel's column order, zero padded.
+        if (mix) {
+            for (int64_t j = 0; j < m.K2; ++j) row[j] = xt[m.perm[j]];
+            for (int64_t j = m.K2; j < m.K2p; ++j) row[j] = 0.0f;
+            for (int64_t j = 0; j < m.K4; ++j) row[m.K2p + j] = xt[m.perm[m.K2 + j]];
+        } else {
+            for (int64_t k = 0; k < K; ++k) row[k] = xt[k];
+            for (int64_t k = K; k < w.Kp; ++k) row[k] = 0.0f;
+        }
+        int8_t *q = q_.data() + t * in.stride;
+        float *d = d_.data() + t * in.groups, *sum = sum_.data() + t * in.groups;
+        int32_t *qsum = qsum_.data() + t * in.groups;
+        // One scale per block: the mix 2-bit columns in blocks of kMixBlockGroups groups, the rest
+        // in single groups.
+        const int64_t block_groups_end = mix ? m.G2 : 0;
+        for (int64_t g0 = 0; g0 < in.groups;) {
+            const int64_t g1 = g0 < block_groups_end ? std::min(g0 + kMixBlockGroups, block_groups_end) : g0 + 1;
+            const float *v = row + g0 * kGroup;
+            const int64_t len = (g1 - g0) * kGroup;
+            float amax = 0.0f;
+            for (int64_t i = 0; i < len; ++i) amax = std::fabs(v[i]) > amax ? std::fabs(v[i]) : amax;
+            const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int64_t g = g0; g < g1; ++g) {
+                int32_t total = 0;
+                for (int i = 0; i < kGroup; ++i) {
+                    const int32_t c = static_cast<int32_t>(round_even(row[g * kGroup + i] * inv));
+                    q[g * kGroup + i] = static_cast<int8_t>(c);
+                    total += c;
+                }
+                d[g] = scale;
+                sum[g] = scale * static_cast<float>(total);
+                qsum[g] = total;
+            }
+            g0 = g1;
+        }
+        // x^ in the original column order.
+        float *xhat = xhat_.data() + t * K;
+        auto value = [&](int64_t pos) { return d[pos / kGroup] * static_cast<float>(q[pos]); };
+        if (mix) {
+            for (int64_t j = 0; j < m.K2; ++j) xhat[m.perm[j]] = value(j);
+            for (int64_t j = 0; j < m.K4; ++j) xhat[m.perm[m.K2 + j]] = value(m.K2p + j);
+        } else {
+            for (int64_t k = 0; k < K; ++k) xhat[k] = value(k);
+        }
+    }
+    in.q = q_.data();
+    in.d = d_.data();
+    in.sum = sum_.data();
+    in.qsum = qsum_.data();
+    in.xhat = xhat_.data();
+    return in;
+}
+
+}  // namespace mixrt

@@ -1,0 +1,49 @@
+// quantized_input.h: the input x of a quantized matmul (q8, q4, mix) as the kernels read it:
+// rounded to 8-bit codes with one f32 scale per block, x^ = d * q, so the weight codes can be
+// multiplied with integer instructions and only sums are scaled in fp32. For q8/q4 a row is x
+// padded with zeros to Kp, in blocks of one group (32 values); for mix it is x2 (the permuted
+// 2-bit columns, zero padded to K2p) in blocks of kMixBlockGroups groups (256 values: the 2-bit
+// kernel then multiplies the integer scale codes of a block's groups in integers too), followed
+// by x4 (the permuted 4-bit columns) in blocks of one group. Blocks line up with weight groups. Every kernel (scalar reference and fast twin) computes W x^ from these same
+// values; tests/test_quant_kernels.py bounds the difference to W x.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../quant_layout.h"
+#include "mixrt/mixrt.h"
+
+namespace mixrt {
+
+constexpr int64_t kGroupSlack = 8;
+constexpr int64_t kMixBlockGroups = 8;  // groups per input scale block over the mix 2-bit columns
+
+struct QuantizedInput {
+    const int8_t *q = nullptr;   // [n, stride] codes, |q| <= 127
+    // d, sum and qsum are followed by at least kGroupSlack readable values, so kernels may load 8 groups
+    // at a time past the last one (they multiply those by zero weight scales).
+    const float *d = nullptr;    // [n, groups] scale of the block each group of 32 codes is in
+    const float *sum = nullptr;  // [n, groups] d * (sum of the group's codes) = the sum of x^ there
+    const int32_t *qsum = nullptr;  // [n, groups] sum of the group's codes
+    const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
+    int64_t stride = 0, groups = 0, K = 0;
+};
+
+// Storage for the quantized inputs of up to max_rows rows of width at most max_K; allocated once
+// (per context), so quantizing never allocates.
+class MIXRT_API QuantizedInputBuffer {
+public:
+    QuantizedInputBuffer(int64_t max_rows, int64_t max_K);
+    // Rounds x [n, w.cols] into the layout of w's dtype (q8, q4 or mix). n <= max_rows.
+    QuantizedInput quantize(const Weight &w, const float *x, int64_t n);
+
+private:
+    int64_t max_rows_, max_K_;
+    std::vector<int8_t> q_;
+    std::vector<float> d_, sum_;
+    std::vector<int32_t> qsum_;
+    std::vector<float> xhat_, row_;
+};
+
+}  // namespace mixrt
