@@ -401,11 +401,11 @@ def test_tiny_model_recipes(tiny_hf, tiny_f32, tmp_path, recipe):
     assert summary["linear_bits"] == file.metadata["mixrt.recipe.linear_bits"]
     assert summary["file_bits"] == 8 * summary["bytes"] / summary["parameters"]
     assert error < RECIPE_ERRORS[recipe]
-    for name in ("token_embd.weight", "output.weight"):  # by default q8 for q8/q4, q4 for mix
+    for name in ("token_embd.weight", "output.weight"):  # by default q8 for quantized recipes
         stored, original = file.tensors[name], reference.tensors[name].array()
-        assert stored.dtype_name == ("q4" if recipe == "mix" else "q8")
-        # Relative error of round-to-nearest: about 1/255 of the range per value at 8 bits, 1/15 at 4.
-        tolerance = 0.1 if recipe == "mix" else 0.01
+        assert stored.dtype_name == "q8"
+        # Relative error of round-to-nearest: about 1/255 of the range per value at 8 bits.
+        tolerance = 0.01
         assert np.linalg.norm(stored.dequantize() - original) <= tolerance * np.linalg.norm(original)
     if recipe == "mix":
         meta = file.metadata

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"counted (default: {DEFAULT_BITS})")
     parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
                         help="storage of the embedding and output head (default: the recipe "
-                             "for f16/f32, q8 for q8/q4, q4 for mix)")
+                             "for f16/f32, else q8; q4: smaller and faster, less accurate)")
     parser.add_argument("--calib", metavar="TEXTFILE",
                         help="mix: calibrate on this text (Hessian-aware quantization)")
     parser.add_argument("--calib-tokens", type=int, default=DEFAULT_CALIB_TOKENS,
