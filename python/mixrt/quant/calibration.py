@@ -21,10 +21,9 @@ SITE_OF = {"attn_q": 0, "attn_k": 0, "attn_v": 0, "attn_output": 1,
            "ffn_gate": 2, "ffn_up": 2, "ffn_down": 3}
 
 # Default amount of calibration text: 32 windows of 512 tokens, spread over the text. Measured on
-# SmolLM2-135M (2 cores, 2 runtime threads): about 2.3 s per window (1.75 s forward + 0.5 s Gram
-# matrices), so 75 s; the whole calibrated 2.9-bit conversion then takes about 150 s. Perplexity
-# after GPTQ (wikitext eval half, 16384 tokens, f16 28.14): 8192 calibration tokens 55.5,
-# 16384 54.0, 32768 53.4 (about +75 s).
+# SmolLM2-135M (2 cores, 2 runtime threads): the whole calibrated 2.9-bit conversion takes about
+# 4 minutes. Perplexity after GPTQ (wikitext eval half, 16384 tokens, f16 28.14): 8192
+# calibration tokens 55.5, 16384 54.0, 32768 53.4.
 DEFAULT_CALIB_TOKENS = 16384
 DEFAULT_CALIB_CTX = 512
 
