@@ -113,6 +113,15 @@ inline __m128i load_u8x8(const uint8_t *p, int count, int64_t avail) {
     return _mm_setr_epi8(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
+// Asks for the cache lines of `bytes` from p on (addresses past the weight are harmless). The
+// decode kernels fetch each chunk of the next tile's rows while they compute the same chunk of
+// this tile's: a steady stream of requests, one tile ahead, that the hardware prefetchers (which
+// follow each row's stream only after a few misses) do not give.
+inline void prefetch(const void *p, int64_t bytes) {
+    const char *c = static_cast<const char *>(p);
+    for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
+
 // The input of token t (rows of x^ are independent).
 inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
     QuantizedInput r = in;
@@ -146,6 +155,11 @@ inline void q4_part(const uint8_t *codes, int64_t code_stride, const uint16_t *s
     for (int j = 0; j < R * T; ++j) acc_odd[j] = _mm256_setzero_ps();
     for (int64_t c = 0; c < G; c += 8) {
         const int count = G - c < 8 ? int(G - c) : 8;
+        for (int rr = R; rr < 2 * R; ++rr) {  // this chunk of the next R rows
+            prefetch(codes + rr * code_stride + c * 16, 128);
+            prefetch(scales + rr * G + c, 16);
+            prefetch(mins + rr * G + c, 16);
+        }
         for (int rr = 0; rr < R; ++rr) {
             group_factors<T>(load_f16(scales + rr * G + c, count, avail - rr * G - c), in, g0 + c, sd + rr * T);
             const __m256 mn = load_f16(mins + rr * G + c, count, avail - rr * G - c);
@@ -175,6 +189,43 @@ inline void q4_part(const uint8_t *codes, int64_t code_stride, const uint16_t *s
     for (int j = 0; j < R * T; ++j) acc[j] = _mm256_add_ps(acc[j], acc_odd[j]);
 }
 
+// Groups g0 .. g0 + count (count even) of one 8-group chunk of the 2-bit parts of R rows:
+// isum[rr * T + t] += sum over the groups of (c + 1) (q . xq), with code16[rr] lane i holding row
+// rr's scale code (c + 1) of group g0 + i in both 16-bit halves. A 16-byte block holds a group pair
+// (byte j: bits 1..0 column j, 3..2 column j+16, 5..4 column j+32, 7..6 column j+48, columns 0..31
+// group g, 32..63 group g+1); one shift gives [g: 0..15 | g+1: 0..15] in the low 2 bits of each
+// byte and [g: 16..31 | g+1: 16..31] in bits 3..2, so both registers take the same scale vector
+// [c_g | c_g+1] and their byte products are added in int16 (|sum| <= 4 * 3 * 127) before it is applied.
+// Always inlined, so the common count of 8 unrolls completely.
+template <int R, int T>
+__attribute__((always_inline)) inline void q2_groups(const uint8_t *q2, int64_t q2_stride, int64_t g0, int count,
+                                                     const __m256i code16[R], const QuantizedInput &in,
+                                                     __m256i isum[R * T]) {
+    const __m256i three = _mm256_set1_epi8(3), shift = _mm256_set_epi64x(4, 4, 0, 0);
+    for (int i = 0; i < count; i += 2) {
+        const int64_t g = g0 + i;
+        __m256i xa[T], xb[T];  // the input in the registers' column order
+        for (int t = 0; t < T; ++t) {
+            const int8_t *xq = in.q + t * in.stride + g * kGroup;
+            const __m256i x0 = load_codes(xq), x1 = load_codes(xq + kGroup);
+            xa[t] = _mm256_permute2x128_si256(x0, x1, 0x20);
+            xb[t] = _mm256_permute2x128_si256(x0, x1, 0x31);
+        }
+        const __m256i pair = _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1);
+        for (int rr = 0; rr < R; ++rr) {
+            const __m256i v = _mm256_srlv_epi64(
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q2 + rr * q2_stride + g * 8))),
+                shift);
+            const __m256i wa = _mm256_and_si256(v, three), wb = _mm256_and_si256(_mm256_srli_epi16(v, 2), three);
+            const __m256i c = _mm256_permutevar8x32_epi32(code16[rr], pair);
+            for (int t = 0; t < T; ++t) {
+                const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wa, xa[t]), _mm256_maddubs_epi16(wb, xb[t]));
+                isum[rr * T + t] = _mm256_add_epi32(isum[rr * T + t], _mm256_madd_epi16(p, c));
+            }
+        }
+    }
+}
+
 // The 2-bit parts of mix rows r .. r + R (input groups 0 .. G2). A chunk of 8 groups is one input
 // block (one input scale d) and shares one super-scale S, so everything but S d is an integer: per
 // group, (c + 1) (q . xq - z sum(xq)), summed over the chunk in int32 (|sum| < 2^21), then scaled
@@ -186,17 +237,18 @@ inline void q2_part(const Weight &W, int64_t r, const QuantizedInput &in, __m256
     const uint8_t *q2 = m.q2 + r * q2_stride;
     const uint8_t *meta = m.meta2 + r * m.G2;
     const uint16_t *super = m.super2 + r * m.B2;
-    const __m256i three = _mm256_set1_epi8(3);
-    // Byte i of a block: bits 1..0 column i, 3..2 column i+16, 5..4 column i+32, 7..6 column i+48.
-    const __m256i shift_a = _mm256_set_epi64x(2, 2, 0, 0), shift_b = _mm256_set_epi64x(6, 6, 4, 4);
     for (int64_t c = 0; c < m.G2; c += kMixBlockGroups) {  // 8 groups: one input block, half a super-block
         const int count = m.G2 - c < 8 ? int(m.G2 - c) : 8;  // even: G2 = K2p / 32
         __m256i code16[R], isum[R * T];
+        for (int rr = R; rr < 2 * R; ++rr) {  // this chunk of the next R rows
+            prefetch(q2 + rr * q2_stride + c * 8, 64);
+            prefetch(meta + rr * m.G2 + c, 8);
+        }
         for (int rr = 0; rr < R; ++rr) {
             const __m256i mi =
                 _mm256_cvtepu8_epi32(load_u8x8(meta + rr * m.G2 + c, count, (W.rows - r - rr) * m.G2 - c));
             const __m256i code = _mm256_add_epi32(_mm256_and_si256(mi, _mm256_set1_epi32(63)), _mm256_set1_epi32(1));
-            code16[rr] = _mm256_or_si256(code, _mm256_slli_epi32(code, 16));  // in both 16-bit halves
+            code16[rr] = _mm256_or_si256(code, _mm256_slli_epi32(code, 16));
             const __m256i zero_code = _mm256_mullo_epi32(_mm256_srli_epi32(mi, 6), code);  // 0 past count
             for (int t = 0; t < T; ++t)
                 isum[rr * T + t] = _mm256_sub_epi32(
@@ -204,23 +256,8 @@ inline void q2_part(const Weight &W, int64_t r, const QuantizedInput &in, __m256
                     _mm256_mullo_epi32(zero_code,
                                        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(in.qsum + t * in.groups + c))));
         }
-        for (int i = 0; i < count; i += 2) {
-            const int64_t g = c + i;
-            for (int rr = 0; rr < R; ++rr) {
-                const __m256i v = _mm256_broadcastsi128_si256(
-                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(q2 + rr * q2_stride + g * 8)));
-                const __m256i wa = _mm256_and_si256(_mm256_srlv_epi64(v, shift_a), three);
-                const __m256i wb = _mm256_and_si256(_mm256_srlv_epi64(v, shift_b), three);
-                const __m256i ca = _mm256_permutevar8x32_epi32(code16[rr], _mm256_set1_epi32(i));
-                const __m256i cb = _mm256_permutevar8x32_epi32(code16[rr], _mm256_set1_epi32(i + 1));
-                for (int t = 0; t < T; ++t) {
-                    const int8_t *xq = in.q + t * in.stride + g * kGroup;
-                    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, load_codes(xq)), ca);
-                    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(wb, load_codes(xq + kGroup)), cb);
-                    isum[rr * T + t] = _mm256_add_epi32(isum[rr * T + t], _mm256_add_epi32(pa, pb));
-                }
-            }
-        }
+        if (count == 8) q2_groups<R, T>(q2, q2_stride, c, 8, code16, in, isum);
+        else q2_groups<R, T>(q2, q2_stride, c, count, code16, in, isum);
         for (int rr = 0; rr < R; ++rr) {
             const float S = f16(super[rr * m.B2 + c / 16]);
             for (int t = 0; t < T; ++t)
@@ -239,6 +276,10 @@ void q8_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
     const uint16_t *scales = W.q8.scales + r * W.G;
     for (int64_t c = 0; c < W.G; c += 8) {
         const int count = W.G - c < 8 ? int(W.G - c) : 8;
+        for (int rr = R; rr < 2 * R; ++rr) {  // this chunk of the next R rows
+            prefetch(codes + rr * W.Kp + c * kGroup, 8 * kGroup);
+            prefetch(scales + rr * W.G + c, 16);
+        }
         for (int rr = 0; rr < R; ++rr)
             group_factors<T>(load_f16(scales + rr * W.G + c, count, (W.rows - r - rr) * W.G - c), in, c, sd + rr * T);
         auto group = [&](int i, __m256 *a) {
@@ -280,18 +321,18 @@ void q4_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
 template <int R, int T>
 void mix_rows(const Weight &W, int64_t r, const QuantizedInput &in, float *out) {
     const MixView &m = W.mix;
+    const int64_t G4 = m.K4 / kGroup;
     __m256 acc[R * T], bias[R * T];
     for (int j = 0; j < R * T; ++j) acc[j] = bias[j] = _mm256_setzero_ps();
     q2_part<R, T>(W, r, in, acc);
-    const int64_t G4 = m.K4 / kGroup;
     q4_part<R, T>(m.w4.codes + r * m.K4 / 2, m.K4 / 2, m.w4.scales + r * G4, m.w4.mins + r * G4, G4, (W.rows - r) * G4,
                   in, m.G2, acc, bias);
     for (int rr = 0; rr < R; ++rr)
         for (int t = 0; t < T; ++t) {
-            float sum = hsum(_mm256_add_ps(acc[rr * T + t], bias[rr * T + t]));
             const float *xhat = in.xhat + t * in.K;
-            for (uint32_t o = m.row_ptr[r + rr]; o < m.row_ptr[r + rr + 1]; ++o) sum += f16(m.vals[o]) * xhat[m.cols[o]];
-            out[t * W.rows + r + rr] = sum;
+            float outliers = 0.0f;  // from zero: independent of the reduction, so the two overlap
+            for (uint32_t o = m.row_ptr[r + rr]; o < m.row_ptr[r + rr + 1]; ++o) outliers += f16(m.vals[o]) * xhat[m.cols[o]];
+            out[t * W.rows + r + rr] = hsum(_mm256_add_ps(acc[rr * T + t], bias[rr * T + t])) + outliers;
         }
 }
 
@@ -321,12 +362,12 @@ void matmul_q_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_
     }
 }
 
-// Decode (one token) interleaves 4 rows: independent dependency chains side by side.
-template <template <int> class Row, void (*rows4)(const Weight &, int64_t, const QuantizedInput &, float *)>
-void matmul_q_decode4_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
+// Decode (one token) interleaves R rows: independent dependency chains side by side.
+template <template <int> class Row, int R, void (*rowsR)(const Weight &, int64_t, const QuantizedInput &, float *)>
+void matmul_q_decode_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
     if (n != 1) return matmul_q_avx2<Row>(W, in, out, n, r0, r1);
     int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(W, r, in, out);
+    for (; r + R <= r1; r += R) rowsR(W, r, in, out);
     for (; r < r1; ++r) Row<1>::run(W, r, in, out);
 }
 
@@ -373,9 +414,9 @@ void attn_values_avx2(const float *p, const float *V, int64_t stride, int64_t le
 
 const CpuKernels &avx2_kernel_table() {
     static const CpuKernels k{"avx2",           matmul_avx2<float>, matmul_avx2<uint16_t>,
-                              matmul_q_decode4_avx2<Q8, q8_rows<4, 1>>,
-                              matmul_q_decode4_avx2<Q4, q4_rows<4, 1>>,
-                              matmul_q_decode4_avx2<Mix, mix_rows<4, 1>>,    attn_scores_avx2,      attn_values_avx2};
+                              matmul_q_decode_avx2<Q8, 4, q8_rows<4, 1>>,
+                              matmul_q_decode_avx2<Q4, 4, q4_rows<4, 1>>,
+                              matmul_q_decode_avx2<Mix, 4, mix_rows<4, 1>>,    attn_scores_avx2,      attn_values_avx2};
     return k;
 }
 
