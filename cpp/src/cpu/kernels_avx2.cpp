@@ -142,6 +142,21 @@ inline void group_factors(__m256 s, const QuantizedInput &in, int64_t g, __m256 
 // Lane i of v in every lane (a register shuffle: no round trip through memory).
 inline __m256 lane(__m256 v, int i) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i)); }
 
+// The input codes of groups g, g+1 of T tokens in the column order of a group pair's registers:
+// xa[t] = [x_g[0..15] | x_g+1[0..15]], xb[t] = [x_g[16..31] | x_g+1[16..31]].
+template <int T>
+inline void input_pair(const QuantizedInput &in, int64_t g, __m256i xa[T], __m256i xb[T]) {
+    for (int t = 0; t < T; ++t) {
+        const int8_t *xq = in.q + t * in.stride + g * kGroup;
+        const __m256i x0 = load_codes(xq), x1 = load_codes(xq + kGroup);
+        xa[t] = _mm256_permute2x128_si256(x0, x1, 0x20);
+        xb[t] = _mm256_permute2x128_si256(x0, x1, 0x31);
+    }
+}
+
+// Lane indices [i x4 | i+1 x4]: a group pair's two per-group values, each across its half.
+inline __m256i pair_lanes(int i) { return _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1); }
+
 // The q4 parts of R rows (codes, scales, mins of G groups each; row rr's start at +rr * the row
 // strides) against the input groups g0 .. g0 + G of T tokens: acc[rr * T + t] += the code
 // products, bias[rr * T + t] += the min terms. `avail` scales (and mins) are readable from the
@@ -150,9 +165,8 @@ template <int R, int T>
 inline void q4_part(const uint8_t *codes, int64_t code_stride, const uint16_t *scales, const uint16_t *mins,
                     int64_t G, int64_t avail, const QuantizedInput &in, int64_t g0, __m256 acc[R * T],
                     __m256 bias[R * T]) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m256 sd[R * T], acc_odd[R * T];
-    for (int j = 0; j < R * T; ++j) acc_odd[j] = _mm256_setzero_ps();
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    __m256 sd[R * T];
     for (int64_t c = 0; c < G; c += 8) {
         const int count = G - c < 8 ? int(G - c) : 8;
         for (int rr = R; rr < 2 * R; ++rr) {  // this chunk of the next R rows
@@ -166,27 +180,37 @@ inline void q4_part(const uint8_t *codes, int64_t code_stride, const uint16_t *s
             for (int t = 0; t < T; ++t)
                 bias[rr * T + t] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(in.sum + t * in.groups + g0 + c), bias[rr * T + t]);
         }
-        // Even and odd groups go to separate accumulators: two independent FMA chains.
-        auto group = [&](int i, __m256 *a) {
+        // Group pairs (g, g+1): their 32 code bytes hold [g: columns 0..15 | g+1: 0..15] in the low
+        // nibbles and [g: 16..31 | g+1: 16..31] in the high ones (FORMAT.md 5.4); the byte products
+        // of both are added in int16 (|sum| <= 2 * 2 * 15 * 127) and scaled by [f_g | f_g+1].
+        int i = 0;
+        for (; i + 2 <= count; i += 2) {
+            const int64_t g = c + i;
+            __m256i xa[T], xb[T];
+            input_pair<T>(in, g0 + g, xa, xb);
+            const __m256i pair = pair_lanes(i);
+            for (int rr = 0; rr < R; ++rr) {
+                const __m256i v = load_codes(reinterpret_cast<const int8_t *>(codes + rr * code_stride + g * 16));
+                const __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                for (int t = 0; t < T; ++t) {
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa[t]), _mm256_maddubs_epi16(hi, xb[t]));
+                    acc[rr * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))),
+                                                      _mm256_permutevar8x32_ps(sd[rr * T + t], pair), acc[rr * T + t]);
+                }
+            }
+        }
+        if (i < count) {  // an odd last group alone: low nibbles columns 0..15, high 16..31
             const int64_t g = c + i;
             for (int rr = 0; rr < R; ++rr) {
                 const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(codes + rr * code_stride + g * 16));
-                // Low nibbles are columns 0..15 of the group, high nibbles 16..31 (FORMAT.md 5.4).
-                const __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), mask), _mm_and_si128(v, mask));
+                const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), mask);
                 for (int t = 0; t < T; ++t) {
                     const __m256 p = dot_u8_i8(w, load_codes(in.q + t * in.stride + (g0 + g) * kGroup));
-                    a[rr * T + t] = _mm256_fmadd_ps(p, lane(sd[rr * T + t], i), a[rr * T + t]);
+                    acc[rr * T + t] = _mm256_fmadd_ps(p, lane(sd[rr * T + t], i), acc[rr * T + t]);
                 }
             }
-        };
-        int i = 0;
-        for (; i + 2 <= count; i += 2) {
-            group(i, acc);
-            group(i + 1, acc_odd);
         }
-        if (i < count) group(i, acc);
     }
-    for (int j = 0; j < R * T; ++j) acc[j] = _mm256_add_ps(acc[j], acc_odd[j]);
 }
 
 // Groups g0 .. g0 + count (count even) of one 8-group chunk of the 2-bit parts of R rows:
@@ -204,14 +228,9 @@ __attribute__((always_inline)) inline void q2_groups(const uint8_t *q2, int64_t 
     const __m256i three = _mm256_set1_epi8(3), shift = _mm256_set_epi64x(4, 4, 0, 0);
     for (int i = 0; i < count; i += 2) {
         const int64_t g = g0 + i;
-        __m256i xa[T], xb[T];  // the input in the registers' column order
-        for (int t = 0; t < T; ++t) {
-            const int8_t *xq = in.q + t * in.stride + g * kGroup;
-            const __m256i x0 = load_codes(xq), x1 = load_codes(xq + kGroup);
-            xa[t] = _mm256_permute2x128_si256(x0, x1, 0x20);
-            xb[t] = _mm256_permute2x128_si256(x0, x1, 0x31);
-        }
-        const __m256i pair = _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1);
+        __m256i xa[T], xb[T];
+        input_pair<T>(in, g, xa, xb);
+        const __m256i pair = pair_lanes(i);
         for (int rr = 0; rr < R; ++rr) {
             const __m256i v = _mm256_srlv_epi64(
                 _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q2 + rr * q2_stride + g * 8))),
@@ -249,12 +268,15 @@ inline void q2_part(const Weight &W, int64_t r, const QuantizedInput &in, __m256
                 _mm256_cvtepu8_epi32(load_u8x8(meta + rr * m.G2 + c, count, (W.rows - r - rr) * m.G2 - c));
             const __m256i code = _mm256_add_epi32(_mm256_and_si256(mi, _mm256_set1_epi32(63)), _mm256_set1_epi32(1));
             code16[rr] = _mm256_or_si256(code, _mm256_slli_epi32(code, 16));
-            const __m256i zero_code = _mm256_mullo_epi32(_mm256_srli_epi32(mi, 6), code);  // 0 past count
-            for (int t = 0; t < T; ++t)
-                isum[rr * T + t] = _mm256_sub_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_mullo_epi32(zero_code,
-                                       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(in.qsum + t * in.groups + c))));
+            const __m256i zero = _mm256_srli_epi32(mi, 6);  // 0 past count
+            // -(c + 1) z qsum: every factor (|qsum| <= 32 * 127, z qsum) fits in the low 16 bits of
+            // its int32 lane with the zero or sign extension above it, and z and c + 1 have zero
+            // high halves, so madd (lo * lo + hi * hi) multiplies them in one instruction.
+            for (int t = 0; t < T; ++t) {
+                const __m256i qsum = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(in.qsum + t * in.groups + c));
+                isum[rr * T + t] =
+                    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(code, _mm256_madd_epi16(zero, qsum)));
+            }
         }
         if (count == 8) q2_groups<R, T>(q2, q2_stride, c, 8, code16, in, isum);
         else q2_groups<R, T>(q2, q2_stride, c, count, code16, in, isum);
