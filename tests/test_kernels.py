@@ -73,10 +73,11 @@ def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("hd", [1, 7, 8, 15, 16, 17, 64, 100, 128])
 @pytest.mark.parametrize("length", [1, 5, 33])
-def test_attention_kernels(impl, hd, length):
-    # scores = q K^T and out = p V, one query row at a time, against float64.
-    rng = np.random.default_rng(hd * 100 + length)
-    q = rng.standard_normal((3, hd)).astype(np.float32)
+@pytest.mark.parametrize("nq", [1, 2, 3, 5, 8])
+def test_attention_kernels(impl, hd, length, nq):
+    # scores = q K^T and out = p V for nq queries sharing the keys and values, against float64.
+    rng = np.random.default_rng(hd * 100 + length * 10 + nq)
+    q = rng.standard_normal((nq, hd)).astype(np.float32)
     K = rng.standard_normal((length, hd)).astype(np.float32)
     V = rng.standard_normal((length, hd)).astype(np.float32)
     scores, out = _core.kernel_attention(impl, q, K, V)

@@ -68,7 +68,7 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
     att_.resize(B * q_width);
     gate_.resize(B * p_.ffn_size);
     up_.resize(B * p_.ffn_size);
-    scores_.resize(size_t(pool_.size()) * n_ctx_);
+    scores_.resize(size_t(pool_.size()) * (p_.n_heads / p_.n_kv_heads) * n_ctx_);
     logits_.resize(p_.vocab_size);
     tokens_.reserve(n_ctx_);  // feeding tokens never reallocates
 }
@@ -124,7 +124,9 @@ void Context::rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const {
 }
 
 // Causal grouped-query attention of the batch's queries over the cache (which already holds the
-// batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd)) V[0..pos].
+// batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd)) V[0..pos]. The
+// (token, head) items are split evenly across the threads; each thread takes its items in runs of
+// the heads of one token that share a KV head, so the kernels read each cached row once per run.
 void Context::attention(int layer, int32_t n, int32_t pos0) {
     const int32_t hd = p_.head_dim, n_heads = p_.n_heads, group = p_.n_heads / p_.n_kv_heads;
     const size_t kv_width = size_t(p_.n_kv_heads) * hd, q_width = size_t(n_heads) * hd;
@@ -135,23 +137,30 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
     const int threads = pool_.size();
     pool_.parallel_for(threads, [&](int64_t tid0, int64_t tid1) {
         for (int64_t tid = tid0; tid < tid1; ++tid) {
-            float *scores = scores_.data() + size_t(tid) * n_ctx_;
-            for (int64_t item = items * tid / threads; item < items * (tid + 1) / threads; ++item) {
+            float *scores = scores_.data() + size_t(tid) * group * n_ctx_;
+            const int64_t end = items * (tid + 1) / threads;
+            for (int64_t item = items * tid / threads; item < end;) {
                 const int32_t t = int32_t(item / n_heads), h = int32_t(item % n_heads);
                 const int32_t kvh = h / group, len = pos0 + t + 1;
+                const int32_t nq = int32_t(std::min<int64_t>((kvh + 1) * group - h, end - item));
                 const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
                 const size_t offset = size_t(kvh) * hd;
-                kernels_.attn_scores(q, K + offset, kv_width, len, hd, scores);
-                float max_score = -INFINITY;
-                for (int32_t j = 0; j < len; ++j) max_score = std::max(max_score, scores[j] *= inv_sqrt);
-                float sum = 0;
-                for (int32_t j = 0; j < len; ++j) {
-                    scores[j] = std::exp(scores[j] - max_score);
-                    sum += scores[j];
+                kernels_.attn_scores(q, nq, hd, K + offset, kv_width, len, hd, scores);
+                for (int32_t i = 0; i < nq; ++i) {
+                    float *s = scores + size_t(i) * len;
+                    float max_score = -INFINITY;
+                    for (int32_t j = 0; j < len; ++j) max_score = std::max(max_score, s[j] *= inv_sqrt);
+                    float sum = 0;
+                    for (int32_t j = 0; j < len; ++j) {
+                        s[j] = std::exp(s[j] - max_score);
+                        sum += s[j];
+                    }
+                    const float inv_sum = 1.0f / sum;
+                    for (int32_t j = 0; j < len; ++j) s[j] *= inv_sum;
                 }
-                const float inv_sum = 1.0f / sum;
-                for (int32_t j = 0; j < len; ++j) scores[j] *= inv_sum;
-                kernels_.attn_values(scores, V + offset, kv_width, len, hd, att_.data() + size_t(t) * q_width + size_t(h) * hd);
+                kernels_.attn_values(scores, nq, V + offset, kv_width, len, hd,
+                                     att_.data() + size_t(t) * q_width + size_t(h) * hd, hd);
+                item += nq;
             }
         }
     });

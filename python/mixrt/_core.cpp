@@ -518,8 +518,8 @@ NB_MODULE(_core, m) {
     }, "threads"_a, "bytes"_a, "reps"_a);
     m.def("time_gemv", &time_gemv, "model"_a, "names"_a, "threads"_a, "n"_a, "reps"_a);
     m.def("kernel_attention", [](const std::string &impl, FloatMatrix q, FloatMatrix K, FloatMatrix V) {
-        // (scores [n, len], out [n, hd]): scores = q K^T, out = scores V (as the attention kernels
-        // see them, one query row at a time).
+        // (scores [n, len], out [n, hd]): scores = q K^T, out = scores V, with the n query rows
+        // passed to the kernels together (as the heads that share a KV head).
         const mixrt::CpuKernels &k = kernel_table(impl);
         const int64_t n = q.shape(0), hd = q.shape(1), len = K.shape(0);
         if (int64_t(K.shape(1)) != hd || V.shape(0) != K.shape(0) || int64_t(V.shape(1)) != hd)
@@ -527,10 +527,8 @@ NB_MODULE(_core, m) {
         float *scores, *out;
         auto s = new_matrix(n, len, &scores);
         auto o = new_matrix(n, hd, &out);
-        for (int64_t t = 0; t < n; ++t) {
-            k.attn_scores(q.data() + t * hd, K.data(), hd, len, hd, scores + t * len);
-            k.attn_values(scores + t * len, V.data(), hd, len, hd, out + t * hd);
-        }
+        k.attn_scores(q.data(), n, hd, K.data(), hd, len, hd, scores);
+        k.attn_values(scores, n, V.data(), hd, len, hd, out, hd);
         return nb::make_tuple(s, o);
     }, "impl"_a, "q"_a, "K"_a, "V"_a);
 

@@ -24,10 +24,14 @@ struct CpuKernels {
     void (*matmul_q8)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_q4)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_mix)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
-    // Attention over len cached positions of one head (rows of width hd, `stride` floats apart):
-    // scores[j] = q . K[j]; out = sum_j p[j] V[j] (out is overwritten).
-    void (*attn_scores)(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores);
-    void (*attn_values)(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out);
+    // Attention of nq queries (the query heads that share one KV head, rows `q_stride` floats
+    // apart) over len cached positions of that head (rows of width hd, `stride` floats apart), so
+    // each cached row is read once for all of them: scores[h * len + j] = q_h . K[j];
+    // out[h * out_stride + i] = sum_j p[h * len + j] V[j][i] (out is overwritten).
+    void (*attn_scores)(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
+                        int64_t hd, float *scores);
+    void (*attn_values)(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+                        int64_t out_stride);
 };
 
 // Exported (though not part of the public C API) so that the kernel tests can reach both tables.

@@ -8,6 +8,8 @@
 // chains overlap.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "../half.h"
 #include "kernels.h"
 
@@ -130,6 +132,7 @@ inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
     r.sum += t * in.groups;
     r.qsum += t * in.groups;
     r.xhat += t * in.K;
+    r.pairs += t * in.pair_stride;
     return r;
 }
 
@@ -144,13 +147,13 @@ inline __m256 lane(__m256 v, int i) { return _mm256_permutevar8x32_ps(v, _mm256_
 
 // The input codes of groups g, g+1 of T tokens in the column order of a group pair's registers:
 // xa[t] = [x_g[0..15] | x_g+1[0..15]], xb[t] = [x_g[16..31] | x_g+1[16..31]].
+// (g even: in.pairs holds them in this order.)
 template <int T>
 inline void input_pair(const QuantizedInput &in, int64_t g, __m256i xa[T], __m256i xb[T]) {
     for (int t = 0; t < T; ++t) {
-        const int8_t *xq = in.q + t * in.stride + g * kGroup;
-        const __m256i x0 = load_codes(xq), x1 = load_codes(xq + kGroup);
-        xa[t] = _mm256_permute2x128_si256(x0, x1, 0x20);
-        xb[t] = _mm256_permute2x128_si256(x0, x1, 0x31);
+        const int8_t *xp = in.pairs + t * in.pair_stride + g * kGroup;
+        xa[t] = load_codes(xp);
+        xb[t] = load_codes(xp + kGroup);
     }
 }
 
@@ -372,15 +375,20 @@ struct Mix {
     static void run(const Weight &W, int64_t r, const QuantizedInput &in, float *out) { mix_rows<1, T>(W, r, in, out); }
 };
 
-// Each row's codes are decoded once per tile of up to 4 tokens; a row (at most a few KB) stays in
-// L1 while the tiles pass over it.
+// Each row's codes are decoded once per tile of up to 4 tokens. Token blocks of kTokenBlock keep
+// their input codes in L1 while the rows pass over them (the rows of a thread's share stay in L2).
+constexpr int64_t kTokenBlock = 16;
+
 template <template <int> class Row>
 void matmul_q_avx2(const Weight &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-        int64_t t = 0;
-        for (; t + 4 <= n; t += 4) Row<4>::run(W, r, token(in, t), out + t * W.rows);
-        for (; t + 2 <= n; t += 2) Row<2>::run(W, r, token(in, t), out + t * W.rows);
-        for (; t < n; ++t) Row<1>::run(W, r, token(in, t), out + t * W.rows);
+    for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+        const int64_t t1 = std::min(n, t0 + kTokenBlock);
+        for (int64_t r = r0; r < r1; ++r) {
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) Row<4>::run(W, r, token(in, t), out + t * W.rows);
+            for (; t + 2 <= t1; t += 2) Row<2>::run(W, r, token(in, t), out + t * W.rows);
+            for (; t < t1; ++t) Row<1>::run(W, r, token(in, t), out + t * W.rows);
+        }
     }
 }
 
@@ -393,43 +401,97 @@ void matmul_q_decode_avx2(const Weight &W, const QuantizedInput &in, float *out,
     for (; r < r1; ++r) Row<1>::run(W, r, in, out);
 }
 
-void attn_scores_avx2(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores) {
-    for (int64_t j = 0; j < len; ++j) {
-        const float *k = K + j * stride;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 16 <= hd; i += 16) {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_loadu_ps(k + i + 8), acc1);
+// ---- attention ----------------------------------------------------------------------------------
+// Blocks of up to 3 queries (the heads that share a KV head) against blocks of 4 cached keys: 12
+// accumulators, every key row loaded once per query block, and a transposing reduction that turns
+// a query's 4 accumulators into its 4 scores (no horizontal sum per score).
+template <int QB>
+void scores_block(const float *q, int64_t q_stride, const float *K, int64_t stride, int64_t len, int64_t hd,
+                  float *scores) {
+    const int64_t hd8 = hd & ~int64_t(7);
+    auto tail_dot = [&](int h, int64_t j) {  // the columns past the last full vector
+        float s = 0.0f;
+        for (int64_t i = hd8; i < hd; ++i) s += q[h * q_stride + i] * K[j * stride + i];
+        return s;
+    };
+    int64_t j = 0;
+    for (; j + 4 <= len; j += 4) {
+        __m256 acc[QB][4];
+        for (int h = 0; h < QB; ++h)
+            for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < hd8; i += 8) {
+            __m256 k[4];
+            for (int c = 0; c < 4; ++c) k[c] = _mm256_loadu_ps(K + (j + c) * stride + i);
+            for (int h = 0; h < QB; ++h) {
+                const __m256 qv = _mm256_loadu_ps(q + h * q_stride + i);
+                for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_fmadd_ps(qv, k[c], acc[h][c]);
+            }
         }
-        for (; i + 8 <= hd; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc0);
-        float s = hsum(_mm256_add_ps(acc0, acc1));
-        for (; i < hd; ++i) s += q[i] * k[i];
-        scores[j] = s;
+        for (int h = 0; h < QB; ++h) {
+            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(acc[h][0], acc[h][1]), _mm256_hadd_ps(acc[h][2], acc[h][3]));
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+            if (hd8 < hd) s4 = _mm_add_ps(s4, _mm_setr_ps(tail_dot(h, j), tail_dot(h, j + 1), tail_dot(h, j + 2), tail_dot(h, j + 3)));
+            _mm_storeu_ps(scores + h * len + j, s4);
+        }
     }
+    for (; j < len; ++j)
+        for (int h = 0; h < QB; ++h) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t i = 0; i < hd8; i += 8)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), _mm256_loadu_ps(K + j * stride + i), acc);
+            scores[h * len + j] = hsum(acc) + tail_dot(h, j);
+        }
 }
 
-// Column blocks of 32 (then 8, then single columns) stay in registers across all positions.
-void attn_values_avx2(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out) {
+// Blocks of up to 3 queries, columns in blocks of 32 (then 8, then single columns) kept in
+// registers across all positions; every value row is read once per query block.
+template <int QB>
+void values_block(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+                  int64_t out_stride) {
     int64_t i = 0;
     for (; i + 32 <= hd; i += 32) {
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t j = 0; j < len; ++j) {
-            const __m256 pj = _mm256_set1_ps(p[j]);
-            for (int v = 0; v < 4; ++v) acc[v] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(V + j * stride + i + 8 * v), acc[v]);
-        }
-        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + i + 8 * v, acc[v]);
+        __m256 acc[QB][4];
+        for (int h = 0; h < QB; ++h)
+            for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < len; ++j)
+            for (int h = 0; h < QB; ++h) {
+                const __m256 pj = _mm256_set1_ps(p[h * len + j]);
+                for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(V + j * stride + i + 8 * c), acc[h][c]);
+            }
+        for (int h = 0; h < QB; ++h)
+            for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + h * out_stride + i + 8 * c, acc[h][c]);
     }
     for (; i + 8 <= hd; i += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < len; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(V + j * stride + i), acc);
-        _mm256_storeu_ps(out + i, acc);
+        __m256 acc[QB];
+        for (int h = 0; h < QB; ++h) acc[h] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < len; ++j) {
+            const __m256 v = _mm256_loadu_ps(V + j * stride + i);
+            for (int h = 0; h < QB; ++h) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * len + j]), v, acc[h]);
+        }
+        for (int h = 0; h < QB; ++h) _mm256_storeu_ps(out + h * out_stride + i, acc[h]);
     }
-    for (; i < hd; ++i) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < len; ++j) acc += p[j] * V[j * stride + i];
-        out[i] = acc;
-    }
+    for (; i < hd; ++i)
+        for (int h = 0; h < QB; ++h) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * V[j * stride + i];
+            out[h * out_stride + i] = acc;
+        }
+}
+
+void attn_scores_avx2(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
+                      int64_t hd, float *scores) {
+    int64_t h = 0;
+    for (; h + 3 <= nq; h += 3) scores_block<3>(q + h * q_stride, q_stride, K, stride, len, hd, scores + h * len);
+    if (nq - h == 2) scores_block<2>(q + h * q_stride, q_stride, K, stride, len, hd, scores + h * len);
+    if (nq - h == 1) scores_block<1>(q + h * q_stride, q_stride, K, stride, len, hd, scores + h * len);
+}
+
+void attn_values_avx2(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+                      int64_t out_stride) {
+    int64_t h = 0;
+    for (; h + 3 <= nq; h += 3) values_block<3>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
+    if (nq - h == 2) values_block<2>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
+    if (nq - h == 1) values_block<1>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
 }
 
 }  // namespace

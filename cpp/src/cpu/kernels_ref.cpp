@@ -47,20 +47,24 @@ void matmul_q_ref(const Weight &W, const QuantizedInput &x, float *out, int64_t 
     }
 }
 
-void attn_scores_ref(const float *q, const float *K, int64_t stride, int64_t len, int64_t hd, float *scores) {
-    for (int64_t j = 0; j < len; ++j) {
-        float acc = 0.0f;
-        for (int64_t i = 0; i < hd; ++i) acc += q[i] * K[j * stride + i];
-        scores[j] = acc;
-    }
+void attn_scores_ref(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
+                     int64_t hd, float *scores) {
+    for (int64_t h = 0; h < nq; ++h)
+        for (int64_t j = 0; j < len; ++j) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < hd; ++i) acc += q[h * q_stride + i] * K[j * stride + i];
+            scores[h * len + j] = acc;
+        }
 }
 
-void attn_values_ref(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out) {
-    for (int64_t i = 0; i < hd; ++i) {
-        float acc = 0.0f;
-        for (int64_t j = 0; j < len; ++j) acc += p[j] * V[j * stride + i];
-        out[i] = acc;
-    }
+void attn_values_ref(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+                     int64_t out_stride) {
+    for (int64_t h = 0; h < nq; ++h)
+        for (int64_t i = 0; i < hd; ++i) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * V[j * stride + i];
+            out[h * out_stride + i] = acc;
+        }
 }
 
 }  // namespace

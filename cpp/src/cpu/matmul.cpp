@@ -9,7 +9,7 @@ void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInput
                      const float *x, float *out, int64_t n) {
     const int64_t M = w.rows, K = w.cols;
     QuantizedInput xq;
-    if (is_quantized(w.dtype)) xq = xq_buffer.quantize(w, x, n);
+    if (is_quantized(w.dtype)) xq = xq_buffer.quantize(w, x, n, &pool);
     // Chunks of 16 rows keep the 4-row tiles whole and balance the threads.
     const int64_t blocks = (M + 15) / 16;
     pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) {

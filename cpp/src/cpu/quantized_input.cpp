@@ -25,13 +25,14 @@ QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K)
     : max_rows_(max_rows),
       max_K_(max_K),
       q_(size_t(max_rows) * (max_K + 64)),
+      pairs_(size_t(max_rows) * (max_K + 128)),
       d_(size_t(max_rows) * (max_K + 64) / kGroup + kGroupSlack),
       sum_(d_.size()),
       qsum_(d_.size()),
       xhat_(size_t(max_rows) * max_K),
-      row_(max_K + 64) {}
+      row_(size_t(max_rows) * (max_K + 64)) {}
 
-QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n) {
+QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool) {
     const int64_t K = w.cols;
     const bool mix = w.dtype == DType::mix;
     const MixView &m = w.mix;
@@ -39,64 +40,82 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     in.K = K;
     in.stride = mix ? m.K2p + m.K4 : w.Kp;
     in.groups = in.stride / kGroup;
+    in.pair_stride = (in.groups + 1) / 2 * 2 * kGroup;
     if (n > max_rows_ || K > max_K_)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "quantized input of " + std::to_string(n) + " rows of " + std::to_string(K) +
                                              " columns exceeds the buffer of " + std::to_string(max_rows_) + " rows of " +
                                              std::to_string(max_K_));
-    for (int64_t t = 0; t < n; ++t) {
-        const float *xt = x + t * K;
-        float *row = row_.data();
-        // The row in the kernel's column order, zero padded.
-        if (mix) {
-            for (int64_t j = 0; j < m.K2; ++j) row[j] = xt[m.perm[j]];
-            for (int64_t j = m.K2; j < m.K2p; ++j) row[j] = 0.0f;
-            for (int64_t j = 0; j < m.K4; ++j) row[m.K2p + j] = xt[m.perm[m.K2 + j]];
-        } else {
-            for (int64_t k = 0; k < K; ++k) row[k] = xt[k];
-            for (int64_t k = K; k < w.Kp; ++k) row[k] = 0.0f;
-        }
-        int8_t *q = q_.data() + t * in.stride;
-        float *d = d_.data() + t * in.groups, *sum = sum_.data() + t * in.groups;
-        int32_t *qsum = qsum_.data() + t * in.groups;
-        // One scale per block: the mix 2-bit columns in blocks of kMixBlockGroups groups, the rest
-        // in single groups.
-        const int64_t block_groups_end = mix ? m.G2 : 0;
-        for (int64_t g0 = 0; g0 < in.groups;) {
-            const int64_t g1 = g0 < block_groups_end ? std::min(g0 + kMixBlockGroups, block_groups_end) : g0 + 1;
-            const float *v = row + g0 * kGroup;
-            const int64_t len = (g1 - g0) * kGroup;
-            float amax = 0.0f;
-            for (int64_t i = 0; i < len; ++i) amax = std::fabs(v[i]) > amax ? std::fabs(v[i]) : amax;
-            const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-            for (int64_t g = g0; g < g1; ++g) {
-                int32_t total = 0;
-                for (int i = 0; i < kGroup; ++i) {
-                    const int32_t c = static_cast<int32_t>(round_even(row[g * kGroup + i] * inv));
-                    q[g * kGroup + i] = static_cast<int8_t>(c);
-                    total += c;
-                }
-                d[g] = scale;
-                sum[g] = scale * static_cast<float>(total);
-                qsum[g] = total;
-            }
-            g0 = g1;
-        }
-        // x^ in the original column order.
-        float *xhat = xhat_.data() + t * K;
-        auto value = [&](int64_t pos) { return d[pos / kGroup] * static_cast<float>(q[pos]); };
-        if (mix) {
-            for (int64_t j = 0; j < m.K2; ++j) xhat[m.perm[j]] = value(j);
-            for (int64_t j = 0; j < m.K4; ++j) xhat[m.perm[m.K2 + j]] = value(m.K2p + j);
-        } else {
-            for (int64_t k = 0; k < K; ++k) xhat[k] = value(k);
-        }
-    }
+    // Token rows are independent: several tokens are split across the pool's threads.
+    auto rows = [&](int64_t t0, int64_t t1) { for (int64_t t = t0; t < t1; ++t) quantize_row(w, x + t * K, t, in); };
+    if (pool && n > 1) pool->parallel_for(n, rows);
+    else rows(0, n);
     in.q = q_.data();
     in.d = d_.data();
     in.sum = sum_.data();
     in.qsum = qsum_.data();
     in.xhat = xhat_.data();
+    in.pairs = pairs_.data();
     return in;
+}
+
+void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in) {
+    const int64_t K = w.cols;
+    const bool mix = w.dtype == DType::mix;
+    const MixView &m = w.mix;
+    float *row = row_.data() + t * (max_K_ + 64);
+    // The row in the kernel's column order, zero padded.
+    if (mix) {
+        for (int64_t j = 0; j < m.K2; ++j) row[j] = xt[m.perm[j]];
+        for (int64_t j = m.K2; j < m.K2p; ++j) row[j] = 0.0f;
+        for (int64_t j = 0; j < m.K4; ++j) row[m.K2p + j] = xt[m.perm[m.K2 + j]];
+    } else {
+        for (int64_t k = 0; k < K; ++k) row[k] = xt[k];
+        for (int64_t k = K; k < w.Kp; ++k) row[k] = 0.0f;
+    }
+    int8_t *q = q_.data() + t * in.stride;
+    float *d = d_.data() + t * in.groups, *sum = sum_.data() + t * in.groups;
+    int32_t *qsum = qsum_.data() + t * in.groups;
+    // One scale per block: the mix 2-bit columns in blocks of kMixBlockGroups groups, the rest
+    // in single groups.
+    const int64_t block_groups_end = mix ? m.G2 : 0;
+    for (int64_t g0 = 0; g0 < in.groups;) {
+        const int64_t g1 = g0 < block_groups_end ? std::min(g0 + kMixBlockGroups, block_groups_end) : g0 + 1;
+        const float *v = row + g0 * kGroup;
+        const int64_t len = (g1 - g0) * kGroup;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < len; ++i) amax = std::fabs(v[i]) > amax ? std::fabs(v[i]) : amax;
+        const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int64_t g = g0; g < g1; ++g) {
+            int32_t total = 0;
+            for (int i = 0; i < kGroup; ++i) {
+                const int32_t c = static_cast<int32_t>(round_even(row[g * kGroup + i] * inv));
+                q[g * kGroup + i] = static_cast<int8_t>(c);
+                total += c;
+            }
+            d[g] = scale;
+            sum[g] = scale * static_cast<float>(total);
+            qsum[g] = total;
+        }
+        g0 = g1;
+    }
+    // The group pairs' layout (quantized_input.h).
+    int8_t *pairs = pairs_.data() + t * in.pair_stride;
+    for (int64_t g = 0; g < in.pair_stride / kGroup; g += 2)
+        for (int half = 0; half < 2; ++half)        // columns 0..15, then 16..31
+            for (int member = 0; member < 2; ++member)  // group g, then g + 1
+                for (int i = 0; i < 16; ++i) {
+                    const int64_t gm = g + member;
+                    *pairs++ = gm < in.groups ? q[gm * kGroup + half * 16 + i] : int8_t(0);
+                }
+    // x^ in the original column order.
+    float *xhat = xhat_.data() + t * K;
+    auto value = [&](int64_t pos) { return d[pos / kGroup] * static_cast<float>(q[pos]); };
+    if (mix) {
+        for (int64_t j = 0; j < m.K2; ++j) xhat[m.perm[j]] = value(j);
+        for (int64_t j = 0; j < m.K4; ++j) xhat[m.perm[m.K2 + j]] = value(m.K2p + j);
+    } else {
+        for (int64_t k = 0; k < K; ++k) xhat[k] = value(k);
+    }
 }
 
 }  // namespace mixrt

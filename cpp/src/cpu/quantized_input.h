@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../quant_layout.h"
+#include "../thread_pool.h"
 #include "mixrt/mixrt.h"
 
 namespace mixrt {
@@ -27,7 +28,11 @@ struct QuantizedInput {
     const float *sum = nullptr;  // [n, groups] d * (sum of the group's codes) = the sum of x^ there
     const int32_t *qsum = nullptr;  // [n, groups] sum of the group's codes
     const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
-    int64_t stride = 0, groups = 0, K = 0;
+    // [n, pair_stride] the codes again, each group pair (2p, 2p+1) as the 64 bytes
+    // g[0..15], g+1[0..15], g[16..31], g+1[16..31]: the column order in which the fast kernels
+    // decode a pair of weight groups into two registers (zero padded to whole pairs).
+    const int8_t *pairs = nullptr;
+    int64_t stride = 0, groups = 0, K = 0, pair_stride = 0;
 };
 
 // Storage for the quantized inputs of up to max_rows rows of width at most max_K; allocated once
@@ -35,12 +40,15 @@ struct QuantizedInput {
 class MIXRT_API QuantizedInputBuffer {
 public:
     QuantizedInputBuffer(int64_t max_rows, int64_t max_K);
-    // Rounds x [n, w.cols] into the layout of w's dtype (q8, q4 or mix). n <= max_rows.
-    QuantizedInput quantize(const Weight &w, const float *x, int64_t n);
+    // Rounds x [n, w.cols] into the layout of w's dtype (q8, q4 or mix). n <= max_rows. With a
+    // pool, several rows are rounded in parallel.
+    QuantizedInput quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool = nullptr);
 
 private:
+    void quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in);
+
     int64_t max_rows_, max_K_;
-    std::vector<int8_t> q_;
+    std::vector<int8_t> q_, pairs_;
     std::vector<float> d_, sum_;
     std::vector<int32_t> qsum_;
     std::vector<float> xhat_, row_;
