@@ -35,7 +35,9 @@ private:
         TaskFn fn;
         const void *obj;
         int64_t n, grain;
-        std::atomic<int64_t> next{0}, done{0};
+        // On lines of their own: claims and completions do not disturb each other or the fields above.
+        alignas(64) std::atomic<int64_t> next{0};
+        alignas(64) std::atomic<int64_t> done{0};
     };
     void run(int64_t n, const void *obj, TaskFn fn);
     void worker();
@@ -45,7 +47,7 @@ private:
     std::vector<std::thread> workers_;
     std::atomic<uint64_t> epoch_{0};
     std::atomic<Task *> task_{nullptr};
-    std::atomic<int> active_{0};  // workers that may be touching *task_
+    alignas(64) std::atomic<int> active_{0};  // workers that may be touching *task_ (own line: written per call)
     std::atomic<int> sleeping_{0};
     bool stop_ = false;
     std::mutex mutex_;
