@@ -3,9 +3,10 @@
 // matmul: a register tile of 4 weight rows x T tokens (T <= 3) keeps 12 accumulators, so each
 // weight vector loaded (and converted from f16) is used for T tokens; prefill reuses weights
 // across tokens, decode (T = 1) streams them once. Quantized dtypes unpack each group's codes into
-// registers (never into memory), multiply them with the 8-bit input codes in integers and use
-// them for up to 4 tokens; decode (one token) interleaves 4 rows instead, so that their dependency
-// chains overlap.
+// registers (never into memory), a pair of groups at a time, multiply them with the 8-bit input
+// codes in integers and use them for up to 4 tokens (prefill, in token blocks that stay in L1);
+// decode (one token) interleaves 4 rows instead, so that their dependency chains overlap, and
+// prefetches the next 4 rows chunk by chunk.
 #include <immintrin.h>
 
 #include <algorithm>
