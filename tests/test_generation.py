@@ -127,6 +127,36 @@ def test_results_do_not_depend_on_the_thread_count(random_llama2_model):
     np.testing.assert_array_equal(one, three)
 
 
+@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+def test_quantized_results_do_not_depend_on_the_thread_count(tmp_path, recipe):
+    # The quantized paths split across threads too: inputs rounded per token in parallel, Q/K/V
+    # and gate/up (with SwiGLU) in shared regions, the query heads of a KV head taken in runs cut
+    # at thread boundaries (tiny: 4 heads, 2 KV heads). Prefill and one-token decode, 1/2/3 threads.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from make_random_mixrt import make_random_mixrt
+
+    path = tmp_path / f"{recipe}.mixrt"
+    make_random_mixrt(path, shape="tiny", recipe=recipe, bits=4.0, vocab=300, seed=3)
+    ids = [int(i) for i in np.random.default_rng(0).integers(3, 300, size=40)]
+    results = []
+    for threads in (1, 2, 3):
+        model = mixrt.load(path, threads=threads)
+        ctx = model._context()
+        ctx.reset()
+        ctx.feed(ids[:-8], False)
+        steps = []
+        for t in ids[-8:]:
+            ctx.feed([t], False)
+            steps.append(np.array(ctx.logits()[0]))
+        results.append((model.eval_logits(ids), np.stack(steps)))
+    for prefill, decode in results[1:]:
+        np.testing.assert_array_equal(prefill, results[0][0])
+        np.testing.assert_array_equal(decode, results[0][1])
+
+
 def test_streamed_pieces_are_valid_utf8_even_when_tokens_split_characters(tmp_path):
     # A model whose tokens are single bytes emits arbitrary byte sequences: multibyte characters
     # split across tokens must be held back until complete, and invalid bytes become U+FFFD.

@@ -42,8 +42,11 @@ Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
       kernels_(best_kernels()),
       n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx),
       pool_(n_threads <= 0 ? default_threads() : n_threads),
-      xq_(kMaxBatch, std::max<int64_t>({model.params().hidden_size, int64_t(model.params().n_heads) * model.params().head_dim,
-                                        model.params().ffn_size})) {
+      xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
+                                                            int64_t(model.params().n_heads) * model.params().head_dim,
+                                                            model.params().ffn_size})),
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size),
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)} {
     if (n_ctx_ > p_.context_length)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
                                              std::to_string(p_.context_length));
@@ -90,7 +93,7 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
 // ---- helpers ------------------------------------------------------------------------------------
 
 void Context::matmul(const Weight &w, const float *x, float *out, int32_t n) {
-    parallel_matmul(kernels_, pool_, xq_, w, x, out, n);
+    parallel_matmul(kernels_, pool_, xq_[0], w, x, out, n);
 }
 
 void Context::rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const {
@@ -171,7 +174,6 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
 void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0) {
     const int32_t d = p_.hidden_size, pos0 = n_past();
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
-    const int32_t f = p_.ffn_size;
 
     // Token embedding: x[t] = token_embd[token[t]] (decoded from its dtype).
     for (int32_t t = 0; t < n; ++t) dequantize_row(model_.token_embd(), tokens[t], x_.data() + size_t(t) * d);
@@ -181,9 +183,12 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
         // Attention block.
         rmsnorm(x_.data(), w.attn_norm, xb_.data(), n);
         capture(l, MIXRT_SITE_ATTN_IN, xb_.data(), n, w.attn_q.cols);
-        matmul(w.attn_q, xb_.data(), q_.data(), n);
-        matmul(w.attn_k, xb_.data(), k_.data(), n);
-        matmul(w.attn_v, xb_.data(), v_.data(), n);
+        {
+            QuantizedInputBuffer *const xq[] = {&xq_[0], &xq_[1], &xq_[2]};
+            const Weight *const ws[] = {&w.attn_q, &w.attn_k, &w.attn_v};
+            float *const outs[] = {q_.data(), k_.data(), v_.data()};
+            parallel_matmuls(kernels_, pool_, xq, ws, outs, 3, xb_.data(), n);
+        }
         rope(q_.data(), n, p_.n_heads, pos0);
         rope(k_.data(), n, p_.n_kv_heads, pos0);
         float *k_layer = k_cache_.get() + size_t(l) * n_ctx_ * kv_width;
@@ -198,12 +203,7 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
         // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
         rmsnorm(x_.data(), w.ffn_norm, xb_.data(), n);
         capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.cols);
-        matmul(w.ffn_gate, xb_.data(), gate_.data(), n);
-        matmul(w.ffn_up, xb_.data(), up_.data(), n);
-        for (size_t i = 0; i < size_t(n) * f; ++i) {
-            const float g = gate_[i];
-            gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
-        }
+        parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, xb_.data(), gate_.data(), up_.data(), n);
         capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.cols);
         matmul(w.ffn_down, gate_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];

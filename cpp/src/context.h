@@ -62,7 +62,9 @@ private:
     FloatBuffer k_cache_, v_cache_;
     // Activations of one batch: (kMaxBatch, width).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
-    QuantizedInputBuffer xq_;  // the input of a quantized matmul, rounded to 8-bit groups
+    // Inputs of quantized matmuls, rounded to 8-bit groups: [0] of any width; [1] and [2] (hidden
+    // size) for the matmuls that share a parallel region with [0]'s (K and V with Q, up with gate).
+    QuantizedInputBuffer xq_[3];
     std::vector<float> scores_;  // (n_threads, n_ctx): attention probabilities per thread
     std::vector<float> logits_;  // (rows, vocab)
     size_t logits_rows_ = 0;

@@ -2,25 +2,75 @@
 #include "matmul.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mixrt {
 
+namespace {
+
+constexpr int64_t kRowBlock = 16;  // rows per unit of work: keeps the 4-row tiles whole
+
+int64_t row_blocks(const Weight &w) { return (w.rows + kRowBlock - 1) / kRowBlock; }
+
+QuantizedInput round_input(ThreadPool &pool, QuantizedInputBuffer &xq, const Weight &w, const float *x, int64_t n) {
+    return is_quantized(w.dtype) ? xq.quantize(w, x, n, &pool) : QuantizedInput{};
+}
+
+// Rows [r0, r1) of out = x W^T.
+void matmul_rows(const CpuKernels &kernels, const Weight &w, const QuantizedInput &xq, const float *x, float *out,
+                 int64_t n, int64_t r0, int64_t r1) {
+    const int64_t M = w.rows, K = w.cols;
+    switch (w.dtype) {
+        case DType::f32: kernels.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1); break;
+        case DType::f16: kernels.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1); break;
+        case DType::q8: kernels.matmul_q8(w, xq, out, n, r0, r1); break;
+        case DType::q4: kernels.matmul_q4(w, xq, out, n, r0, r1); break;
+        case DType::mix: kernels.matmul_mix(w, xq, out, n, r0, r1); break;
+    }
+}
+
+}  // namespace
+
 void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_buffer, const Weight &w,
                      const float *x, float *out, int64_t n) {
-    const int64_t M = w.rows, K = w.cols;
-    QuantizedInput xq;
-    if (is_quantized(w.dtype)) xq = xq_buffer.quantize(w, x, n, &pool);
-    // Chunks of 16 rows keep the 4-row tiles whole and balance the threads.
-    const int64_t blocks = (M + 15) / 16;
-    pool.parallel_for(blocks, [&](int64_t b0, int64_t b1) {
-        const int64_t r0 = b0 * 16, r1 = std::min(M, b1 * 16);
-        switch (w.dtype) {
-            case DType::f32: kernels.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1); break;
-            case DType::f16: kernels.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1); break;
-            case DType::q8: kernels.matmul_q8(w, xq, out, n, r0, r1); break;
-            case DType::q4: kernels.matmul_q4(w, xq, out, n, r0, r1); break;
-            case DType::mix: kernels.matmul_mix(w, xq, out, n, r0, r1); break;
+    QuantizedInputBuffer *const xq[] = {&xq_buffer};
+    const Weight *const ws[] = {&w};
+    float *const outs[] = {out};
+    parallel_matmuls(kernels, pool, xq, ws, outs, 1, x, n);
+}
+
+void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer *const xq[],
+                      const Weight *const w[], float *const out[], int count, const float *x, int64_t n) {
+    QuantizedInput in[3];
+    int64_t first[4] = {0};  // the first row block of each matmul in the shared block index
+    for (int i = 0; i < count; ++i) {
+        in[i] = round_input(pool, *xq[i], *w[i], x, n);
+        first[i + 1] = first[i] + row_blocks(*w[i]);
+    }
+    pool.parallel_for(first[count], [&](int64_t b0, int64_t b1) {
+        for (int i = 0; i < count; ++i) {
+            const int64_t lo = std::max(b0, first[i]), hi = std::min(b1, first[i + 1]);
+            if (lo < hi)
+                matmul_rows(kernels, *w[i], in[i], x, out[i], n, (lo - first[i]) * kRowBlock,
+                            std::min(w[i]->rows, (hi - first[i]) * kRowBlock));
         }
+    });
+}
+
+void parallel_swiglu(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_gate,
+                     QuantizedInputBuffer &xq_up, const Weight &gate_w, const Weight &up_w, const float *x, float *gate,
+                     float *up, int64_t n) {
+    const int64_t f = gate_w.rows;
+    const QuantizedInput in_gate = round_input(pool, xq_gate, gate_w, x, n), in_up = round_input(pool, xq_up, up_w, x, n);
+    pool.parallel_for(row_blocks(gate_w), [&](int64_t b0, int64_t b1) {
+        const int64_t r0 = b0 * kRowBlock, r1 = std::min(f, b1 * kRowBlock);
+        matmul_rows(kernels, gate_w, in_gate, x, gate, n, r0, r1);
+        matmul_rows(kernels, up_w, in_up, x, up, n, r0, r1);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = r0; r < r1; ++r) {
+                const float g = gate[t * f + r];
+                gate[t * f + r] = g / (1.0f + std::exp(-g)) * up[t * f + r];
+            }
     });
 }
 
