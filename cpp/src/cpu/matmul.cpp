@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+
+#include "../error.h"
 
 namespace mixrt {
 
@@ -41,8 +44,11 @@ void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInput
 
 void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer *const xq[],
                       const Weight *const w[], float *const out[], int count, const float *x, int64_t n) {
-    QuantizedInput in[3];
-    int64_t first[4] = {0};  // the first row block of each matmul in the shared block index
+    constexpr int kMaxCount = 3;
+    if (count < 1 || count > kMaxCount)
+        fail(MIXRT_ERR_INTERNAL, "parallel_matmuls: expected 1 to 3 matmuls, found " + std::to_string(count));
+    QuantizedInput in[kMaxCount];
+    int64_t first[kMaxCount + 1] = {0};  // the first row block of each matmul in the shared block index
     for (int i = 0; i < count; ++i) {
         in[i] = round_input(pool, *xq[i], *w[i], x, n);
         first[i + 1] = first[i] + row_blocks(*w[i]);
