@@ -98,9 +98,9 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         }
         g0 = g1;
     }
-    // The group pairs' layout (quantized_input.h).
+    // The group pairs' layout (quantized_input.h), read by the q4 and mix kernels.
     int8_t *pairs = pairs_.data() + t * in.pair_stride;
-    for (int64_t g = 0; g < in.pair_stride / kGroup; g += 2)
+    for (int64_t g = 0; w.dtype != DType::q8 && g < in.pair_stride / kGroup; g += 2)
         for (int half = 0; half < 2; ++half)        // columns 0..15, then 16..31
             for (int member = 0; member < 2; ++member)  // group g, then g + 1
                 for (int i = 0; i < 16; ++i) {

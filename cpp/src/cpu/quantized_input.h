@@ -30,7 +30,8 @@ struct QuantizedInput {
     const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
     // [n, pair_stride] the codes again, each group pair (2p, 2p+1) as the 64 bytes
     // g[0..15], g+1[0..15], g[16..31], g+1[16..31]: the column order in which the fast kernels
-    // decode a pair of weight groups into two registers (zero padded to whole pairs).
+    // decode a pair of weight groups into two registers (zero padded to whole pairs; q4 and mix
+    // only: the q8 kernels take groups one at a time).
     const int8_t *pairs = nullptr;
     int64_t stride = 0, groups = 0, K = 0, pair_stride = 0;
 };
