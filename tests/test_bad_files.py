@@ -66,8 +66,14 @@ def test_shorter_than_the_header(good):
 
 
 def test_wrong_magic(good):
-    patch(good, 0, "<8s", b"GGUF\0\0\0\0")
+    patch(good, 0, "<8s", b"MIXRX\0\0\0")
     assert "wrong magic" in load_error(good)
+
+
+def test_a_gguf_file_is_sent_to_the_converter(good):
+    patch(good, 0, "<8s", b"GGUF\0\0\0\0")
+    assert load_error(good) == (f"{good} is a GGUF file, not a .mixrt file: convert it first: "
+                                f"mixrt-convert {good} -o OUT.mixrt")
 
 
 def test_wrong_major_version(good):
@@ -295,7 +301,11 @@ def test_untied_model_needs_output_weight(tmp_path):
 def test_not_a_file(tmp_path):
     with pytest.raises(mixrt.MixrtError, match="not found"):
         mixrt.load(tmp_path / "nope.mixrt")
-    with pytest.raises(mixrt.MixrtError, match="not a regular file"):
+    with pytest.raises(mixrt.MixrtError, match="is a directory, expected a .mixrt file"):
+        mixrt.load(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(mixrt.MixrtError, match="is a Hugging Face checkpoint directory, not a .mixrt file: "
+                                               "convert it first: mixrt-convert"):
         mixrt.load(tmp_path)
 
 

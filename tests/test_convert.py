@@ -269,9 +269,9 @@ def test_conversion_time_and_peak_memory(smollm2_gguf, smollm2_f32, tmp_path, re
 # ---- generated models and the Hugging Face path ------------------------------------------------
 
 @pytest.fixture(scope="session")
-def tiny_hf(llama2_spm, tmp_path_factory) -> Path:
+def tiny_hf(spm_tokenizer, tmp_path_factory) -> Path:
     return make_random_model(tmp_path_factory.mktemp("tiny") / "tiny", shape="tiny",
-                             tokenizer_model=llama2_spm, seed=0)
+                             tokenizer=spm_tokenizer, seed=0)
 
 
 @pytest.fixture
@@ -287,16 +287,17 @@ def tiny_f32(tiny_hf, tmp_path_factory) -> Path:
     return out
 
 
-def test_random_model_converts(random_llama2_model):
-    file = read_mixrt(random_llama2_model)
+def test_random_model_converts(random_model, spm_tokenizer):
+    file = read_mixrt(random_model)
     meta = file.metadata
-    assert meta["mixrt.source"] == "hf:random-llama2-hf" and meta["mixrt.recipe"] == "f16"
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(spm_tokenizer / "tokenizer.model")).vocab_size()
+    assert meta["mixrt.source"] == "hf:hf" and meta["mixrt.recipe"] == "f16"
     assert (meta["llama.vocab_size"], meta["llama.hidden_size"], meta["llama.n_layers"],
             meta["llama.n_heads"], meta["llama.n_kv_heads"], meta["llama.ffn_size"],
             meta["llama.context_length"], meta["llama.tie_word_embeddings"]) == \
-        (32000, 64, 2, 4, 2, 172, 256, 0)
-    assert len(meta["tokenizer.tokens"]) == 32000 and meta["tokenizer.model"] == "sentencepiece_bpe"
-    assert file.tensors["output.weight"].dims == (32000, 64)
+        (vocab, 64, 2, 4, 2, 172, 256, 0)
+    assert len(meta["tokenizer.tokens"]) == vocab and meta["tokenizer.model"] == "sentencepiece_bpe"
+    assert file.tensors["output.weight"].dims == (vocab, 64)
     assert len(file.tensors) == 3 + 2 * len(LAYER_KINDS)
 
 
@@ -312,7 +313,7 @@ def test_random_model_gives_non_degenerate_logits(tiny_f32):
         return x / np.sqrt(np.mean(x * x) + meta["llama.rms_norm_eps"]) * weight
 
     logits = []
-    for token in (1, 450, 7483):
+    for token in (1, 450, 783):
         x = w["token_embd.weight"][token]
         for i in range(meta["llama.n_layers"]):
             layer = {kind: w[f"blk.{i}.{kind}.weight"] for kind in LAYER_KINDS}
@@ -333,9 +334,9 @@ def test_random_model_gives_non_degenerate_logits(tiny_f32):
     assert len({int(row.argmax()) for row in logits}) == len(logits)
 
 
-def test_sharded_checkpoint_converts_like_a_single_file(tiny_hf, llama2_spm, tmp_path):
-    sharded = make_random_model(tmp_path / "sharded", shape="tiny", tokenizer_model=llama2_spm,
-                                seed=0, max_shard_bytes=3 << 20)
+def test_sharded_checkpoint_converts_like_a_single_file(tiny_hf, spm_tokenizer, tmp_path):
+    sharded = make_random_model(tmp_path / "sharded", shape="tiny", tokenizer=spm_tokenizer,
+                                seed=0, max_shard_bytes=1 << 17)
     shards = sorted(p.name for p in sharded.glob("*.safetensors"))
     assert len(shards) > 2 and (sharded / "model.safetensors.index.json").exists()
     (sharded / "stray.safetensors").write_bytes(b"not listed by the index, so never read")
@@ -471,7 +472,7 @@ def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_p
 
     convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
             bits=TINY_MIX_BITS if recipe == "mix" else None, progress=False)
-    tokens = [1, 450, 7483, 338, 263]
+    tokens = [1, 450, 783, 338, 263]
     quantized = mixrt.load(tmp_path / "q.mixrt").eval_logits(tokens)
     dense = mixrt.load(dequantized_copy(tmp_path / "q.mixrt",
                                         tmp_path / "d.mixrt")).eval_logits(tokens)
@@ -487,7 +488,7 @@ def test_quantized_results_do_not_depend_on_the_thread_count(tiny_hf, tmp_path, 
 
     convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
             bits=TINY_MIX_BITS if recipe == "mix" else None, progress=False)
-    tokens = [1, 450, 7483, 338, 263]
+    tokens = [1, 450, 783, 338, 263]
     runs = [mixrt.load(tmp_path / "q.mixrt", threads=t) for t in (1, 2, 3)]
     prefill = [m.eval_logits(tokens) for m in runs]
     decode = [m.generate("The", max_tokens=6, temperature=0) for m in runs]
@@ -518,8 +519,10 @@ def edit_weights(hf_dir: Path, **changes) -> None:
 
 
 def shrink_vocab(hf_dir: Path) -> None:
-    edit_config(hf_dir, vocab_size=31999)
-    edit_weights(hf_dir, **{name: np.zeros((31999, 64), np.float32)
+    """One embedding row fewer than the tokenizer has tokens."""
+    vocab = json.loads((hf_dir / "config.json").read_text())["vocab_size"] - 1
+    edit_config(hf_dir, vocab_size=vocab)
+    edit_weights(hf_dir, **{name: np.zeros((vocab, 64), np.float32)
                             for name in ("model.embed_tokens.weight", "lm_head.weight")})
 
 
@@ -557,7 +560,7 @@ HF_REFUSALS = {
     "missing tokenizer": (lambda d: (d / "tokenizer.model").unlink(),
                           r"expected a tokenizer \(tokenizer.json or tokenizer.model\), "
                           "found none"),
-    "vocab mismatch": (shrink_vocab, "tokenizer: .*32000 tokens.* vocab_size is 31999"),
+    "vocab mismatch": (shrink_vocab, r"tokenizer: .*(\d+) tokens.* vocab_size is (?!\1)\d+"),
 }
 
 

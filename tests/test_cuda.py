@@ -322,3 +322,22 @@ def test_backend_choice_without_gpu_or_with(tmp_path):
     assert mixrt.load(path, backend="cpu").backend == "cpu"
     with pytest.raises(ValueError, match="backend: expected one of auto, cpu, cuda"):
         mixrt.load(path, backend="gpu")
+
+
+def test_the_unavailable_reason_is_true():
+    """Without an NVIDIA driver the CUDA runtime reports an "insufficient driver"; the reason must
+    say that there is no driver (no GPU) instead, and never claim that on a machine with one."""
+    import ctypes
+
+    if CUDA_REASON == "mixrt was built without the CUDA backend":
+        pytest.skip("this build has no CUDA backend, so it never asks the driver")
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        has_driver = True
+    except OSError:
+        has_driver = False
+    print(f"\nNVIDIA driver library present: {has_driver}; reason: {CUDA_REASON!r}")
+    if has_driver:
+        assert "no NVIDIA GPU driver" not in CUDA_REASON
+    else:
+        assert CUDA_REASON == "no NVIDIA GPU driver is installed (no NVIDIA GPU on this machine)"

@@ -145,21 +145,21 @@ def _tokens_text():
             + "Pack my box with five dozen liquor jugs; how vexingly quick daft zebras jump! " * 20)
 
 
-def test_collect_hessians_on_tiny_model(random_llama2_model):
+def test_collect_hessians_on_tiny_model(random_model):
     from mixrt.format import read_mixrt
     from mixrt.quant.calibration import SITE_OF, calibration_windows, collect_hessians
 
     import mixrt
 
-    meta = read_mixrt(random_llama2_model).metadata
+    meta = read_mixrt(random_model).metadata
     d, f, n_layers = meta["llama.hidden_size"], meta["llama.ffn_size"], meta["llama.n_layers"]
     q_width = meta["llama.n_heads"] * meta["llama.head_dim"]
     ctx = 64
     text = _tokens_text()
-    n_windows = len(mixrt.load(random_llama2_model).tokenize(text, add_bos=False,
+    n_windows = len(mixrt.load(random_model).tokenize(text, add_bos=False,
                                                              special=False)) // ctx
     assert n_windows >= 4
-    hessians = collect_hessians(random_llama2_model, text, n_tokens=3 * ctx, ctx=ctx, threads=1,
+    hessians = collect_hessians(random_model, text, n_tokens=3 * ctx, ctx=ctx, threads=1,
                                 progress=False)
     assert hessians.n_tokens == 3 * ctx
     widths = {0: d, 1: q_width, 2: d, 3: f}
@@ -171,7 +171,7 @@ def test_collect_hessians_on_tiny_model(random_llama2_model):
         assert hessians.counts[(layer, site)] == 3 * ctx
     assert hessians.for_tensor("blk.1.ffn_down.weight") is hessians[(1, SITE_OF["ffn_down"])]
     # a subset of layers
-    only = collect_hessians(random_llama2_model, text, n_tokens=ctx, ctx=ctx, threads=1,
+    only = collect_hessians(random_model, text, n_tokens=ctx, ctx=ctx, threads=1,
                             progress=False, layers=[1])
     assert set(only) == {(1, site) for site in range(4)}
     # windows spread over the text, whole, non-overlapping
@@ -180,7 +180,7 @@ def test_collect_hessians_on_tiny_model(random_llama2_model):
     assert len(wins) == 2 and all(len(w) == 100 for w in wins) and wins[0][0] == 0
 
 
-def test_layer_stack_matches_the_runtime(random_llama2_model):
+def test_layer_stack_matches_the_runtime(random_model):
     """The numpy decoder of sequential calibration sees the same layer inputs as the runtime."""
     from mixrt.format import read_mixrt
     from mixrt.quant.calibration import (SITE_OF, calibration_windows, collect_hessians,
@@ -190,11 +190,11 @@ def test_layer_stack_matches_the_runtime(random_llama2_model):
 
     ctx = 64
     text = _tokens_text()
-    hessians = collect_hessians(random_llama2_model, text, n_tokens=2 * ctx, ctx=ctx, threads=1,
+    hessians = collect_hessians(random_model, text, n_tokens=2 * ctx, ctx=ctx, threads=1,
                                 progress=False)
-    tokens = mixrt.load(random_llama2_model).tokenize(text, add_bos=False, special=False)
+    tokens = mixrt.load(random_model).tokenize(text, add_bos=False, special=False)
     windows = calibration_windows(tokens, 2 * ctx, ctx)
-    model = read_mixrt(random_llama2_model)
+    model = read_mixrt(random_model)
     seen = {}
 
     def keep(name, w, h):
@@ -210,7 +210,7 @@ def test_layer_stack_matches_the_runtime(random_llama2_model):
 
 
 @pytest.mark.parametrize("sequential", [True, False])
-def test_calibrated_mix_on_tiny_model(random_llama2_model, sequential):
+def test_calibrated_mix_on_tiny_model(random_model, sequential):
     from mixrt.format import read_mixrt
     from mixrt.quant.calibration import calibration_windows
     from mixrt.quant.gptq import calibrated_mix
@@ -218,12 +218,12 @@ def test_calibrated_mix_on_tiny_model(random_llama2_model, sequential):
 
     import mixrt
 
-    model = read_mixrt(random_llama2_model)
+    model = read_mixrt(random_model)
     linear = {name: t.dims for name, t in model.tensors.items()
               if len(t.dims) == 2 and name.startswith("blk.")}
     plan = plan_mix(linear.values(), 4.0, 0.005)
     storage = {name: (k4, nnz) for name, k4, nnz in zip(linear, plan.k4, plan.nnz)}
-    tokens = mixrt.load(random_llama2_model).tokenize(_tokens_text(), add_bos=False,
+    tokens = mixrt.load(random_model).tokenize(_tokens_text(), add_bos=False,
                                                       special=False)
     windows = calibration_windows(tokens, 128, 64)
     report = {}

@@ -1,6 +1,7 @@
 # test_tokenizer.py: the native tokenizers token for token against the reference libraries:
 # byte-level BPE (SmolLM2 converted from GGUF) vs `tokenizers` on its tokenizer.json, sentencepiece
-# BPE (a random model with the Llama-2 vocabulary) vs `sentencepiece`; and the tokenizer export.
+# BPE (random models with a vocabulary trained on the repository's text and with Llama-2's) vs
+# `sentencepiece`; and the tokenizer export.
 # Run: PYTHONPATH=python python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
 import random
 import shutil
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import sentencepiece
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from train_tokenizer import repository_text
 
-from conftest import LLAMA2_SPM, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, require
+from conftest import LLAMA2_SPM, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
 from mixrt.convert.tokenizer_export import (tokenizer_metadata_from_gguf,
                                             tokenizer_metadata_from_hf_dir)
 
@@ -34,6 +36,14 @@ CHAT = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi the
 def read_text(path) -> str:
     """The file's exact text (its \\r\\n line ends kept)."""
     return require(path).read_bytes().decode("utf-8")
+
+
+# Texts the tokenizers are checked on: two real ones from ../shared, and the repository's own.
+TEXTS = {"wikitext-eval": WIKI_EVAL, "shakespeare": SHAKESPEARE, "repository": None}
+
+
+def source_text(source: str) -> str:
+    return repository_text() if TEXTS[source] is None else read_text(TEXTS[source])
 
 
 def assert_same_ids(got, want, what):
@@ -93,18 +103,19 @@ def test_llama2_export(llama2_spm, tmp_path):
     assert meta["tokenizer.add_bos"] == 1 and meta["tokenizer.add_space_prefix"] == 1
 
 
-def test_hf_export_prefers_tokenizer_model_over_other_kinds_and_pads_to_vocab_size(llama2_spm,
+def test_hf_export_prefers_tokenizer_model_over_other_kinds_and_pads_to_vocab_size(spm_tokenizer,
                                                                                     tmp_path):
-    shutil.copy(llama2_spm, tmp_path / "tokenizer.model")
+    shutil.copy(spm_tokenizer / "tokenizer.model", tmp_path / "tokenizer.model")
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model")).vocab_size()
     metaspace = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
     metaspace.pre_tokenizer = pre_tokenizers.Metaspace()
     metaspace.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "config.json").write_text('{"vocab_size": 32064}')
+    (tmp_path / "config.json").write_text(f'{{"vocab_size": {vocab + 64}}}')
     meta = tokenizer_metadata_from_hf_dir(tmp_path)
     assert meta["tokenizer.model"] == "sentencepiece_bpe"
-    assert len(meta["tokenizer.tokens"]) == len(meta["tokenizer.scores"]) == 32064
-    assert meta["tokenizer.tokens"][32000] == "[PAD32000]"
-    assert set(meta["tokenizer.token_types"][32000:]) == {5}
+    assert len(meta["tokenizer.tokens"]) == len(meta["tokenizer.scores"]) == vocab + 64
+    assert meta["tokenizer.tokens"][vocab] == f"[PAD{vocab}]"
+    assert set(meta["tokenizer.token_types"][vocab:]) == {5}
 
 
 def write_tokenizer_json(tokenizer: Tokenizer):
@@ -127,7 +138,7 @@ def metaspace_bpe() -> Tokenizer:
 def train_sentencepiece(**options):
     def make(d):
         text = d / "train.txt"
-        text.write_text(read_text(SHAKESPEARE)[:200_000])
+        text.write_text(repository_text()[:200_000])
         sentencepiece.SentencePieceTrainer.train(
             input=str(text), model_prefix=str(d / "tokenizer"), vocab_size=300, minloglevel=2,
             **options)
@@ -218,7 +229,7 @@ def test_byte_bpe_line_by_line(smollm2, hf_tokenizer):
 def test_byte_bpe_tricky_strings(smollm2, hf_tokenizer):
     for text in TRICKY:
         want = hf_tokenizer.encode(text).ids
-        assert_same_ids(smollm2.tokenize(text, add_bos=False), want, repr(text))
+        assert_same_ids(smollm2.tokenize(text, add_bos=False, special=True), want, repr(text))
         assert smollm2.detokenize(want) == hf_tokenizer.decode(want), repr(text)
         assert smollm2.detokenize(want, special=True) == \
             hf_tokenizer.decode(want, skip_special_tokens=False), repr(text)
@@ -227,8 +238,8 @@ def test_byte_bpe_tricky_strings(smollm2, hf_tokenizer):
 
 @pytest.mark.real_model
 def test_byte_bpe_special_tokens(smollm2, hf_tokenizer):
-    assert smollm2.tokenize("<|im_start|>", add_bos=False) == [1]
-    assert_same_ids(smollm2.tokenize(CHAT, add_bos=False), hf_tokenizer.encode(CHAT).ids, "chat")
+    assert smollm2.tokenize("<|im_start|>", add_bos=False, special=True) == [1]
+    assert_same_ids(smollm2.tokenize(CHAT, add_bos=False, special=True), hf_tokenizer.encode(CHAT).ids, "chat")
     plain = Tokenizer.from_file(str(SMOLLM2_HF_FILES / "tokenizer.json"))
     plain.encode_special_tokens = True
     for text in [CHAT] + TRICKY:
@@ -236,7 +247,9 @@ def test_byte_bpe_special_tokens(smollm2, hf_tokenizer):
                         plain.encode(text).ids, f"special=False {text!r}")
     assert smollm2.tokenize("Hi", add_bos=True)[0] == 1
     assert smollm2.tokenize("Hi") == hf_tokenizer.encode("Hi").ids  # the file says: no BOS
-    ids = smollm2.tokenize(CHAT)
+    # By default control tokens written in text are plain text.
+    assert smollm2.tokenize(CHAT) == smollm2.tokenize(CHAT, special=False)
+    ids = smollm2.tokenize(CHAT, special=True)
     assert smollm2.detokenize(ids) == "system\nYou are helpful.\nuser\nHi there!\n"
     assert smollm2.detokenize(ids, special=True) == CHAT
 
@@ -262,78 +275,90 @@ def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
     print(f"\nbyte_bpe: {len(strings)} random byte strings tokenized as their repaired text")
 
 
-# ---- sentencepiece BPE: the Llama-2 vocabulary vs `sentencepiece` ------------------------------
+# ---- sentencepiece BPE: a trained vocabulary and Llama-2's vs `sentencepiece` -------------------
 
-@pytest.fixture(scope="session")
-def llama2(random_llama2_model):
+@pytest.fixture(scope="session", params=["trained", "llama2"])
+def spm_pair(request, tmp_path_factory):
+    """(mixrt model, sentencepiece reference) of one sentencepiece vocabulary: the one trained on
+    the repository's text (tools/train_tokenizer.py), or Llama-2's (from ../shared), each on a
+    tiny random model."""
     import mixrt
 
-    return mixrt.load(random_llama2_model)
+    if request.param == "trained":
+        spm_file = request.getfixturevalue("spm_tokenizer") / "tokenizer.model"
+        model_file = request.getfixturevalue("random_model")
+    else:
+        spm_file = require(LLAMA2_SPM)
+        model_file = random_model_file(tmp_path_factory.mktemp("random-llama2"), spm_file)
+    return mixrt.load(model_file), sentencepiece.SentencePieceProcessor(model_file=str(spm_file))
 
 
-@pytest.fixture(scope="session")
-def spm_reference(llama2_spm):
-    return sentencepiece.SentencePieceProcessor(model_file=str(llama2_spm))
-
-
-@pytest.mark.parametrize("path", [WIKI_EVAL, SHAKESPEARE], ids=["wikitext-eval", "shakespeare"])
-def test_sentencepiece_whole_file(llama2, spm_reference, path):
-    text = read_text(path)
+@pytest.mark.parametrize("source", TEXTS)
+def test_sentencepiece_whole_file(spm_pair, source):
+    model, spm_reference = spm_pair
+    text = source_text(source)
     start = time.perf_counter()
-    got = llama2.tokenize(text, add_bos=False, special=False)
+    got = model.tokenize(text, add_bos=False, special=False)
     seconds = time.perf_counter() - start
     want = spm_reference.encode(text)
-    assert_same_ids(got, want, path.name)
-    print(f"\nsentencepiece_bpe {path.name}: {len(text.encode())} bytes -> {len(got)} tokens, "
+    assert_same_ids(got, want, source)
+    print(f"\nsentencepiece_bpe {source}: {len(text.encode())} bytes -> {len(got)} tokens, "
           f"equal to sentencepiece; encoded in {seconds * 1000:.0f} ms")
     assert seconds < 2.0
-    assert llama2.detokenize(got) == spm_reference.decode(want) == text
+    # Decoding gives the text back, but for U+2581, which sentencepiece reserves for the space.
+    assert model.detokenize(got) == spm_reference.decode(want) == text.replace("\u2581", " ")
 
 
-def test_sentencepiece_line_by_line(llama2, spm_reference):
-    lines = read_text(WIKI_EVAL).splitlines(keepends=True) + \
-        read_text(SHAKESPEARE).splitlines(keepends=True)
+@pytest.mark.parametrize("source", TEXTS)
+def test_sentencepiece_line_by_line(spm_pair, source):
+    model, spm_reference = spm_pair
+    lines = source_text(source).splitlines(keepends=True)
     want = [spm_reference.encode(line) for line in lines]
-    got = [llama2.tokenize(line, add_bos=False, special=False) for line in lines]
+    got = [model.tokenize(line, add_bos=False, special=False) for line in lines]
     bad = [i for i in range(len(lines)) if got[i] != want[i]]
-    print(f"\nsentencepiece_bpe: {len(lines)} lines, {sum(map(len, want))} tokens, "
+    print(f"\nsentencepiece_bpe {source}: {len(lines)} lines, {sum(map(len, want))} tokens, "
           f"{len(bad)} mismatches")
     assert not bad, f"line {lines[bad[0]]!r}: got {got[bad[0]]}, expected {want[bad[0]]}"
 
 
-def test_sentencepiece_tricky_strings(llama2, spm_reference):
+def test_sentencepiece_tricky_strings(spm_pair):
+    model, spm_reference = spm_pair
     for text in TRICKY:
         want = spm_reference.encode(text)
-        assert_same_ids(llama2.tokenize(text, add_bos=False, special=False), want, repr(text))
-        assert llama2.detokenize(want) == spm_reference.decode(want), repr(text)
+        assert_same_ids(model.tokenize(text, add_bos=False, special=False), want, repr(text))
+        assert model.detokenize(want) == spm_reference.decode(want), repr(text)
     print(f"\nsentencepiece_bpe: {len(TRICKY)} tricky strings equal to sentencepiece "
           "(encode and decode)")
 
 
-def test_sentencepiece_bos_and_special_tokens(llama2, spm_reference):
-    assert llama2.tokenize("Hello world") == [1] + spm_reference.encode("Hello world")  # add_bos 1
-    assert llama2.tokenize("Hello", add_bos=False) == spm_reference.encode("Hello")
+def test_sentencepiece_bos_and_special_tokens(spm_pair):
+    model, spm_reference = spm_pair
+    assert model.tokenize("Hello world") == [1] + spm_reference.encode("Hello world")  # add_bos 1
+    assert model.tokenize("Hello", add_bos=False) == spm_reference.encode("Hello")
     # Control tokens in text are plain text unless special, then each text segment is encoded on
     # its own, with its own space prefix.
     text = "<s>[INST] Hi [/INST]</s>"
-    assert llama2.tokenize(text, add_bos=False, special=False) == spm_reference.encode(text)
-    assert llama2.tokenize(text, add_bos=False, special=True) == \
+    assert model.tokenize(text, add_bos=False, special=False) == spm_reference.encode(text)
+    assert model.tokenize(text, add_bos=False, special=True) == \
         [1] + spm_reference.encode("[INST] Hi [/INST]") + [2]
-    assert llama2.detokenize([1, 15043, 2]) == "Hello"
-    assert llama2.detokenize([1, 15043, 2], special=True) == "<s>Hello</s>"
+    hello = spm_reference.encode("Hello")
+    assert model.detokenize([1, *hello, 2]) == "Hello"
+    assert model.detokenize([1, *hello, 2], special=True) == "<s>Hello</s>"
 
 
-def test_sentencepiece_decodes_any_ids_like_sentencepiece(llama2, spm_reference):
-    sequences = random_id_sequences(llama2.n_vocab)
+def test_sentencepiece_decodes_any_ids_like_sentencepiece(spm_pair):
+    model, spm_reference = spm_pair
+    sequences = random_id_sequences(model.n_vocab)
     for ids in sequences:
-        assert llama2.detokenize(ids) == spm_reference.decode(ids), ids
+        assert model.detokenize(ids) == spm_reference.decode(ids), ids
     print(f"\nsentencepiece_bpe: {len(sequences)} random id sequences decode as sentencepiece does")
 
 
-def test_sentencepiece_invalid_utf8(llama2, spm_reference):
+def test_sentencepiece_invalid_utf8(spm_pair):
     """sentencepiece takes bytes too: each byte of an ill-formed sequence becomes U+FFFD."""
+    model, spm_reference = spm_pair
     strings = random_byte_strings()
     for raw in strings:
-        assert llama2._model.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
+        assert model._model.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
     print(f"\nsentencepiece_bpe: {len(strings)} random byte strings tokenized as sentencepiece "
           "does")

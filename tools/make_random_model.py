@@ -34,6 +34,7 @@ SHAPES = {
 }
 DEFAULT_VOCAB = 32000
 DEFAULT_SHARD_BYTES = 1 << 30
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 # Weight scales: each linear layer maps unit-RMS inputs to unit-RMS outputs (std 1/sqrt(fan_in),
 # 0.016 at width 4096, like trained Llamas), so attention is not uniform and activations neither
 # vanish nor explode; the output head is scaled up so the logits spread over several nats.
@@ -75,28 +76,44 @@ def _shards(plan, itemsize: int, max_shard_bytes: int) -> list[list]:
     return shards
 
 
-def _tokenizer_files(out: Path, tokenizer_model) -> dict:
-    """Copies the sentencepiece model in; returns the config.json entries it implies."""
-    if tokenizer_model is None:
+def _tokenizer_files(out: Path, tokenizer) -> dict:
+    """Copies the tokenizer in (a sentencepiece tokenizer.model file, or a directory of Hugging
+    Face tokenizer files such as tools/train_tokenizer.py writes); returns the config.json entries
+    it implies."""
+    if tokenizer is None:
         return {"vocab_size": DEFAULT_VOCAB, "bos_token_id": 1, "eos_token_id": 2}
+    tokenizer = Path(tokenizer)
+    if tokenizer.is_dir():
+        for name in TOKENIZER_FILES:
+            if (tokenizer / name).exists():
+                shutil.copyfile(tokenizer / name, out / name)
+    else:
+        shutil.copyfile(tokenizer, out / "tokenizer.model")
+    if (out / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        hf = Tokenizer.from_file(str(out / "tokenizer.json"))
+        names = json.loads((out / "tokenizer_config.json").read_text())
+        return {"vocab_size": hf.get_vocab_size(), "bos_token_id": hf.token_to_id(names["bos_token"]),
+                "eos_token_id": hf.token_to_id(names["eos_token"])}
     import sentencepiece
 
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model))
-    shutil.copyfile(tokenizer_model, out / "tokenizer.model")
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-        "bos_token": processor.id_to_piece(processor.bos_id()),
-        "eos_token": processor.id_to_piece(processor.eos_id()),
-        "unk_token": processor.id_to_piece(processor.unk_id())}, indent=2) + "\n")
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    if not (out / "tokenizer_config.json").exists():
+        (out / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+            "bos_token": processor.id_to_piece(processor.bos_id()),
+            "eos_token": processor.id_to_piece(processor.eos_id()),
+            "unk_token": processor.id_to_piece(processor.unk_id())}, indent=2) + "\n")
     return {"vocab_size": processor.vocab_size(), "bos_token_id": processor.bos_id(),
             "eos_token_id": processor.eos_id()}
 
 
-def make_random_model(out_dir, shape: str = "tiny", tokenizer_model=None, seed: int = 0,
+def make_random_model(out_dir, shape: str = "tiny", tokenizer=None, seed: int = 0,
                       dtype: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
     """Writes config.json, the weights (model.safetensors, or model-XXXXX-of-YYYYY.safetensors
-    shards and model.safetensors.index.json when above max_shard_bytes) and, if tokenizer_model
-    (a sentencepiece tokenizer.model) is given, the tokenizer. dtype: float32 or float16 (default:
+    shards and model.safetensors.index.json when above max_shard_bytes) and, if tokenizer (a
+    sentencepiece tokenizer.model, or a directory of tokenizer files) is given, the tokenizer. dtype: float32 or float16 (default:
     the shape's, float32 for tiny and float16 for the big ones). Memory stays near one shard."""
     spec = SHAPES[shape]
     dtype = np.dtype(dtype or spec.dtype)
@@ -111,7 +128,7 @@ def make_random_model(out_dir, shape: str = "tiny", tokenizer_model=None, seed: 
               "hidden_act": "silu", "max_position_embeddings": spec.context,
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
               "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
-              "torch_dtype": dtype.name, **_tokenizer_files(out, tokenizer_model)}
+              "torch_dtype": dtype.name, **_tokenizer_files(out, tokenizer)}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     rng = np.random.default_rng(seed)
@@ -140,13 +157,14 @@ def main() -> None:
         description="Write a randomly initialised Hugging Face Llama checkpoint directory.")
     parser.add_argument("out_dir")
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
-    parser.add_argument("--tokenizer-model", help="sentencepiece tokenizer.model to include "
-                                                  "(needed to convert the result)")
+    parser.add_argument("--tokenizer", help="sentencepiece tokenizer.model, or a directory of "
+                                            "tokenizer files (tools/train_tokenizer.py), to include "
+                                            "(needed to convert the result)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=("float32", "float16"),
                         help="weight storage (default: float32 for tiny, float16 otherwise)")
     args = parser.parse_args()
-    out = make_random_model(args.out_dir, shape=args.shape, tokenizer_model=args.tokenizer_model,
+    out = make_random_model(args.out_dir, shape=args.shape, tokenizer=args.tokenizer,
                             seed=args.seed, dtype=args.dtype)
     print(f"wrote {out}")
 
