@@ -3,18 +3,24 @@
     import mixrt
     m = mixrt.load("model.mixrt")
     print(m.generate("The capital of France is", max_tokens=16, temperature=0))
+    print(m.chat([{"role": "user", "content": "Hi!"}]))
 
-The runtime API (load, Model, generate, MixrtError) lives in mixrt.api and is imported on first
-use, so the converter (mixrt.convert) and the format writer (mixrt.format) work on their own.
+The runtime API (load, Model, generate, ...) lives in mixrt.api and is imported on first use, so
+the converter (mixrt.convert) and the format writer (mixrt.format) work on their own.
 """
 
 __version__ = "0.1.0"
-__all__ = ["load", "generate", "Model", "MixrtError", "__version__"]
+_API = ("load", "generate", "Model", "MixrtError", "Completion", "CompletionStream")
+__all__ = [*_API, "__version__"]
 
 
 def __getattr__(name):
-    if name in ("load", "generate", "Model", "MixrtError"):
+    if name in _API:
         from . import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'mixrt' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,32 +1,151 @@
-"""The Python API of mixrt: load(), Model and generate(), a thin layer over the C API binding
-mixrt._core. Tested by tests/test_api.py (and by the real-model tests)."""
+"""The Python API of mixrt: load(), Model (tokenizer, generation, chat, perplexity) and generate(),
+a thin layer over the C API binding mixrt._core. Arguments are checked here, so that a bad one
+names itself. Tested by tests/test_generation.py, tests/test_api.py and tests/test_chat.py."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
 import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
+from .chat import ChatTemplate, ChatTemplateError
 
 MixrtError = _core.MixrtError
 
-STOP_REASONS = {1: "eos", 2: "stop", 3: "length"}
+# The core's stop reasons (mixrt_stop_reason) as OpenAI's finish_reason: the end-of-sequence token
+# and a stop string both "stop", max_tokens or the end of the context "length".
+FINISH_REASONS = {1: "stop", 2: "stop", 3: "length"}
 BACKENDS = ("auto", "cpu", "cuda")
+UNTIL_END = -1  # max_tokens: until the end-of-sequence token or the end of the context
+
+
+# ---- argument checks ---------------------------------------------------------------------------
+
+def _int_arg(name: str, value, minimum: int, allowed=()) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
+    if value < minimum and value not in allowed:
+        extra = "".join(f" or {a}" for a in allowed)
+        raise ValueError(f"{name}: expected an integer >= {minimum}{extra}, found {value}")
+    return int(value)
+
+
+def _float_arg(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, found {type(value).__name__} {value!r}")
+    above_low = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above_low and value <= high):
+        bound = f"{'>' if low_open else '>='} {low}" + ("" if high == math.inf else f" and <= {high}")
+        raise ValueError(f"{name}: expected a finite number {bound}, found {value}")
+    return float(value)
+
+
+def _text_arg(name: str, value) -> bytes:
+    """value as UTF-8, or an error naming the argument (bytes, None, lone surrogates)."""
+    if not isinstance(value, str):
+        hint = " (decode it first, e.g. data.decode('utf-8'))" if isinstance(value, (bytes, bytearray)) else ""
+        raise TypeError(f"{name}: expected a str, found {type(value).__name__}{hint}")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name}: expected text that UTF-8 can encode, found the lone surrogate "
+                         f"U+{ord(value[e.start]):04X} at index {e.start}") from None
+
+
+def _stop_arg(stop) -> List[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    for i, s in enumerate(stops):
+        _text_arg(f"stop[{i}]", s)
+    return stops
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+class Completion(str):
+    """Generated text (a str) that also carries finish_reason ("stop": end-of-sequence token or a
+    stop string; "length": max_tokens or the end of the context), prompt_tokens and
+    completion_tokens."""
+
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class CompletionStream:
+    """An iterator of text pieces (each valid UTF-8). finish_reason is None until it ends, then as
+    for Completion; prompt_tokens and completion_tokens count as it goes. It holds an inference
+    context of its model until it ends; close() (or leaving a `with` block, or dropping it) ends
+    it early and hands the context back."""
+
+    def __init__(self, model: "Model", ctx: _core.Context, sampler: _core.Sampler, prompt_ids: list,
+                 max_tokens: int, stops: List[str]):
+        self._model = model
+        self._ctx: Optional[_core.Context] = ctx
+        self._gen = None
+        self.prompt_tokens = len(prompt_ids)
+        self.completion_tokens = 0
+        self.finish_reason: Optional[str] = None
+        try:
+            self._gen = _core.Generation(ctx, sampler, prompt_ids, max_tokens, stops)  # feeds the prompt
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        while self._gen is not None:
+            if self._model.closed:
+                self.close()
+                self._model._check_open()
+            piece, reason = self._gen.next()
+            self.completion_tokens = self._gen.n_generated
+            if reason:
+                self.finish_reason = FINISH_REASONS[reason]
+                self.close()
+            if piece:
+                return piece
+        raise StopIteration
+
+    def close(self) -> None:
+        """Ends the generation (finish_reason stays None if it had not finished) and hands the
+        context back to the model."""
+        self._gen = None
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            self._model._release(ctx)
+
+    def __enter__(self) -> "CompletionStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
 
 
 class Model:
-    """A loaded .mixrt model with one inference context (created on first use)."""
+    """A loaded .mixrt model. Each call runs on an inference context (KV cache) of its own for as
+    long as it runs: a stream holds one until it ends, is closed or is dropped, and calls made
+    meanwhile (from this or another thread) get another context."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
                  n_ctx: Optional[int] = None, backend: str = "auto"):
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            _int_arg("threads", threads, 1)
+        if n_ctx is not None:
+            _int_arg("n_ctx", n_ctx, 1)
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         self.path = str(path)
@@ -36,9 +155,59 @@ class Model:
         # Where the model runs ("cpu" or "cuda") and, when "auto" fell back to the CPU, why.
         self.backend = self._model.backend
         self.backend_note = self._model.backend_note
-        self._ctx: Optional[_core.Context] = None
-        self._lock = threading.Lock()
-        self.last_stop_reason: Optional[str] = None
+        self._idle: List[_core.Context] = []  # contexts no call is using (at most one is kept)
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self._chat_template: Optional[ChatTemplate] = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"backend={self.backend!r} threads={self.threads}"
+        return f"<mixrt.Model {self.path!r} {state} n_ctx={self.n_ctx} n_vocab={self.n_vocab}>"
+
+    # ---- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Frees the model's contexts now and the weights once no running stream needs them;
+        later calls raise MixrtError. Streams still running end with an error at their next piece."""
+        with self._pool_lock:
+            self._closed = True
+            self._idle.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MixrtError(f"{self.path}: the model is closed")
+
+    def _acquire(self) -> _core.Context:
+        """An inference context for the caller alone, reset; give it back with _release."""
+        with self._pool_lock:
+            self._check_open()
+            ctx = self._idle.pop() if self._idle else None
+        if ctx is None:
+            ctx = _core.Context(self._model, self.n_ctx, self.threads)
+        ctx.reset()
+        return ctx
+
+    def _release(self, ctx: _core.Context) -> None:
+        with self._pool_lock:
+            if not self._closed and not self._idle:
+                self._idle.append(ctx)
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[_core.Context]:
+        ctx = self._acquire()
+        try:
+            yield ctx
+        finally:
+            self._release(ctx)
 
     # ---- facts about the model ---------------------------------------------------------------
     @property
@@ -71,96 +240,107 @@ class Model:
         return self._model.tensors()
 
     # ---- tokenizer --------------------------------------------------------------------------
-    def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = True) -> list:
-        """Token ids of text. add_bos None follows the file; special=True recognises control
-        tokens such as <|im_start|> written in the text."""
+    def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = False) -> list:
+        """Token ids of text. add_bos None follows the file. special=True recognises control
+        tokens such as <|im_start|> written in the text; by default they are plain text."""
         flag = -1 if add_bos is None else int(bool(add_bos))
-        return self._model.tokenize(text.encode("utf-8"), flag, special)
+        return self._model.tokenize(_text_arg("text", text), flag, bool(special))
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """The text of ids; control tokens are left out unless special=True."""
         return self._model.detokenize(list(ids), special).decode("utf-8", errors="replace")
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _context(self) -> _core.Context:
-        if self._ctx is None:
-            self._ctx = _core.Context(self._model, self.n_ctx, self.threads)
-        return self._ctx
-
     def eval_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) of a fresh context over ids, in one batched pass."""
-        with self._lock:
-            ctx = self._context()
-            ctx.reset()
+        with self._context() as ctx:
             ctx.feed(list(ids), True)
             return ctx.logits()
 
-    def perplexity(self, text: str, ctx: int = 512, max_tokens: Optional[int] = None) -> dict:
+    def perplexity(self, text: str, ctx: int = 512, max_tokens: Optional[int] = None,
+                   progress: bool = False) -> dict:
         """Perplexity of text: tokenized whole without BOS, the first max_tokens tokens split in
-        non-overlapping windows of ctx tokens, every token after the first of a window scored."""
-        if ctx < 2:
-            raise ValueError(f"ctx must be >= 2, got {ctx}")
+        non-overlapping windows of ctx tokens, every token after the first of a window scored.
+        progress=True shows a progress bar on stderr."""
+        _int_arg("ctx", ctx, 2)
         if ctx > self.n_ctx:
-            raise ValueError(f"ctx {ctx} exceeds the context of {self.n_ctx} tokens")
-        tokens = self.tokenize(text, add_bos=False, special=False)
+            raise ValueError(f"ctx: expected at most the context of {self.n_ctx} tokens, found {ctx}")
         if max_tokens is not None:
-            tokens = tokens[:max_tokens]
+            _int_arg("max_tokens", max_tokens, 2)
+        tokens = self.tokenize(text, add_bos=False, special=False)[:max_tokens]
+        windows = [tokens[start:start + ctx] for start in range(0, len(tokens), ctx)]
+        windows = [w for w in windows if len(w) >= 2]
+        if not windows:
+            raise ValueError("text: has fewer than 2 tokens, nothing to score")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(map(len, windows)), unit="tok", desc="perplexity", leave=False)
         nll, scored = 0.0, 0
-        for start in range(0, len(tokens), ctx):
-            window = tokens[start:start + ctx]
-            if len(window) < 2:
-                break
-            logits = self.eval_logits(window).astype(np.float64)
-            logits = logits[:-1]
-            targets = np.asarray(window[1:])
-            peak = logits.max(axis=1)
-            log_z = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-            nll += float((log_z - logits[np.arange(len(targets)), targets]).sum())
-            scored += len(targets)
-        if scored == 0:
-            raise ValueError("the text has fewer than 2 tokens: nothing to score")
+        try:
+            for window in windows:
+                logits = self.eval_logits(window).astype(np.float64)[:-1]
+                targets = np.asarray(window[1:])
+                peak = logits.max(axis=1)
+                log_z = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+                nll += float((log_z - logits[np.arange(len(targets)), targets]).sum())
+                scored += len(targets)
+                if bar is not None:
+                    bar.update(len(window))
+        finally:
+            if bar is not None:
+                bar.close()
         return {"ppl": math.exp(nll / scored), "nll": nll / scored, "tokens_scored": scored, "ctx": ctx,
                 "tokens": len(tokens)}
 
     # ---- generation ------------------------------------------------------------------------
-    def _sampler(self, temperature, top_k, top_p, min_p, repeat_penalty, seed) -> _core.Sampler:
-        if seed is None:
-            seed = secrets.randbits(64)
-        return _core.Sampler(float(temperature), int(top_k), float(top_p), float(min_p),
-                             float(repeat_penalty), 64, int(seed) & (2**64 - 1))
-
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                  seed: Optional[int] = None, stop: Optional[Union[str, Sequence[str]]] = None,
-                 stream: bool = False) -> Union[str, Iterator[str]]:
-        """The continuation of prompt (not the prompt itself). temperature=0 is greedy. With
-        stream=True, an iterator of text pieces, each valid UTF-8. Stops at the end-of-sequence
-        token, at a stop string (not included) or after max_tokens."""
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        sampler = self._sampler(temperature, top_k, top_p, min_p, repeat_penalty, seed)
-        pieces = self._stream(self.tokenize(prompt), sampler, max_tokens, stops)
-        return pieces if stream else "".join(pieces)
+                 stream: bool = False, special: bool = False) -> Union[Completion, CompletionStream]:
+        """The continuation of prompt (not the prompt itself): a Completion (a str with
+        finish_reason and token counts), or with stream=True a CompletionStream of text pieces.
+        temperature=0 is greedy. Stops at the end-of-sequence token, at a stop string (not
+        included) or after max_tokens (-1: at the end of the context). Control tokens written in
+        the prompt are plain text unless special=True."""
+        _text_arg("prompt", prompt)
+        ids = self.tokenize(prompt, special=special)
+        return self._generate(ids, max_tokens, stream, stop, temperature=temperature, top_k=top_k,
+                              top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
 
-    def _stream(self, prompt_ids, sampler, max_tokens, stops) -> Iterator[str]:
-        with self._lock:
-            ctx = self._context()
-            ctx.reset()
-            gen = _core.Generation(ctx, sampler, list(prompt_ids), int(max_tokens), stops)
-            while True:
-                piece, reason = gen.next()
-                if piece:
-                    yield piece
-                if reason:
-                    self.last_stop_reason = STOP_REASONS[reason]
-                    return
+    def _sampler(self, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
+                 seed=None) -> _core.Sampler:
+        temperature = _float_arg("temperature", temperature, 0.0)
+        top_k = _int_arg("top_k", top_k, 0)
+        top_p = _float_arg("top_p", top_p, 0.0, 1.0, low_open=True)
+        min_p = _float_arg("min_p", min_p, 0.0, 1.0)
+        repeat_penalty = _float_arg("repeat_penalty", repeat_penalty, 0.0, low_open=True)
+        if seed is None:
+            seed = secrets.randbits(64)
+        seed = _int_arg("seed", seed, -(2**63))
+        return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, 64, seed & (2**64 - 1))
+
+    def _generate(self, prompt_ids: list, max_tokens, stream: bool, stop, **sampling):
+        max_tokens = _int_arg("max_tokens", max_tokens, 0, allowed=(UNTIL_END,))
+        if max_tokens == UNTIL_END:
+            max_tokens = max(0, self.n_ctx - len(prompt_ids))
+        stops = _stop_arg(stop)
+        sampler = self._sampler(**sampling)
+        pieces = CompletionStream(self, self._acquire(), sampler, list(prompt_ids), max_tokens, stops)
+        if stream:
+            return pieces
+        text = Completion("".join(pieces))
+        text.finish_reason, text.prompt_tokens = pieces.finish_reason, pieces.prompt_tokens
+        text.completion_tokens = pieces.completion_tokens
+        return text
 
     def generate_ids(self, prompt_ids: Sequence[int], max_tokens: int, temperature: float = 0.0,
                      seed: Optional[int] = None, **sampling) -> list:
         """Token ids generated after prompt_ids (stops at EOS or max_tokens)."""
-        sampler = self._sampler(temperature, sampling.get("top_k", 40), sampling.get("top_p", 0.95),
-                                sampling.get("min_p", 0.05), sampling.get("repeat_penalty", 1.0), seed)
-        with self._lock:
-            ctx = self._context()
-            ctx.reset()
+        max_tokens = _int_arg("max_tokens", max_tokens, 0)
+        sampler = self._sampler(temperature=temperature, seed=seed, **sampling)
+        with self._context() as ctx:
             if len(prompt_ids) + max_tokens > ctx.n_ctx:
                 raise MixrtError(f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) "
                                  f"exceed the context of {ctx.n_ctx} tokens")
@@ -174,6 +354,72 @@ class Model:
                 ctx.feed([token], False)
             return out
 
+    # ---- chat ------------------------------------------------------------------------------
+    def chat_template(self) -> ChatTemplate:
+        """The file's chat template (tokenizer.chat_template), compiled once."""
+        if self._chat_template is None:
+            source = self._model.meta("tokenizer.chat_template")
+            if not source:
+                raise MixrtError(f"{self.path} has no chat template (tokenizer.chat_template): use "
+                                 "generate() with a prompt, or convert from a checkpoint that has one")
+            special = {name: self.detokenize([i], special=True) if i >= 0 else ""
+                       for name, i in (("bos", self.bos_id), ("eos", self.eos_id))}
+            self._chat_template = ChatTemplate(source, special["bos"], special["eos"])
+        return self._chat_template
+
+    def chat_prompt_ids(self, messages, add_generation_prompt: bool = True, special: bool = False,
+                        **variables) -> list:
+        """Token ids of messages rendered with the model's chat template (extra template variables,
+        such as tools, as keyword arguments). Control tokens inside message contents stay plain
+        text unless special=True."""
+        try:
+            return self.chat_template().tokenize(
+                lambda text, parse: self.tokenize(text, add_bos=False, special=parse), messages,
+                add_generation_prompt, special, **variables)
+        except ChatTemplateError as e:
+            raise MixrtError(str(e)) from None
+
+    def chat(self, messages, max_tokens: int = 512, stream: bool = False, special: bool = False,
+             stop: Optional[Union[str, Sequence[str]]] = None, **sampling) -> Union[Completion, CompletionStream]:
+        """The assistant's answer to messages ([{"role": "user", "content": "..."}, ...]), as a
+        Completion or, with stream=True, a CompletionStream; sampling options as for generate()."""
+        ids = self.chat_prompt_ids(messages, special=special)
+        return self._generate(ids, max_tokens, stream, stop, **sampling)
+
+    def create_chat_completion(self, messages, max_tokens: Optional[int] = None, temperature: float = 0.8,
+                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
+                               repeat_penalty: float = 1.0, seed: Optional[int] = None,
+                               stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False):
+        """An OpenAI-shaped chat completion, as llama-cpp-python returns it: a dict with id,
+        object "chat.completion", created, model, choices[0].message {role, content},
+        choices[0].finish_reason and usage; with stream=True an iterator of "chat.completion.chunk"
+        dicts (a role delta, content deltas, then the finish_reason). max_tokens None: until the
+        end of the answer or of the context."""
+        result = self.chat(messages, max_tokens=UNTIL_END if max_tokens is None else max_tokens,
+                           stream=stream, stop=stop, temperature=temperature, top_p=top_p, top_k=top_k,
+                           min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+                "model": Path(self.path).name}
+        if stream:
+            return self._completion_chunks(head, result)
+        return {**head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": str(result)},
+                             "finish_reason": result.finish_reason}],
+                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                          "total_tokens": result.prompt_tokens + result.completion_tokens}}
+
+    @staticmethod
+    def _completion_chunks(head: dict, pieces: CompletionStream) -> Iterator[dict]:
+        def chunk(delta, finish_reason=None):
+            return {**head, "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+        with pieces:
+            yield chunk({"role": "assistant"})
+            for piece in pieces:
+                yield chunk({"content": piece})
+            yield chunk({}, pieces.finish_reason)
+
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Optional[int] = None,
          backend: str = "auto") -> Model:
@@ -182,22 +428,48 @@ def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Op
     the GPU once, here; an error if mixrt has no CUDA backend or there is no GPU), "cpu", or "auto"
     (CUDA when built and a GPU is present, else the CPU: Model.backend says which,
     Model.backend_note why it fell back)."""
-    if not Path(path).exists():
-        raise MixrtError(f"model file not found: {path}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or os.PathLike, found {type(path).__name__}")
+    _check_model_path(Path(path))
     return Model(path, threads=threads, n_ctx=n_ctx, backend=backend)
 
 
+def _check_model_path(path: Path) -> None:
+    """A clear error for what is not a .mixrt file but often given as one."""
+    if not path.exists():
+        raise MixrtError(f"model file not found: {path}")
+    if path.is_dir():
+        if (path / "config.json").exists():
+            raise MixrtError(f"{path} is a Hugging Face checkpoint directory, not a .mixrt file: convert "
+                             f"it first: mixrt-convert {path} -o {path.name}.mixrt")
+        raise MixrtError(f"{path} is a directory, expected a .mixrt file")
+    with open(path, "rb") as f:
+        if f.read(4) == b"GGUF":
+            out = path.with_suffix(".mixrt").name if path.suffix != ".mixrt" else "OUT.mixrt"
+            raise MixrtError(f"{path} is a GGUF file, not a .mixrt file: convert it first: "
+                             f"mixrt-convert {path} -o {out}")
+
+
 _cache: dict = {}
+_cache_lock = threading.Lock()
 
 
-def generate(prompt: str, model: Optional[Union[str, os.PathLike]] = None, **kwargs) -> Union[str, Iterator[str]]:
-    """Generates with a model loaded once and cached by path. Without model, uses the file named
-    by the environment variable MIXRT_MODEL."""
+def generate(prompt: str, model: Optional[Union[str, os.PathLike]] = None, max_tokens: int = 128,
+             temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+             repeat_penalty: float = 1.0, seed: Optional[int] = None,
+             stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
+             special: bool = False) -> Union[Completion, CompletionStream]:
+    """Model.generate with a model loaded once and cached by path. Without model, uses the file
+    named by the environment variable MIXRT_MODEL."""
     path = model if model is not None else os.environ.get("MIXRT_MODEL")
     if not path:
         raise MixrtError("no model given: pass model=PATH or set the environment variable MIXRT_MODEL "
                          "to a .mixrt file")
     key = str(Path(path).resolve())
-    if key not in _cache:
-        _cache[key] = load(path)
-    return _cache[key].generate(prompt, **kwargs)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load(path)
+        loaded = _cache[key]
+    return loaded.generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, stop=stop, stream=stream,
+                           special=special)

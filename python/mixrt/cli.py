@@ -1,11 +1,13 @@
-"""The `mixrt` command: run (stream a continuation), info (what a file holds), perplexity and
-bench (prompt and decode tokens/s, GB/s against the measured read bandwidth, per-shape GEMV speed).
-Tested by tests/test_cli.py."""
+"""The `mixrt` command: run (stream a continuation), chat (an interactive conversation), info (what
+a file holds), perplexity and bench (prompt and decode tokens/s, GB/s against the measured read
+bandwidth, per-shape GEMV speed). Errors print one line, never a traceback. Tested by
+tests/test_cli.py and tests/test_chat.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,26 +15,109 @@ from pathlib import Path
 import numpy as np
 
 
-def _load(args):
+MB = 1e6  # every size is printed in MB (10^6 bytes)
+
+
+def _load(args, n_ctx=None):
     from .api import load
 
-    return load(args.model, threads=args.threads, backend=args.backend)
+    return load(args.model, threads=args.threads, n_ctx=n_ctx, backend=args.backend)
+
+
+def _read_prompt(args) -> str:
+    """The prompt: the PROMPT argument, standard input for "-", or the file of -f."""
+    if args.file is not None and args.prompt is not None:
+        raise ValueError("give the prompt either as PROMPT or with -f FILE, not both")
+    if args.file is not None:
+        return Path(args.file).read_text(encoding="utf-8")
+    if args.prompt is None:
+        raise ValueError("no prompt: give PROMPT, - to read standard input, or -f FILE")
+    return sys.stdin.read() if args.prompt == "-" else args.prompt
+
+
+def _sampling(args) -> dict:
+    return dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                repeat_penalty=args.repeat_penalty, seed=args.seed)
 
 
 def cmd_run(args) -> int:
-    model = _load(args)
+    prompt = _read_prompt(args)
+    model = _load(args, n_ctx=args.ctx)
     start = time.perf_counter()
-    n = 0
-    for piece in model.generate(args.prompt, max_tokens=args.n, temperature=args.temp, top_k=args.top_k,
-                                top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                                seed=args.seed, stop=args.stop, stream=True):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-        n += 1
+    stream = model.generate(prompt, max_tokens=args.n, stop=args.stop, stream=True, special=args.special,
+                            **_sampling(args))
+    fed = time.perf_counter()
+    with stream:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if args.verbose:
-        print(f"[{time.perf_counter() - start:.2f} s, stop: {model.last_stop_reason}]", file=sys.stderr)
+        end = time.perf_counter()
+        print(f"[prompt {stream.prompt_tokens} tokens in {fed - start:.2f} s "
+              f"({stream.prompt_tokens / max(fed - start, 1e-9):.1f} tokens/s), "
+              f"generated {stream.completion_tokens} tokens in {end - fed:.2f} s "
+              f"({stream.completion_tokens / max(end - fed, 1e-9):.1f} tokens/s), "
+              f"finish: {stream.finish_reason}]", file=sys.stderr)
     return 0
+
+
+CHAT_HELP = "/reset clears the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer"
+
+
+def chat_repl(model, system: str | None, options: dict, read_line=input, write=None) -> int:
+    """The interactive chat loop of `mixrt chat`: reads a line, streams the answer, keeps the
+    history. Ctrl-C during an answer stops that answer (what was said stays in the history);
+    Ctrl-C or Ctrl-D at the prompt ends the loop."""
+    write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    from .api import MixrtError
+
+    def fresh():
+        return [{"role": "system", "content": system}] if system else []
+
+    messages = fresh()
+    while True:
+        try:
+            line = read_line("> ")
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            messages = fresh()
+            print("[conversation cleared]", file=sys.stderr)
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        answer = []
+        try:
+            with model.chat(messages, stream=True, **options) as stream:
+                for piece in stream:
+                    answer.append(piece)
+                    write(piece)
+        except KeyboardInterrupt:
+            print("\n[stopped]", file=sys.stderr)
+        except MixrtError as e:
+            messages.pop()
+            print(f"\nmixrt: error: {e}" + (" (/reset starts a new conversation)" if "context" in str(e) else ""),
+                  file=sys.stderr)
+            continue
+        write("\n")
+        messages.append({"role": "assistant", "content": "".join(answer)})
+
+
+def cmd_chat(args) -> int:
+    model = _load(args, n_ctx=args.ctx)
+    model.chat_template()  # a model without a template is refused before the first line
+    if sys.stdin.isatty():
+        import readline  # noqa: F401  (line editing and history for input())
+    print(f"mixrt chat: {Path(args.model).name} on {model.backend}, {model.threads} threads, "
+          f"context {model.n_ctx} tokens. {CHAT_HELP}.", file=sys.stderr)
+    options = dict(max_tokens=args.n, stop=args.stop, **_sampling(args))
+    return chat_repl(model, args.system, options)
 
 
 def describe(model) -> dict:
@@ -60,33 +145,54 @@ def describe(model) -> dict:
     }
 
 
+HYPERPARAMETERS = (("layers", "llama.n_layers"), ("hidden", "llama.hidden_size"), ("heads", "llama.n_heads"),
+                   ("kv heads", "llama.n_kv_heads"), ("ffn", "llama.ffn_size"), ("vocab", "llama.vocab_size"),
+                   ("context", "llama.context_length"))
+
+
 def cmd_info(args) -> int:
     info = describe(_load(args))
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"{info['file']}: {info['file_bytes'] / 1e6:.1f} MB, {info['parameters'] / 1e6:.1f} M parameters")
-    for key, value in info["metadata"].items():
-        if key != "tokenizer.chat_template":
-            print(f"  {key} = {value}")
-    print(f"  bits per parameter (whole file): {info['bits_per_param_file']:.3f}")
-    print(f"  bits per weight (decoder linear layers): {info['bits_per_weight_decoder_linear']:.3f}")
-    print(f"\n  {'tensor':<32} {'dtype':<6} {'dims':<16} {'MB':>9} {'bits/w':>7} {'4-bit cols':>10} {'outliers':>9}")
+    meta = info["metadata"]
+    dtypes = {}
     for t in info["tensors"]:
-        dims = "x".join(str(d) for d in t["dims"])
-        mix = t["dtype"] == "mix"
-        cols = f"{100 * t['share_4bit_cols']:.1f}%" if mix else "-"
-        outl = f"{100 * t['share_outliers']:.2f}%" if mix else "-"
-        print(f"  {t['name']:<32} {t['dtype']:<6} {dims:<16} {t['n_bytes'] / 1e6:>9.3f} {t['bits_per_weight']:>7.2f}"
-              f" {cols:>10} {outl:>9}")
+        dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + 1
+    print(f"{info['file']}: {info['file_bytes'] / MB:.1f} MB, {info['parameters'] / 1e6:.1f} M parameters, "
+          f"{info['bits_per_param_file']:.3f} bits per parameter (whole file)")
+    print(f"  model: {meta.get('general.name', '?')} ({meta.get('general.architecture', '?')}), "
+          + ", ".join(f"{label} {meta[key]}" for label, key in HYPERPARAMETERS if key in meta))
+    print(f"  recipe: {meta.get('mixrt.recipe', '?')}, decoder linear layers "
+          f"{info['bits_per_weight_decoder_linear']:.3f} bits per weight; tensors: "
+          + ", ".join(f"{n} {d}" for d, n in sorted(dtypes.items())))
+    print(f"  tokenizer: {meta.get('tokenizer.model', '?')}, BOS {meta.get('tokenizer.bos_id', -1)}, "
+          f"EOS {meta.get('tokenizer.eos_id', -1)}; converted from {meta.get('mixrt.source', '?')}")
+    template = meta.get("tokenizer.chat_template")
+    print("  chat template: " + ("none (mixrt chat needs one)" if not template else "\n    "
+                                 + "\n    ".join(template.strip().splitlines())))
+    if args.metadata:
+        print("\n  metadata:")
+        for key, value in meta.items():
+            if key != "tokenizer.chat_template":
+                print(f"    {key} = {value}")
+    if args.tensors:
+        print(f"\n  {'tensor':<32} {'dtype':<6} {'dims':<16} {'MB':>9} {'bits/w':>7} {'4-bit cols':>10} {'outliers':>9}")
+        for t in info["tensors"]:
+            dims = "x".join(str(d) for d in t["dims"])
+            mix = t["dtype"] == "mix"
+            cols = f"{100 * t['share_4bit_cols']:.1f}%" if mix else "-"
+            outl = f"{100 * t['share_outliers']:.2f}%" if mix else "-"
+            print(f"  {t['name']:<32} {t['dtype']:<6} {dims:<16} {t['n_bytes'] / MB:>9.3f} "
+                  f"{t['bits_per_weight']:>7.2f} {cols:>10} {outl:>9}")
     return 0
 
 
 def cmd_perplexity(args) -> int:
-    model = _load(args)
     text = Path(args.textfile).read_text(encoding="utf-8")
+    model = _load(args, n_ctx=args.ctx)
     start = time.perf_counter()
-    result = model.perplexity(text, ctx=args.ctx, max_tokens=args.tokens)
+    result = model.perplexity(text, ctx=args.ctx, max_tokens=args.tokens, progress=not args.no_progress)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["model"] = args.model
     result["text"] = args.textfile
@@ -159,8 +265,6 @@ def cmd_bench(args) -> int:
     after a 32-token prompt), each repeated -r times; medians and spreads, weight bytes read per
     token, achieved GB/s, and the machine's read bandwidth measured by a multi-threaded read in the
     same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
-    import os
-
     from . import _core
 
     model = _load(args)
@@ -241,53 +345,114 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _at_least(minimum: int, *also: int):
+    """An argparse type: an integer >= minimum (or one of also)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+        if value < minimum and value not in also:
+            extra = "".join(f" or {a}" for a in also)
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{extra}, found {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mixrt", description="Run Llama-family models stored as .mixrt files.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    def common(sp, runs=True):
+    p = argparse.ArgumentParser(prog="mixrt", description="Run Llama-family models stored as .mixrt files "
+                                "(make them with mixrt-convert).")
+    p.add_argument("--version", action="version", version=f"mixrt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do (COMMAND --help for its options)")
+
+    def command(name, help_text):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("--version", action="version", version=f"mixrt {__version__}")
         sp.add_argument("model", help="a .mixrt file (see mixrt-convert)")
-        sp.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
-        sp.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto" if runs else "cpu",
-                        help="where the model runs (default auto: CUDA when built and a GPU is present)"
-                        if runs else argparse.SUPPRESS)
+        sp.add_argument("-t", "--threads", type=_at_least(1), default=None,
+                        help="CPU threads (default: all cores)")
+        return sp
 
-    r = sub.add_parser("run", help="stream a continuation of PROMPT to stdout")
-    common(r)
-    r.add_argument("prompt")
-    r.add_argument("-n", type=int, default=128, help="tokens to generate at most (default 128)")
-    r.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    r.add_argument("--top-k", type=int, default=40)
-    r.add_argument("--top-p", type=float, default=0.95)
-    r.add_argument("--min-p", type=float, default=0.05)
-    r.add_argument("--repeat-penalty", type=float, default=1.0)
-    r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    r.add_argument("-v", "--verbose", action="store_true", help="print time and stop reason to stderr")
+    def backend(sp):
+        sp.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (default auto: CUDA when built and a GPU is present, "
+                             "else the CPU)")
+
+    def sampling(sp, n_default):
+        sp.add_argument("-n", type=_at_least(0, -1), default=n_default,
+                        help=f"tokens to generate at most; -1: until the end-of-sequence token or the end "
+                             f"of the context (default {n_default})")
+        sp.add_argument("-c", "--ctx", type=_at_least(1), default=None,
+                        help="context size in tokens: prompt plus generated text (default: the model's)")
+        sp.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+        sp.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; "
+                        "0 = off (default 40)")
+        sp.add_argument("--top-p", type=float, default=0.95, help="sample within this probability mass "
+                        "(nucleus); 1 = off (default 0.95)")
+        sp.add_argument("--min-p", type=float, default=0.05, help="drop tokens below this fraction of the "
+                        "most likely one's probability; 0 = off (default 0.05)")
+        sp.add_argument("--repeat-penalty", type=float, default=1.0, help="make the last 64 tokens less "
+                        "likely by this factor; 1 = off (default 1.0)")
+        sp.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
+        sp.add_argument("--stop", action="append", default=None,
+                        help="stop before this string (repeatable)")
+
+    r = command("run", "stream a continuation of a prompt to stdout")
+    backend(r)
+    r.add_argument("prompt", nargs="?", help='the prompt; "-" reads it from standard input')
+    r.add_argument("-f", "--file", help="read the prompt from this file")
+    sampling(r, 128)
+    r.add_argument("--special", action="store_true",
+                   help="recognise control tokens (such as <|im_start|>) written in the prompt; by default "
+                        "they are plain text")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="print prompt and generation speed (tokens/s) and the finish reason to stderr")
     r.set_defaults(func=cmd_run)
 
-    i = sub.add_parser("info", help="hyperparameters, tensors, dtypes, sizes and bits per weight")
-    common(i, runs=False)
-    i.add_argument("--json", action="store_true")
+    c = command("chat", f"chat with an instruct model in the terminal ({CHAT_HELP})")
+    backend(c)
+    sampling(c, -1)
+    c.add_argument("--system", help="a system message that starts the conversation")
+    c.set_defaults(func=cmd_chat)
+
+    i = command("info", "what a file holds: model, recipe, bits, tokenizer, chat template")
+    i.set_defaults(backend="cpu")
+    i.add_argument("--tensors", action="store_true", help="also list every tensor (dtype, dims, MB, bits)")
+    i.add_argument("--metadata", action="store_true", help="also list every scalar metadata key")
+    i.add_argument("--json", action="store_true", help="everything as one JSON object")
     i.set_defaults(func=cmd_info)
 
-    pp = sub.add_parser("perplexity", help="perplexity of a text file (windows of --ctx tokens, no BOS)")
-    common(pp)
-    pp.add_argument("textfile")
-    pp.add_argument("--ctx", type=int, default=512)
-    pp.add_argument("--tokens", type=int, default=None, help="score only the first N tokens")
-    pp.add_argument("--json", action="store_true")
+    pp = command("perplexity", "perplexity of a text file (windows of --ctx tokens, no BOS)")
+    backend(pp)
+    pp.add_argument("textfile", help="a UTF-8 text file")
+    pp.add_argument("-c", "--ctx", type=_at_least(2), default=512, help="window size in tokens (default 512)")
+    pp.add_argument("--tokens", type=_at_least(2), default=None, help="score only the first N tokens")
+    pp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    pp.add_argument("--json", action="store_true", help="the result as one JSON object")
     pp.set_defaults(func=cmd_perplexity)
-    b = sub.add_parser("bench", help="prompt and decode tokens/s (median of repeats)")
-    common(b)
-    b.add_argument("-p", type=int, default=512, help="prompt tokens, processed in one pass (0 skips)")
-    b.add_argument("-n", type=int, default=128, help="tokens decoded one at a time after a 32-token prompt (0 skips)")
-    b.add_argument("-r", "--repeats", type=int, default=5)
+
+    b = command("bench", "prompt and decode tokens/s (median of repeats), GB/s against measured bandwidth")
+    backend(b)
+    b.add_argument("-p", type=_at_least(0), default=512, help="prompt tokens, processed in one pass (0 skips; "
+                   "default 512)")
+    b.add_argument("-n", type=_at_least(0), default=128,
+                   help="tokens decoded one at a time after a 32-token prompt (0 skips; default 128)")
+    b.add_argument("-r", "--repeats", type=_at_least(1), default=5, help="repeats (default 5)")
     b.add_argument("--gemv", action="store_true",
                    help="time a batch-1 matmul per matrix shape and dtype (GB/s) instead of the model")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="the result as one JSON object")
     b.set_defaults(func=cmd_bench)
     return p
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (e.g. `| head`): stop quietly, as command-line tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def main(argv=None) -> int:
@@ -297,11 +462,16 @@ def main(argv=None) -> int:
     from .api import MixrtError
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (MixrtError, ValueError, OSError) as e:
         print(f"mixrt: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(file=sys.stderr)
         return 130
 
 

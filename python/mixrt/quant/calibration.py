@@ -111,25 +111,24 @@ def collect_hessians(model_path, text: str, n_tokens: int = DEFAULT_CALIB_TOKENS
                 counts[key] += x.shape[0]
         pending.clear()
 
-    context = model._context()
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=sum(len(w) for w in windows), unit="tok", desc="calibration")
-    try:
-        context.set_capture(capture)
-        for window in windows:
-            context.reset()
-            context.feed(list(window), False)
-            accumulate()
+    with model._context() as context:
+        try:
+            context.set_capture(capture)
+            for window in windows:
+                context.reset()
+                context.feed(list(window), False)
+                accumulate()
+                if bar is not None:
+                    bar.update(len(window))
+        finally:
+            context.set_capture(None)
+            pending.clear()
             if bar is not None:
-                bar.update(len(window))
-    finally:
-        context.set_capture(None)
-        context.reset()
-        pending.clear()
-        if bar is not None:
-            bar.close()
+                bar.close()
 
     out = Hessians()
     for key in sorted(sums):

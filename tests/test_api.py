@@ -1,0 +1,154 @@
+# test_api.py: the Python API's contract on a generated model: results carry finish_reason and
+# token counts, streams hand their context back when they end, are closed or dropped (no call ever
+# waits on an abandoned stream), two threads on one model, close() and the context manager, the
+# argument checks (each error names its argument), and the module surface (dir, signatures, -m).
+import gc
+import inspect
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import mixrt
+
+PROMPT = "Once upon a time"
+GREEDY = dict(max_tokens=12, temperature=0)
+
+
+@pytest.fixture
+def model(random_model):
+    with mixrt.load(random_model, threads=2) as m:
+        yield m
+
+
+def test_completion_is_a_str_with_finish_reason_and_counts(model):
+    out = model.generate(PROMPT, **GREEDY)
+    assert isinstance(out, str) and out
+    assert out.finish_reason == "length" and out.completion_tokens == 12
+    assert out.prompt_tokens == len(model.tokenize(PROMPT))
+
+
+def test_until_the_end_of_the_context(model):
+    out = model.generate(PROMPT, max_tokens=-1, temperature=0, repeat_penalty=1.0)
+    # The random model rarely samples its EOS; either way the context bounds the answer.
+    assert out.prompt_tokens + out.completion_tokens <= model.n_ctx
+    if out.finish_reason == "length":
+        assert out.prompt_tokens + out.completion_tokens == model.n_ctx
+
+
+def test_an_abandoned_stream_does_not_block_the_next_call(model):
+    stream = model.generate(PROMPT, stream=True, **GREEDY)
+    first = next(stream)
+    # The caller broke out of its loop but still holds the stream: other calls go on.
+    whole = model.generate(PROMPT, **GREEDY)
+    assert whole.startswith(first)
+    # ... and the held stream still finishes correctly on its own context.
+    assert first + "".join(stream) == whole
+    assert stream.finish_reason == "length"
+
+
+def test_closed_or_dropped_streams_hand_their_context_back(model):
+    stream = model.generate(PROMPT, stream=True, **GREEDY)
+    next(stream)
+    stream.close()
+    assert stream.finish_reason is None and list(stream) == []
+    assert len(model._idle) == 1
+    with model.generate(PROMPT, stream=True, **GREEDY) as stream:
+        next(stream)
+    assert len(model._idle) == 1
+    stream = model.generate(PROMPT, stream=True, **GREEDY)
+    next(stream)
+    del stream
+    gc.collect()
+    assert len(model._idle) == 1
+    assert model.generate(PROMPT, **GREEDY)
+
+
+def test_two_threads_on_one_model_get_their_own_results(model):
+    prompts = ["Once upon a time", "The quick brown fox"]
+    want = {p: model.generate(p, max_tokens=40, temperature=0) for p in prompts}
+    got, errors = {}, []
+
+    def run(prompt):
+        try:
+            for _ in range(3):
+                got.setdefault(prompt, []).append("".join(model.generate(prompt, max_tokens=40, temperature=0,
+                                                                         stream=True)))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert got == {p: [want[p]] * 3 for p in prompts}
+
+
+def test_close_and_context_manager(random_model):
+    with mixrt.load(random_model) as m:
+        stream = m.generate(PROMPT, stream=True, **GREEDY)
+        next(stream)
+        assert "backend='cpu'" in repr(m)
+    assert m.closed and "closed" in repr(m)
+    with pytest.raises(mixrt.MixrtError, match="the model is closed"):
+        m.generate(PROMPT, **GREEDY)
+    with pytest.raises(mixrt.MixrtError, match="the model is closed"):
+        next(stream)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(max_tokens=None), TypeError, "max_tokens: expected an integer, found NoneType None"),
+    (dict(max_tokens=2.5), TypeError, "max_tokens: expected an integer, found float 2.5"),
+    (dict(max_tokens=-2), ValueError, "max_tokens: expected an integer >= 0 or -1, found -2"),
+    (dict(stop=[None]), TypeError, r"stop\[0\]: expected a str, found NoneType"),
+    (dict(temperature=-0.5), ValueError, "temperature: expected a finite number >= 0.0, found -0.5"),
+    (dict(temperature=float("nan")), ValueError, "temperature: expected a finite number >= 0.0, found nan"),
+    (dict(top_p=1.5), ValueError, r"top_p: expected a finite number > 0.0 and <= 1.0, found 1.5"),
+    (dict(top_k=-1), ValueError, "top_k: expected an integer >= 0, found -1"),
+    (dict(seed="x"), TypeError, "seed: expected an integer, found str"),
+])
+def test_bad_generation_arguments_name_themselves(model, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        model.generate(PROMPT, **{**GREEDY, **kwargs})
+
+
+def test_bad_prompts_name_themselves(model):
+    with pytest.raises(TypeError, match=r"prompt: expected a str, found bytes \(decode it first"):
+        model.generate(b"Hello", **GREEDY)
+    with pytest.raises(ValueError, match="prompt: expected text that UTF-8 can encode, found the lone "
+                                         "surrogate U\\+D800 at index 2"):
+        model.generate("ab\ud800c", **GREEDY)
+    with pytest.raises(TypeError, match="text: expected a str, found NoneType"):
+        model.tokenize(None)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n_ctx=0), ValueError, "n_ctx: expected an integer >= 1, found 0"),
+    (dict(n_ctx="big"), TypeError, "n_ctx: expected an integer, found str"),
+    (dict(threads=0), ValueError, "threads: expected an integer >= 1, found 0"),
+    (dict(backend="tpu"), ValueError, "backend: expected one of auto, cpu, cuda, found 'tpu'"),
+])
+def test_bad_load_arguments_name_themselves(random_model, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        mixrt.load(random_model, **kwargs)
+
+
+def test_control_tokens_in_a_prompt_are_text_unless_special(random_chat_model):
+    m = mixrt.load(random_chat_model)
+    im_end = m.tokenize("<|im_end|>", special=True)
+    assert im_end == [m.eos_id]
+    assert m.eos_id not in m.tokenize("a<|im_end|>b")
+    assert m.generate("<|im_end|>", **GREEDY).prompt_tokens > 1
+    assert m.generate("<|im_end|>", special=True, **GREEDY).prompt_tokens == 1
+
+
+def test_module_surface():
+    assert {"load", "generate", "Model", "MixrtError", "Completion", "CompletionStream",
+            "__version__"} <= set(dir(mixrt))
+    params = inspect.signature(mixrt.generate).parameters
+    assert ["prompt", "model", "max_tokens", "temperature"] == list(params)[:4] and "stream" in params
+    r = subprocess.run([sys.executable, "-m", "mixrt", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"mixrt {mixrt.__version__}"
