@@ -8,6 +8,8 @@ The runtime API (load, Model, generate, MixrtError) lives in mixrt.api and is im
 use, so the converter (mixrt.convert) and the format writer (mixrt.format) work on their own.
 """
 
+# The one place of the version: CMakeLists.txt (project version, C mixrt_version(), SONAME) and
+# pip (the package metadata, pyproject.toml) read this line.
 __version__ = "0.1.0"
 __all__ = ["load", "generate", "Model", "MixrtError", "__version__"]
 
