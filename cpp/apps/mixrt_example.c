@@ -1,7 +1,8 @@
 /* mixrt_example.c: a small C program that embeds mixrt through its C API only: it loads a model,
  * prints a few facts, tokenizes a prompt and streams a greedy continuation to stdout.
  * Usage: mixrt_example MODEL.mixrt "prompt" [max_tokens]. Built by CMake, run by
- * tests/test_c_example.py. */
+ * tests/test_c_example.py (against the Python package) and tests/test_c_package.py (against
+ * `cmake --install`, through find_package and pkg-config). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

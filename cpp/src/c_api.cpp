@@ -100,7 +100,7 @@ mixrt_status copy_out(const void *src, size_t n, size_t elem, void *dst, size_t 
 extern "C" {
 
 const char *mixrt_last_error(void) { return last_error.c_str(); }
-const char *mixrt_version(void) { return "0.1.0"; }
+const char *mixrt_version(void) { return MIXRT_VERSION; }  // defined by CMake from the project version
 
 mixrt_status mixrt_model_load(const char *path, mixrt_model **out_model) {
     return mixrt_model_load_ex(path, MIXRT_BACKEND_CPU, out_model);

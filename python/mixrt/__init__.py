@@ -9,6 +9,8 @@ The runtime API (load, Model, generate, ...) lives in mixrt.api and is imported 
 the converter (mixrt.convert) and the format writer (mixrt.format) work on their own.
 """
 
+# The one place of the version: CMakeLists.txt (project version, C mixrt_version(), SONAME) and
+# pip (the package metadata, pyproject.toml) read this line.
 __version__ = "0.1.0"
 _API = ("load", "generate", "Model", "MixrtError", "Completion", "CompletionStream")
 __all__ = [*_API, "__version__"]
