@@ -697,13 +697,71 @@ def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
 
 
 def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
-    for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32"], False)):
+    for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32", "--force"], False)):
         result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
                                  str(tmp_path / "out.mixrt"), *flags], env=PYTHON_ENV,
                                 capture_output=True, text=True, check=True)
         assert ("21 tensors" in result.stdout) == expect_output
         assert bool(result.stderr) == expect_output  # the tqdm bar
-    assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"
+    assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"  # overwritten
+
+
+# ---- the output path ---------------------------------------------------------------------------
+
+# Output (relative to tmp_path, where old.mixrt, the file `file`, the directory `dir`, the fifo
+# `fifo` and the source src.gguf exist), force, and the refusal with {out} and {parent} filled in.
+OUTPUT_REFUSALS = {
+    "missing directory": ("missing/out.mixrt", False, "output directory {parent} does not exist"),
+    "directory is a file": ("file/out.mixrt", False,
+                            "output directory {parent} is not a directory"),
+    "output is a directory": ("dir", True, "output {out}: expected a file path, found a directory"),
+    "output is a fifo": ("fifo", True, "output {out}: expected a file path, found a special file"),
+    "output exists": ("old.mixrt", False, "{out} exists; pass --force to overwrite"),
+    "output is the source": ("src.gguf", True, "output {out}: expected a path other than the "
+                                               "source, found the source itself"),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_REFUSALS)
+def test_output_is_checked_before_any_work(tmp_path, monkeypatch, case):
+    """convert() refuses the output path before it opens the source, naming that path (not the
+    temporary file), and leaves everything as it was."""
+    name, force, message = OUTPUT_REFUSALS[case]
+    (tmp_path / "old.mixrt").write_bytes(b"previous conversion")
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "src.gguf").write_bytes(b"GGUF source")
+    before = sorted(tmp_path.rglob("*"))
+    monkeypatch.setattr(mixrt.convert, "open_source",
+                        lambda src: pytest.fail("the source was opened before the output check"))
+    out = tmp_path / name
+    with pytest.raises(ConversionError) as error:
+        convert(tmp_path / "src.gguf", out, force=force, progress=False)
+    assert str(error.value) == message.format(out=out, parent=out.parent)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (tmp_path / "old.mixrt").read_bytes() == b"previous conversion"
+
+
+def test_unwritable_output_directory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(ConversionError) as error:
+        convert(tmp_path / "src.gguf", tmp_path / "out.mixrt", progress=False)
+    assert str(error.value) == f"output directory {tmp_path} is not writable"
+
+
+def test_cli_checks_the_output_before_reading_the_source(tmp_path):
+    """One line naming the output, exit status 1, although the source does not even exist."""
+    (tmp_path / "old.mixrt").write_bytes(b"previous conversion")
+    for out, message in ((tmp_path / "old.mixrt", f"{tmp_path / 'old.mixrt'} exists; pass --force "
+                                                  f"to overwrite"),
+                         (tmp_path / "missing" / "out.mixrt",
+                          f"output directory {tmp_path / 'missing'} does not exist")):
+        result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli",
+                                 str(tmp_path / "no-such-source"), "-o", str(out)],
+                                env=PYTHON_ENV, capture_output=True, text=True)
+        assert (result.returncode, result.stderr) == (1, f"mixrt-convert: error: {message}\n")
+    assert (tmp_path / "old.mixrt").read_bytes() == b"previous conversion"
 
 
 # ---- no partial files ------------------------------------------------------------------------
@@ -728,7 +786,7 @@ def test_interrupted_conversion_leaves_no_file(tiny_hf, tmp_path, monkeypatch, f
     out = tmp_path / "out.mixrt"
     out.write_bytes(b"previous conversion")
     with pytest.raises(failure):
-        convert(tiny_hf, out, progress=False)
+        convert(tiny_hf, out, progress=False, force=True)
     assert out.read_bytes() == b"previous conversion"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mixrt"]
 

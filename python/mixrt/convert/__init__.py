@@ -41,6 +41,27 @@ class Storage:
     nnz: int = 0
 
 
+def check_output(src: Path, out: Path, force: bool) -> None:
+    """Refuses, before any work, an output the conversion could not end in or should not
+    replace: a missing or unwritable directory, a directory or special file at `out`, the source
+    itself, or an existing file unless `force` (the CLI's --force). Messages name `out`, never the
+    temporary file the writer builds beside it."""
+    directory = out.parent
+    if not directory.is_dir():
+        raise ConversionError(f"output directory {directory} "
+                              f"{'is not a directory' if directory.exists() else 'does not exist'}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConversionError(f"output directory {directory} is not writable")
+    if out.exists() and not out.is_file():
+        raise ConversionError(f"output {out}: expected a file path, found "
+                              f"{'a directory' if out.is_dir() else 'a special file'}")
+    if out.exists() and src.exists() and os.path.samefile(src, out):
+        raise ConversionError(f"output {out}: expected a path other than the source, found the "
+                              f"source itself")
+    if out.exists() and not force:
+        raise ConversionError(f"{out} exists; pass --force to overwrite")
+
+
 def open_source(src: Path) -> ModelSource:
     """A GGUF file or a Hugging Face checkpoint directory, read as the canonical description."""
     if src.is_dir():
@@ -254,7 +275,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             calib: str | os.PathLike | None = None, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
             calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
-            dtype: str | None = None) -> dict:
+            dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
@@ -265,6 +286,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     4-bit strips go (across and within matrices) and drive GPTQ error feedback; `calib_method`
     (Calibration): "runtime", "sequential", or "auto" = runtime unless its Hessians would exceed
     RUNTIME_HESSIAN_LIMIT bytes (models beyond ~1B parameters).
+
+    Before any work, check_output refuses an `out` that cannot be written (a missing directory,
+    a directory, the source itself), and one that exists unless `force` is True (the CLI's
+    --force).
 
     Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
     decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
@@ -287,6 +312,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         raise ConversionError(f"outlier_frac: expected 0 <= fraction < 1, found {outlier_frac}")
     if calib is not None and recipe != "mix":
         raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
+    check_output(Path(src), Path(out), force)
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)

@@ -1,5 +1,6 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--recipe f16|f32|q8|q4|mix] [--bits B]
-# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F] [--no-clip-search] [--quiet]` console script.
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix] [--bits B]
+# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F]
+# [--no-clip-search] [--quiet]` console script.
 # Refusals print `mixrt-convert: error: <message>` and exit 1. Tested by tests/test_convert.py.
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert a Llama checkpoint (a GGUF file or a Hugging Face directory with "
                     "config.json, *.safetensors and a tokenizer) into one .mixrt file.")
     parser.add_argument("src", help="GGUF file or Hugging Face checkpoint directory")
-    parser.add_argument("-o", "--output", required=True, help="the .mixrt file to write")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the .mixrt file to write (its directory must exist)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the output file if it exists (otherwise refused)")
     parser.add_argument("--recipe", "--dtype", dest="recipe", choices=RECIPES, default="f16",
                         help="storage of the decoder linear weights: f16, f32, q8 (8.5 bits), "
                              "q4 (5 bits) or mix (2/4/16-bit within --bits); norms stay f32 "
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                           embed_dtype=args.embed_dtype, calib=args.calib, calib_tokens=args.calib_tokens,
                           calib_method=args.calib_method,
                           progress=not args.quiet, outlier_frac=args.outlier_frac,
-                          clip_search=args.clip_search)
+                          clip_search=args.clip_search, force=args.force)
     except (ConversionError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
