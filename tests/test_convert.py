@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -25,7 +26,7 @@ from gguf_to_hf import gguf_to_hf, to_hf_name  # noqa: E402
 from make_random_model import SHAPES, make_random_model, weight_plan  # noqa: E402
 
 import mixrt.convert  # noqa: E402
-from mixrt.convert import ConversionError, convert  # noqa: E402
+from mixrt.convert import ConversionError, convert, open_source  # noqa: E402
 from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt  # noqa: E402
 
 LAYER_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
@@ -558,6 +559,30 @@ HF_REFUSALS = {
                           r"expected a tokenizer \(tokenizer.json or tokenizer.model\), "
                           "found none"),
     "vocab mismatch": (shrink_vocab, "tokenizer: .*32000 tokens.* vocab_size is 31999"),
+    "config not JSON": (lambda d: (d / "config.json").write_text('{"model_type": "llama",'),
+                        "/config.json: expected a JSON object, found invalid JSON "
+                        r"\(Expecting property name enclosed in double quotes: line 1"),
+    "config not an object": (lambda d: (d / "config.json").write_text('["llama"]'),
+                             "/config.json: expected a JSON object, found an array$"),
+    "config not UTF-8": (lambda d: (d / "config.json").write_bytes(b'{"model_type": "\xff"}'),
+                         "/config.json: expected a JSON object, found invalid JSON "
+                         r"\('utf-8' codec can't decode byte 0xff"),
+    "index not JSON": (lambda d: (d / "model.safetensors.index.json").write_text("weight_map"),
+                       "/model.safetensors.index.json: expected a JSON object, found invalid "
+                       "JSON"),
+    "index without weight map": (lambda d: (d / "model.safetensors.index.json").write_text("{}"),
+                                 "/model.safetensors.index.json: weight_map expected an object "
+                                 "of tensor names to shard file names, found None$"),
+    "tokenizer config not an object": (lambda d: (d / "tokenizer_config.json").write_text("7"),
+                                       "^tokenizer: .*/tokenizer_config.json: expected a JSON "
+                                       "object, found a number$"),
+    "truncated safetensors": (lambda d: os.truncate(d / "model.safetensors", 1 << 20),
+                              "^truncated/corrupt safetensors: .*/model.safetensors: Error while "
+                              "deserializing header: incomplete metadata, file not fully covered$"),
+    "safetensors header not JSON": (lambda d: (d / "model.safetensors").write_bytes(
+                                        struct.pack("<Q", 9) + b"not json!"),
+                                    "^truncated/corrupt safetensors: .*/model.safetensors: Error "
+                                    "while deserializing header: invalid JSON in header"),
 }
 
 
@@ -684,6 +709,124 @@ def test_gguf_refusals(tiny_hf, tmp_path, case):
         convert(gguf_file, tmp_path / "out.mixrt", progress=False)
     print(f"\n{case}: {error.value}")
     assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_hf, tmp_path_factory) -> Path:
+    """The tiny model as a float32 GGUF, for tests that damage copies of it."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf", tiny_hf)
+
+
+def gguf_sections(path: Path) -> dict:
+    """Byte ranges of a GGUF file's sections, located by the gguf reader: the header (magic,
+    version, tensor and key counts), the metadata, the tensor infos and the tensor data."""
+    reader = gguf.GGUFReader(path)
+    infos, data = reader.tensors[0].field.offset, reader.data_offset
+    return {"header": (0, 24), "metadata": (24, infos), "tensor infos": (infos, data),
+            "tensor data": (data, path.stat().st_size)}
+
+
+def refusal(src: Path, tmp_path: Path) -> str:
+    """The converter's message refusing src, checked to be one line with no file left behind."""
+    with pytest.raises(ConversionError) as error:
+        convert(src, tmp_path / "out.mixrt", progress=False)
+    print(f"\n{error.value}")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
+    return str(error.value)
+
+
+@pytest.mark.parametrize("section", ["header", "metadata", "tensor infos", "tensor data"])
+def test_truncated_gguf_is_refused(tiny_gguf, tmp_path, section):
+    start, end = gguf_sections(tiny_gguf)[section]
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:(start + end) // 2])
+    assert refusal(cut, tmp_path).startswith(
+        f"truncated/corrupt GGUF: {cut}: the gguf reader fails on its {(start + end) // 2} bytes (")
+
+
+def patch_value_type(data: bytes, key: str, value_type: int) -> bytes:
+    """data with the value type of metadata key (after its u64 length and name) replaced."""
+    at = data.index(key.encode()) + len(key)
+    return data[:at] + struct.pack("<I", value_type) + data[at + 4:]
+
+
+RANDOM_BYTES = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+# How to corrupt a valid GGUF file, and the reader's complaint (a regular expression).
+GGUF_CORRUPTIONS = {
+    "random bytes after the magic": (lambda data: data[:4] + RANDOM_BYTES,
+                                     "ValueError: Sorry, file appears to be version"),
+    "random bytes after the version": (lambda data: data[:8] + RANDOM_BYTES, "IndexError: "),
+    "duplicate key": (lambda data: data.replace(b"tokenizer.ggml.model", b"llama.context_length",
+                                                1),  # a key of the same length, written before
+                      r"KeyError: 'Duplicate llama\.context_length"),
+    "unknown value type": (lambda data: patch_value_type(data, "general.name", 99),
+                           r"ValueError: \S*99\)? is not a valid GGUFValueType"),
+}
+
+
+@pytest.mark.parametrize("case", GGUF_CORRUPTIONS)
+def test_corrupt_gguf_is_refused(tiny_gguf, tmp_path, case):
+    corrupt, what = GGUF_CORRUPTIONS[case]
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(corrupt(tiny_gguf.read_bytes()))
+    assert re.match(rf"truncated/corrupt GGUF: {re.escape(str(bad))}: the gguf reader fails on "
+                    rf"its {bad.stat().st_size} bytes \({what}", refusal(bad, tmp_path))
+
+
+@pytest.mark.parametrize("start", [b"GGML\x03\x00\x00\x00", b"hello", b"GG", b""])
+def test_file_without_gguf_magic_is_refused(tmp_path, start):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(start + bytes(100 if start else 0))
+    assert refusal(bad, tmp_path) == (f"not a GGUF file (magic expected b'GGUF', found "
+                                      f"{(start + bytes(4))[:4] if start else b''!r}): {bad}")
+
+
+def cut_after_opening(source: Path) -> str:
+    """Opens the source, then cuts 2 bytes off its weights file, as if it changed during the
+    conversion, and loads every tensor: the refusal."""
+    model = open_source(source)
+    weights = source if source.is_file() else source / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 2)
+    with pytest.raises(ConversionError) as error:
+        for _, tensor in model.tensors:
+            tensor.load()
+    return str(error.value)
+
+
+def test_gguf_cut_after_opening_is_refused(tiny_gguf, tmp_path):
+    copy = Path(shutil.copy(tiny_gguf, tmp_path / "tiny.gguf"))
+    last = gguf.GGUFReader(copy).tensors[-1]
+    assert cut_after_opening(copy) == (
+        f"truncated/corrupt GGUF: {copy}: tensor output.weight expected {last.n_bytes} bytes of "
+        f"data at offset {last.data_offset}, found {last.n_bytes - 2}")
+
+
+def test_safetensors_cut_after_opening_is_refused(tiny_copy):
+    shard = tiny_copy.resolve() / "model.safetensors"
+    assert cut_after_opening(tiny_copy) == (f"truncated/corrupt safetensors: {shard}: Error while "
+                                            f"deserializing header: incomplete metadata, file not "
+                                            f"fully covered")
+
+
+def test_bf16_safetensors_cut_after_opening_is_refused(tiny_copy):
+    """bf16 tensors are read from the raw bytes: a short read is refused."""
+    weights = load_file(tiny_copy / "model.safetensors")
+    write_bf16_safetensors(tiny_copy / "model.safetensors", weights)
+    last, size = list(weights)[-1], 2 * list(weights.values())[-1].size  # last in the file
+    assert cut_after_opening(tiny_copy) == (
+        f"truncated/corrupt safetensors: {tiny_copy.resolve() / 'model.safetensors'}: tensor "
+        f"{last} expected {size} bytes of data, found {size - 2}")
+
+
+def test_cli_refuses_a_truncated_gguf_in_one_line(tiny_gguf, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:100_000])
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(cut), "-o",
+                             str(tmp_path / "out.mixrt")], env=PYTHON_ENV, capture_output=True,
+                            text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"mixrt-convert: error: truncated/corrupt GGUF: {cut}: ")
 
 
 def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):

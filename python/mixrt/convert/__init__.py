@@ -69,11 +69,6 @@ def open_source(src: Path) -> ModelSource:
     if not src.is_file():
         raise ConversionError(f"{src}: expected a GGUF file or a checkpoint directory, "
                               f"found nothing")
-    with open(src, "rb") as stream:
-        magic = stream.read(4)
-    if magic != b"GGUF":
-        raise ConversionError(f"{src}: expected a GGUF file (magic b'GGUF') or a checkpoint "
-                              f"directory, found a file starting with {magic!r}")
     return open_gguf(src)
 
 
