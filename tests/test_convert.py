@@ -849,6 +849,18 @@ def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
     assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"  # overwritten
 
 
+def test_cli_version_and_help():
+    from mixrt.convert.cli import build_parser
+
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "--version"],
+                            env=PYTHON_ENV, capture_output=True, text=True, check=True)
+    assert result.stdout == f"mixrt-convert {mixrt.__version__}\n"
+    actions = build_parser()._actions
+    options = {option for action in actions for option in action.option_strings}
+    assert {"--version", "--force", "--bits", "--quiet"} <= options
+    assert [a.option_strings or a.dest for a in actions if not (a.help or "").strip()] == []
+
+
 # ---- the output path ---------------------------------------------------------------------------
 
 # Output (relative to tmp_path, where old.mixrt, the file `file`, the directory `dir`, the fifo

@@ -1,17 +1,18 @@
 # cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix] [--bits B]
 # [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F]
-# [--no-clip-search] [--quiet]` console script.
+# [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
 # Refusals print `mixrt-convert: error: <message>` and exit 1. Tested by tests/test_convert.py.
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .. import __version__
 from . import CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, EMBED_DTYPES, RECIPES, convert
 from .errors import ConversionError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixrt-convert",
         description="Convert a Llama checkpoint (a GGUF file or a Hugging Face directory with "
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="mix: 2-bit groups take their full range instead of the best of "
                              "several clipped ranges")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         summary = convert(args.src, args.output, recipe=args.recipe, bits=args.bits,
