@@ -436,7 +436,16 @@ def test_cli_mix_options(tiny_hf, tmp_path):
     (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
     (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, found 'q3'"),
     (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
-    (dict(recipe="mix", outlier_frac=1.5), "outlier_frac: expected 0 <= fraction < 1"),
+    (dict(recipe="mix", outlier_frac=1.5), r"outlier_frac: expected a number in \[0, 1\), "
+                                           "found 1.5"),
+    (dict(recipe="mix", outlier_frac=-1), r"outlier_frac: expected .*, found -1$"),
+    (dict(recipe="mix", bits=math.nan), r"bits: expected a number in \(0, 16\], found nan"),
+    (dict(recipe="mix", bits=0), r"bits: expected .*, found 0$"),
+    (dict(recipe="mix", bits=100.0), r"bits: expected .*, found 100.0"),
+    (dict(recipe="mix", bits=math.inf), r"bits: expected .*, found inf"),
+    (dict(recipe="mix", bits="3"), r"bits: expected .*, found '3'"),
+    (dict(calib_tokens=0), "calib_tokens: expected an integer >= 1, found 0"),
+    (dict(calib_tokens=2.5), "calib_tokens: expected an integer >= 1, found 2.5"),
     (dict(recipe="q8", dtype="f32"), "dtype: an alias of recipe"),
     (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix recipe"),
     (dict(recipe="mix", calib="calib.txt"), "calib calib.txt: expected a text file, found nothing"),
@@ -847,6 +856,25 @@ def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
         assert ("21 tensors" in result.stdout) == expect_output
         assert bool(result.stderr) == expect_output  # the tqdm bar
     assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"  # overwritten
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--bits", "nan", "expected a number in (0, 16], found nan"),
+    ("--bits", "0", "expected a number in (0, 16], found 0.0"),
+    ("--bits", "100", "expected a number in (0, 16], found 100.0"),
+    ("--bits", "inf", "expected a number in (0, 16], found inf"),
+    ("--outlier-frac", "-1", "expected a number in [0, 1), found -1.0"),
+    ("--outlier-frac", "nan", "expected a number in [0, 1), found nan"),
+    ("--calib-tokens", "0", "expected an integer >= 1, found 0"),
+    ("--calib-tokens", "1e4", "expected an integer >= 1, found '1e4'"),
+])
+def test_cli_refuses_numeric_options_out_of_range(tmp_path, option, value, message):
+    """While parsing, before any work: the source and the output directory do not even exist."""
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "no-such-source", "-o",
+                             str(tmp_path / "missing" / "out.mixrt"), "--recipe", "mix", option,
+                             value], env=PYTHON_ENV, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"mixrt-convert: error: argument {option}: {message}\n"
 
 
 def test_cli_version_and_help():

@@ -30,6 +30,14 @@ EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
 DEFAULT_OUTLIER_FRAC = 0.003
 QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the temporaries
+# The numeric parameters: their type, which values they accept, and how to say so. convert()
+# refuses other values before any work, the CLI while parsing its options (--bits, ...). NaN fails
+# every comparison and infinity every bound, so neither gets through.
+NUMERIC_RANGES = {
+    "bits": (float, lambda value: 0 < value <= 16, "a number in (0, 16]"),
+    "outlier_frac": (float, lambda value: 0 <= value < 1, "a number in [0, 1)"),
+    "calib_tokens": (int, lambda value: value >= 1, "an integer >= 1"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,16 @@ class Storage:
     dtype: str
     k4: int = 0
     nnz: int = 0
+
+
+def numeric_problem(name: str, value) -> str | None:
+    """Why `value` is refused for the numeric parameter `name` of NUMERIC_RANGES, or None."""
+    kind, accepts, expected = NUMERIC_RANGES[name]
+    number = (isinstance(value, int if kind is int else (int, float))
+              and not isinstance(value, bool))
+    if number and accepts(value):
+        return None
+    return f"expected {expected}, found {value if number else repr(value)}"
 
 
 def check_output(src: Path, out: Path, force: bool) -> None:
@@ -303,8 +321,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if recipe != "mix" and bits is not None:
         raise ConversionError(f"bits: expected only with the mix recipe, found {bits} for "
                               f"{recipe}")
-    if not 0 <= outlier_frac < 1:
-        raise ConversionError(f"outlier_frac: expected 0 <= fraction < 1, found {outlier_frac}")
+    for name, value in (("bits", bits), ("outlier_frac", outlier_frac),
+                        ("calib_tokens", calib_tokens)):
+        problem = None if value is None else numeric_problem(name, value)
+        if problem is not None:
+            raise ConversionError(f"{name}: {problem}")
     if calib is not None and recipe != "mix":
         raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
     check_output(Path(src), Path(out), force)
