@@ -300,9 +300,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     (Calibration): "runtime", "sequential", or "auto" = runtime unless its Hessians would exceed
     RUNTIME_HESSIAN_LIMIT bytes (models beyond ~1B parameters).
 
-    Before any work, check_output refuses an `out` that cannot be written (a missing directory,
-    a directory, the source itself), and one that exists unless `force` is True (the CLI's
-    --force).
+    Before any work, numeric parameters outside NUMERIC_RANGES are refused, and check_output
+    refuses an `out` that cannot be written (a missing directory, a directory, the source
+    itself), and one that exists unless `force` is True (the CLI's --force).
 
     Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
     decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
