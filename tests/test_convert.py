@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -25,7 +26,7 @@ from gguf_to_hf import gguf_to_hf, to_hf_name  # noqa: E402
 from make_random_model import SHAPES, make_random_model, weight_plan  # noqa: E402
 
 import mixrt.convert  # noqa: E402
-from mixrt.convert import ConversionError, convert  # noqa: E402
+from mixrt.convert import ConversionError, convert, open_source  # noqa: E402
 from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt  # noqa: E402
 
 LAYER_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
@@ -436,7 +437,16 @@ def test_cli_mix_options(tiny_hf, tmp_path):
     (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
     (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, found 'q3'"),
     (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
-    (dict(recipe="mix", outlier_frac=1.5), "outlier_frac: expected 0 <= fraction < 1"),
+    (dict(recipe="mix", outlier_frac=1.5), r"outlier_frac: expected a number in \[0, 1\), "
+                                           "found 1.5"),
+    (dict(recipe="mix", outlier_frac=-1), r"outlier_frac: expected .*, found -1$"),
+    (dict(recipe="mix", bits=math.nan), r"bits: expected a number in \(0, 16\], found nan"),
+    (dict(recipe="mix", bits=0), r"bits: expected .*, found 0$"),
+    (dict(recipe="mix", bits=100.0), r"bits: expected .*, found 100.0"),
+    (dict(recipe="mix", bits=math.inf), r"bits: expected .*, found inf"),
+    (dict(recipe="mix", bits="3"), r"bits: expected .*, found '3'"),
+    (dict(calib_tokens=0), "calib_tokens: expected an integer >= 1, found 0"),
+    (dict(calib_tokens=2.5), "calib_tokens: expected an integer >= 1, found 2.5"),
     (dict(recipe="q8", dtype="f32"), "dtype: an alias of recipe"),
     (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix recipe"),
     (dict(recipe="mix", calib="calib.txt"), "calib calib.txt: expected a text file, found nothing"),
@@ -561,6 +571,30 @@ HF_REFUSALS = {
                           r"expected a tokenizer \(tokenizer.json or tokenizer.model\), "
                           "found none"),
     "vocab mismatch": (shrink_vocab, r"tokenizer: .*(\d+) tokens.* vocab_size is (?!\1)\d+"),
+    "config not JSON": (lambda d: (d / "config.json").write_text('{"model_type": "llama",'),
+                        "/config.json: expected a JSON object, found invalid JSON "
+                        r"\(Expecting property name enclosed in double quotes: line 1"),
+    "config not an object": (lambda d: (d / "config.json").write_text('["llama"]'),
+                             "/config.json: expected a JSON object, found an array$"),
+    "config not UTF-8": (lambda d: (d / "config.json").write_bytes(b'{"model_type": "\xff"}'),
+                         "/config.json: expected a JSON object, found invalid JSON "
+                         r"\('utf-8' codec can't decode byte 0xff"),
+    "index not JSON": (lambda d: (d / "model.safetensors.index.json").write_text("weight_map"),
+                       "/model.safetensors.index.json: expected a JSON object, found invalid "
+                       "JSON"),
+    "index without weight map": (lambda d: (d / "model.safetensors.index.json").write_text("{}"),
+                                 "/model.safetensors.index.json: weight_map expected an object "
+                                 "of tensor names to shard file names, found None$"),
+    "tokenizer config not an object": (lambda d: (d / "tokenizer_config.json").write_text("7"),
+                                       "^tokenizer: .*/tokenizer_config.json: expected a JSON "
+                                       "object, found a number$"),
+    "truncated safetensors": (lambda d: os.truncate(d / "model.safetensors", (d / "model.safetensors").stat().st_size // 2),
+                              "^truncated/corrupt safetensors: .*/model.safetensors: Error while "
+                              "deserializing header: incomplete metadata, file not fully covered$"),
+    "safetensors header not JSON": (lambda d: (d / "model.safetensors").write_bytes(
+                                        struct.pack("<Q", 9) + b"not json!"),
+                                    "^truncated/corrupt safetensors: .*/model.safetensors: Error "
+                                    "while deserializing header: invalid JSON in header"),
 }
 
 
@@ -689,6 +723,124 @@ def test_gguf_refusals(tiny_hf, tmp_path, case):
     assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_hf, tmp_path_factory) -> Path:
+    """The tiny model as a float32 GGUF, for tests that damage copies of it."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf", tiny_hf)
+
+
+def gguf_sections(path: Path) -> dict:
+    """Byte ranges of a GGUF file's sections, located by the gguf reader: the header (magic,
+    version, tensor and key counts), the metadata, the tensor infos and the tensor data."""
+    reader = gguf.GGUFReader(path)
+    infos, data = reader.tensors[0].field.offset, reader.data_offset
+    return {"header": (0, 24), "metadata": (24, infos), "tensor infos": (infos, data),
+            "tensor data": (data, path.stat().st_size)}
+
+
+def refusal(src: Path, tmp_path: Path) -> str:
+    """The converter's message refusing src, checked to be one line with no file left behind."""
+    with pytest.raises(ConversionError) as error:
+        convert(src, tmp_path / "out.mixrt", progress=False)
+    print(f"\n{error.value}")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
+    return str(error.value)
+
+
+@pytest.mark.parametrize("section", ["header", "metadata", "tensor infos", "tensor data"])
+def test_truncated_gguf_is_refused(tiny_gguf, tmp_path, section):
+    start, end = gguf_sections(tiny_gguf)[section]
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:(start + end) // 2])
+    assert refusal(cut, tmp_path).startswith(
+        f"truncated/corrupt GGUF: {cut}: the gguf reader fails on its {(start + end) // 2} bytes (")
+
+
+def patch_value_type(data: bytes, key: str, value_type: int) -> bytes:
+    """data with the value type of metadata key (after its u64 length and name) replaced."""
+    at = data.index(key.encode()) + len(key)
+    return data[:at] + struct.pack("<I", value_type) + data[at + 4:]
+
+
+RANDOM_BYTES = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+# How to corrupt a valid GGUF file, and the reader's complaint (a regular expression).
+GGUF_CORRUPTIONS = {
+    "random bytes after the magic": (lambda data: data[:4] + RANDOM_BYTES,
+                                     "ValueError: Sorry, file appears to be version"),
+    "random bytes after the version": (lambda data: data[:8] + RANDOM_BYTES, "IndexError: "),
+    "duplicate key": (lambda data: data.replace(b"tokenizer.ggml.model", b"llama.context_length",
+                                                1),  # a key of the same length, written before
+                      r"KeyError: 'Duplicate llama\.context_length"),
+    "unknown value type": (lambda data: patch_value_type(data, "general.name", 99),
+                           r"ValueError: \S*99\)? is not a valid GGUFValueType"),
+}
+
+
+@pytest.mark.parametrize("case", GGUF_CORRUPTIONS)
+def test_corrupt_gguf_is_refused(tiny_gguf, tmp_path, case):
+    corrupt, what = GGUF_CORRUPTIONS[case]
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(corrupt(tiny_gguf.read_bytes()))
+    assert re.match(rf"truncated/corrupt GGUF: {re.escape(str(bad))}: the gguf reader fails on "
+                    rf"its {bad.stat().st_size} bytes \({what}", refusal(bad, tmp_path))
+
+
+@pytest.mark.parametrize("start", [b"GGML\x03\x00\x00\x00", b"hello", b"GG", b""])
+def test_file_without_gguf_magic_is_refused(tmp_path, start):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(start + bytes(100 if start else 0))
+    assert refusal(bad, tmp_path) == (f"not a GGUF file (magic expected b'GGUF', found "
+                                      f"{(start + bytes(4))[:4] if start else b''!r}): {bad}")
+
+
+def cut_after_opening(source: Path) -> str:
+    """Opens the source, then cuts 2 bytes off its weights file, as if it changed during the
+    conversion, and loads every tensor: the refusal."""
+    model = open_source(source)
+    weights = source if source.is_file() else source / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 2)
+    with pytest.raises(ConversionError) as error:
+        for _, tensor in model.tensors:
+            tensor.load()
+    return str(error.value)
+
+
+def test_gguf_cut_after_opening_is_refused(tiny_gguf, tmp_path):
+    copy = Path(shutil.copy(tiny_gguf, tmp_path / "tiny.gguf"))
+    last = gguf.GGUFReader(copy).tensors[-1]
+    assert cut_after_opening(copy) == (
+        f"truncated/corrupt GGUF: {copy}: tensor output.weight expected {last.n_bytes} bytes of "
+        f"data at offset {last.data_offset}, found {last.n_bytes - 2}")
+
+
+def test_safetensors_cut_after_opening_is_refused(tiny_copy):
+    shard = tiny_copy.resolve() / "model.safetensors"
+    assert cut_after_opening(tiny_copy) == (f"truncated/corrupt safetensors: {shard}: Error while "
+                                            f"deserializing header: incomplete metadata, file not "
+                                            f"fully covered")
+
+
+def test_bf16_safetensors_cut_after_opening_is_refused(tiny_copy):
+    """bf16 tensors are read from the raw bytes: a short read is refused."""
+    weights = load_file(tiny_copy / "model.safetensors")
+    write_bf16_safetensors(tiny_copy / "model.safetensors", weights)
+    last, size = list(weights)[-1], 2 * list(weights.values())[-1].size  # last in the file
+    assert cut_after_opening(tiny_copy) == (
+        f"truncated/corrupt safetensors: {tiny_copy.resolve() / 'model.safetensors'}: tensor "
+        f"{last} expected {size} bytes of data, found {size - 2}")
+
+
+def test_cli_refuses_a_truncated_gguf_in_one_line(tiny_gguf, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:100_000])
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(cut), "-o",
+                             str(tmp_path / "out.mixrt")], env=PYTHON_ENV, capture_output=True,
+                            text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"mixrt-convert: error: truncated/corrupt GGUF: {cut}: ")
+
+
 def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
     edit_config(tiny_copy, model_type="mistral")
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_copy), "-o",
@@ -700,13 +852,102 @@ def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
 
 
 def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
-    for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32"], False)):
+    for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32", "--force"], False)):
         result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
                                  str(tmp_path / "out.mixrt"), *flags], env=PYTHON_ENV,
                                 capture_output=True, text=True, check=True)
         assert ("21 tensors" in result.stdout) == expect_output
         assert bool(result.stderr) == expect_output  # the tqdm bar
-    assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"
+    assert read_mixrt(tmp_path / "out.mixrt").metadata["mixrt.recipe"] == "f32"  # overwritten
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--bits", "nan", "expected a number in (0, 16], found nan"),
+    ("--bits", "0", "expected a number in (0, 16], found 0.0"),
+    ("--bits", "100", "expected a number in (0, 16], found 100.0"),
+    ("--bits", "inf", "expected a number in (0, 16], found inf"),
+    ("--outlier-frac", "-1", "expected a number in [0, 1), found -1.0"),
+    ("--outlier-frac", "nan", "expected a number in [0, 1), found nan"),
+    ("--calib-tokens", "0", "expected an integer >= 1, found 0"),
+    ("--calib-tokens", "1e4", "expected an integer >= 1, found '1e4'"),
+])
+def test_cli_refuses_numeric_options_out_of_range(tmp_path, option, value, message):
+    """While parsing, before any work: the source and the output directory do not even exist."""
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "no-such-source", "-o",
+                             str(tmp_path / "missing" / "out.mixrt"), "--recipe", "mix", option,
+                             value], env=PYTHON_ENV, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"mixrt-convert: error: argument {option}: {message}\n"
+
+
+def test_cli_version_and_help():
+    from mixrt.convert.cli import build_parser
+
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "--version"],
+                            env=PYTHON_ENV, capture_output=True, text=True, check=True)
+    assert result.stdout == f"mixrt-convert {mixrt.__version__}\n"
+    actions = build_parser()._actions
+    options = {option for action in actions for option in action.option_strings}
+    assert {"--version", "--force", "--bits", "--quiet"} <= options
+    assert [a.option_strings or a.dest for a in actions if not (a.help or "").strip()] == []
+
+
+# ---- the output path ---------------------------------------------------------------------------
+
+# Output (relative to tmp_path, where old.mixrt, the file `file`, the directory `dir`, the fifo
+# `fifo` and the source src.gguf exist), force, and the refusal with {out} and {parent} filled in.
+OUTPUT_REFUSALS = {
+    "missing directory": ("missing/out.mixrt", False, "output directory {parent} does not exist"),
+    "directory is a file": ("file/out.mixrt", False,
+                            "output directory {parent} is not a directory"),
+    "output is a directory": ("dir", True, "output {out}: expected a file path, found a directory"),
+    "output is a fifo": ("fifo", True, "output {out}: expected a file path, found a special file"),
+    "output exists": ("old.mixrt", False, "{out} exists; pass --force to overwrite"),
+    "output is the source": ("src.gguf", True, "output {out}: expected a path other than the "
+                                               "source, found the source itself"),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_REFUSALS)
+def test_output_is_checked_before_any_work(tmp_path, monkeypatch, case):
+    """convert() refuses the output path before it opens the source, naming that path (not the
+    temporary file), and leaves everything as it was."""
+    name, force, message = OUTPUT_REFUSALS[case]
+    (tmp_path / "old.mixrt").write_bytes(b"previous conversion")
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "src.gguf").write_bytes(b"GGUF source")
+    before = sorted(tmp_path.rglob("*"))
+    monkeypatch.setattr(mixrt.convert, "open_source",
+                        lambda src: pytest.fail("the source was opened before the output check"))
+    out = tmp_path / name
+    with pytest.raises(ConversionError) as error:
+        convert(tmp_path / "src.gguf", out, force=force, progress=False)
+    assert str(error.value) == message.format(out=out, parent=out.parent)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert (tmp_path / "old.mixrt").read_bytes() == b"previous conversion"
+
+
+def test_unwritable_output_directory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(ConversionError) as error:
+        convert(tmp_path / "src.gguf", tmp_path / "out.mixrt", progress=False)
+    assert str(error.value) == f"output directory {tmp_path} is not writable"
+
+
+def test_cli_checks_the_output_before_reading_the_source(tmp_path):
+    """One line naming the output, exit status 1, although the source does not even exist."""
+    (tmp_path / "old.mixrt").write_bytes(b"previous conversion")
+    for out, message in ((tmp_path / "old.mixrt", f"{tmp_path / 'old.mixrt'} exists; pass --force "
+                                                  f"to overwrite"),
+                         (tmp_path / "missing" / "out.mixrt",
+                          f"output directory {tmp_path / 'missing'} does not exist")):
+        result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli",
+                                 str(tmp_path / "no-such-source"), "-o", str(out)],
+                                env=PYTHON_ENV, capture_output=True, text=True)
+        assert (result.returncode, result.stderr) == (1, f"mixrt-convert: error: {message}\n")
+    assert (tmp_path / "old.mixrt").read_bytes() == b"previous conversion"
 
 
 # ---- no partial files ------------------------------------------------------------------------
@@ -731,7 +972,7 @@ def test_interrupted_conversion_leaves_no_file(tiny_hf, tmp_path, monkeypatch, f
     out = tmp_path / "out.mixrt"
     out.write_bytes(b"previous conversion")
     with pytest.raises(failure):
-        convert(tiny_hf, out, progress=False)
+        convert(tiny_hf, out, progress=False, force=True)
     assert out.read_bytes() == b"previous conversion"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mixrt"]
 

@@ -1,7 +1,8 @@
 """quant_table.py: converts one checkpoint with several recipes and measures each: decoder-linear
 bits per weight, whole-file bits per parameter, file size, conversion time and peak memory, and
 perplexity on one or more texts (BENCHMARKS.md protocol, via `mixrt perplexity`), with the ratio
-to the f16 file. Prints a markdown table and writes JSON lines.
+to the f16 file. Prints a markdown table and writes JSON lines. The converted files go to
+--out-dir, replacing those of an earlier run.
 
     python tools/quant_table.py GGUF_OR_HF_DIR --calib CALIB.txt --text WIKI_EVAL.txt \\
         --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.5:calib mix:3.3:calib
@@ -28,7 +29,7 @@ def run_timed(cmd: list) -> tuple[float, float]:
 
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
     name, *rest = recipe.split(":")
-    cmd = ["mixrt-convert", src, "-o", str(out), "--recipe", name, "--quiet", *extra]
+    cmd = ["mixrt-convert", src, "-o", str(out), "--force", "--recipe", name, "--quiet", *extra]
     if rest:
         cmd += ["--bits", rest[0]]
     if "calib" in rest:

@@ -30,6 +30,14 @@ EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
 DEFAULT_OUTLIER_FRAC = 0.003
 QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the temporaries
+# The numeric parameters: their type, which values they accept, and how to say so. convert()
+# refuses other values before any work, the CLI while parsing its options (--bits, ...). NaN fails
+# every comparison and infinity every bound, so neither gets through.
+NUMERIC_RANGES = {
+    "bits": (float, lambda value: 0 < value <= 16, "a number in (0, 16]"),
+    "outlier_frac": (float, lambda value: 0 <= value < 1, "a number in [0, 1)"),
+    "calib_tokens": (int, lambda value: value >= 1, "an integer >= 1"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +49,37 @@ class Storage:
     nnz: int = 0
 
 
+def numeric_problem(name: str, value) -> str | None:
+    """Why `value` is refused for the numeric parameter `name` of NUMERIC_RANGES, or None."""
+    kind, accepts, expected = NUMERIC_RANGES[name]
+    number = (isinstance(value, int if kind is int else (int, float))
+              and not isinstance(value, bool))
+    if number and accepts(value):
+        return None
+    return f"expected {expected}, found {value if number else repr(value)}"
+
+
+def check_output(src: Path, out: Path, force: bool) -> None:
+    """Refuses, before any work, an output the conversion could not end in or should not
+    replace: a missing or unwritable directory, a directory or special file at `out`, the source
+    itself, or an existing file unless `force` (the CLI's --force). Messages name `out`, never the
+    temporary file the writer builds beside it."""
+    directory = out.parent
+    if not directory.is_dir():
+        raise ConversionError(f"output directory {directory} "
+                              f"{'is not a directory' if directory.exists() else 'does not exist'}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConversionError(f"output directory {directory} is not writable")
+    if out.exists() and not out.is_file():
+        raise ConversionError(f"output {out}: expected a file path, found "
+                              f"{'a directory' if out.is_dir() else 'a special file'}")
+    if out.exists() and src.exists() and os.path.samefile(src, out):
+        raise ConversionError(f"output {out}: expected a path other than the source, found the "
+                              f"source itself")
+    if out.exists() and not force:
+        raise ConversionError(f"{out} exists; pass --force to overwrite")
+
+
 def open_source(src: Path) -> ModelSource:
     """A GGUF file or a Hugging Face checkpoint directory, read as the canonical description."""
     if src.is_dir():
@@ -48,11 +87,6 @@ def open_source(src: Path) -> ModelSource:
     if not src.is_file():
         raise ConversionError(f"{src}: expected a GGUF file or a checkpoint directory, "
                               f"found nothing")
-    with open(src, "rb") as stream:
-        magic = stream.read(4)
-    if magic != b"GGUF":
-        raise ConversionError(f"{src}: expected a GGUF file (magic b'GGUF') or a checkpoint "
-                              f"directory, found a file starting with {magic!r}")
     return open_gguf(src)
 
 
@@ -254,7 +288,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             calib: str | os.PathLike | None = None, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
             calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
-            dtype: str | None = None) -> dict:
+            dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
@@ -265,6 +299,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     4-bit strips go (across and within matrices) and drive GPTQ error feedback; `calib_method`
     (Calibration): "runtime", "sequential", or "auto" = runtime unless its Hessians would exceed
     RUNTIME_HESSIAN_LIMIT bytes (models beyond ~1B parameters).
+
+    Before any work, numeric parameters outside NUMERIC_RANGES are refused, and check_output
+    refuses an `out` that cannot be written (a missing directory, a directory, the source
+    itself), and one that exists unless `force` is True (the CLI's --force).
 
     Returns a summary: tensors, parameters, bytes (file size), seconds, recipe, linear_bits (the
     decoder linear average bits per weight; None for f16/f32) and file_bits (8 bytes /
@@ -283,10 +321,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if recipe != "mix" and bits is not None:
         raise ConversionError(f"bits: expected only with the mix recipe, found {bits} for "
                               f"{recipe}")
-    if not 0 <= outlier_frac < 1:
-        raise ConversionError(f"outlier_frac: expected 0 <= fraction < 1, found {outlier_frac}")
+    for name, value in (("bits", bits), ("outlier_frac", outlier_frac),
+                        ("calib_tokens", calib_tokens)):
+        problem = None if value is None else numeric_problem(name, value)
+        if problem is not None:
+            raise ConversionError(f"{name}: {problem}")
     if calib is not None and recipe != "mix":
         raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
+    check_output(Path(src), Path(out), force)
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)

@@ -1,27 +1,61 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--recipe f16|f32|q8|q4|mix] [--bits B]
-# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F] [--no-clip-search] [--quiet]` console script.
-# Refusals print `mixrt-convert: error: <message>` and exit 1. Tested by tests/test_convert.py.
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix] [--bits B]
+# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F]
+# [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
+# Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
+# out of its range too: `argument --bits: expected ..., found ...`) are refused the same way while
+# parsing, before any work, with exit status 2. Tested by tests/test_convert.py.
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, EMBED_DTYPES, RECIPES, convert
+from .. import __version__
+from . import (CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC,
+               EMBED_DTYPES, NUMERIC_RANGES, RECIPES, convert, numeric_problem)
 from .errors import ConversionError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def numeric(name: str):
+    """The argparse type of convert()'s numeric parameter `name`: out-of-range values (NaN and
+    infinity included) and text that is no number are refused while the options are parsed,
+    before any work, as `argument --option: expected <range>, found <value>`."""
+    kind = NUMERIC_RANGES[name][0]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = text
+        problem = numeric_problem(name, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    return parse
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Reports a bad command line in one line, as the conversion's refusals are, without the
+    usage text (--help shows it); exit status 2, as argparse's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
         prog="mixrt-convert",
         description="Convert a Llama checkpoint (a GGUF file or a Hugging Face directory with "
                     "config.json, *.safetensors and a tokenizer) into one .mixrt file.")
     parser.add_argument("src", help="GGUF file or Hugging Face checkpoint directory")
-    parser.add_argument("-o", "--output", required=True, help="the .mixrt file to write")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the .mixrt file to write (its directory must exist)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the output file if it exists (otherwise refused)")
     parser.add_argument("--recipe", "--dtype", dest="recipe", choices=RECIPES, default="f16",
                         help="storage of the decoder linear weights: f16, f32, q8 (8.5 bits), "
                              "q4 (5 bits) or mix (2/4/16-bit within --bits); norms stay f32 "
                              "(default: f16)")
-    parser.add_argument("--bits", type=float,
+    parser.add_argument("--bits", type=numeric("bits"), metavar="B",
                         help=f"mix: budget in bits per decoder linear weight, every stored byte "
                              f"counted (default: {DEFAULT_BITS})")
     parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
@@ -29,27 +63,36 @@ def main(argv: list[str] | None = None) -> int:
                              "for f16/f32, else q8; q4: smaller and faster, less accurate)")
     parser.add_argument("--calib", metavar="TEXTFILE",
                         help="mix: calibrate on this text (Hessian-aware quantization)")
-    parser.add_argument("--calib-tokens", type=int, default=DEFAULT_CALIB_TOKENS,
+    parser.add_argument("--calib-tokens", type=numeric("calib_tokens"), metavar="N",
+                        default=DEFAULT_CALIB_TOKENS,
                         help=f"tokens of the calibration text to use (default {DEFAULT_CALIB_TOKENS})")
     parser.add_argument("--calib-method", choices=CALIB_METHODS, default="auto",
                         help="runtime: Hessians of every layer collected by running the model "
                              "(fast, memory grows with the model); sequential: layer by layer in "
                              "numpy on the quantized layers' outputs (memory bounded); auto: "
                              "runtime unless its Hessians exceed 4 GiB (default)")
-    parser.add_argument("--outlier-frac", type=float, default=DEFAULT_OUTLIER_FRAC,
+    parser.add_argument("--outlier-frac", type=numeric("outlier_frac"), metavar="F",
+                        default=DEFAULT_OUTLIER_FRAC,
                         help=f"mix: fraction of weights kept as fp16 outliers "
                              f"(default: {DEFAULT_OUTLIER_FRAC})")
     parser.add_argument("--no-clip-search", dest="clip_search", action="store_false",
                         help="mix: 2-bit groups take their full range instead of the best of "
                              "several clipped ranges")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         summary = convert(args.src, args.output, recipe=args.recipe, bits=args.bits,
                           embed_dtype=args.embed_dtype, calib=args.calib, calib_tokens=args.calib_tokens,
                           calib_method=args.calib_method,
                           progress=not args.quiet, outlier_frac=args.outlier_frac,
-                          clip_search=args.clip_search)
+                          clip_search=args.clip_search, force=args.force)
     except (ConversionError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1

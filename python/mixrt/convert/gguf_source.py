@@ -1,6 +1,8 @@
 # gguf_source.py: reads a llama GGUF file (gguf package) as the converter's canonical description:
 # hyperparameters from llama.* keys, tensors dequantized to float32 with the attn_q/attn_k rows
-# taken back from GGUF's interleaved RoPE order to rotate-half. Tested by tests/test_convert.py.
+# taken back from GGUF's interleaved RoPE order to rotate-half. A file without the GGUF magic, or
+# one the reader cannot parse or whose tensor data is cut short, is refused in one line.
+# Tested by tests/test_convert.py.
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +15,7 @@ from .errors import ConversionError
 from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
 from .tokenizer_export import tokenizer_metadata_from_gguf
 
+MAGIC = b"GGUF"
 SUPPORTED_TYPES = tuple(GGMLQuantizationType[name] for name in
                         ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
 _REQUIRED = object()
@@ -86,18 +89,33 @@ def _loader(path: Path, tensor, dims: tuple[int, ...], rope_heads: int | None):
     tensors already converted do not stay resident) and dequantizes them to float32."""
     def load() -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8, count=tensor.n_bytes, offset=tensor.data_offset)
+        if raw.size != tensor.n_bytes:  # the file was cut after the reader checked it
+            raise _corrupt(path, f"tensor {tensor.name} expected {tensor.n_bytes} bytes of data "
+                                 f"at offset {tensor.data_offset}, found {raw.size}")
         raw = raw.view(tensor.data.dtype).reshape(tensor.data.shape)
         weight = dequantize(raw, tensor.tensor_type).astype(np.float32, copy=False).reshape(dims)
         return weight if rope_heads is None else unpermute_rope_rows(weight, rope_heads)
     return load
 
 
+def _corrupt(path: Path, what: str) -> ConversionError:
+    return ConversionError(f"truncated/corrupt GGUF: {path}: {what}")
+
+
 def open_gguf(path: Path) -> ModelSource:
+    with open(path, "rb") as stream:
+        magic = stream.read(len(MAGIC))
+    if magic != MAGIC:
+        raise ConversionError(f"not a GGUF file (magic expected {MAGIC!r}, found {magic!r}): "
+                              f"{path}")
     try:
         reader = GGUFReader(path)
-    except (ValueError, OSError) as error:
-        raise ConversionError(f"{path}: expected a GGUF file, found unreadable "
-                              f"({error})") from error
+    except (ValueError, IndexError, KeyError) as error:
+        # How the reader meets bytes it cannot parse: IndexError or a numpy ValueError where the
+        # file ends early (tensor data included), ValueError for unknown versions, value types
+        # and bad UTF-8, KeyError for a duplicate key.
+        raise _corrupt(path, f"the gguf reader fails on its {path.stat().st_size} bytes "
+                             f"({type(error).__name__}: {error})") from error
     by_name = {t.name: t for t in reader.tensors}
     embd = by_name.get("token_embd.weight")
     hparams = _hyperparameters(reader, int(embd.shape[-1]) if embd is not None else None,

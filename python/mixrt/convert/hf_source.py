@@ -1,6 +1,8 @@
 # hf_source.py: reads a Hugging Face Llama checkpoint directory (config.json, one or more
 # *.safetensors shards, tokenizer files) as the converter's canonical description. HF already
-# stores q/k rows in the rotate-half RoPE order mixrt uses. Tested by tests/test_convert.py.
+# stores q/k rows in the rotate-half RoPE order mixrt uses. JSON files that are not a JSON object
+# and truncated or corrupt shards are refused in one line naming the file. Tested by
+# tests/test_convert.py.
 from __future__ import annotations
 
 import json
@@ -8,11 +10,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .errors import ConversionError
 from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
-from .tokenizer_export import tokenizer_metadata_from_hf_dir
+from .tokenizer_export import read_json_object, tokenizer_metadata_from_hf_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 SAFETENSORS_DTYPES = ("F32", "F16", "BF16")
@@ -91,7 +93,12 @@ def _shard_files(path: Path) -> list[Path]:
     """The safetensors files of the checkpoint: those the index names, or all of them."""
     index = path / "model.safetensors.index.json"
     if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json_object(index).get("weight_map")
+        if not (isinstance(weight_map, dict)
+                and all(isinstance(name, str) for name in weight_map.values())):
+            raise ConversionError(f"{index}: weight_map expected an object of tensor names to "
+                                  f"shard file names, found {weight_map!r:.80}")
+        names = sorted(set(weight_map.values()))
         missing = [name for name in names if not (path / name).exists()]
         if missing:
             raise ConversionError(f"{index.name}: shard {missing[0]} expected in {path}, "
@@ -101,6 +108,19 @@ def _shard_files(path: Path) -> list[Path]:
     if not files:
         raise ConversionError(f"{path}: expected *.safetensors weight files, found none")
     return files
+
+
+def _corrupt(file: Path, what: object) -> ConversionError:
+    return ConversionError(f"truncated/corrupt safetensors: {file}: {what}")
+
+
+def _open_shard(file: Path):
+    """safe_open of one shard, which checks that its header is valid JSON and that its data
+    covers exactly the rest of the file."""
+    try:
+        return safe_open(file, framework="numpy")
+    except SafetensorError as error:
+        raise _corrupt(file, error) from error
 
 
 def _read_bf16(file: Path, name: str) -> np.ndarray:
@@ -113,6 +133,9 @@ def _read_bf16(file: Path, name: str) -> np.ndarray:
         begin, end = entry["data_offsets"]
         stream.seek(8 + header_size + begin)
         bits = np.fromfile(stream, dtype="<u2", count=(end - begin) // 2)
+    if 2 * bits.size != end - begin:  # the file was cut after _open_shard checked it
+        raise _corrupt(file, f"tensor {name} expected {end - begin} bytes of data, "
+                             f"found {2 * bits.size}")
     return (bits.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
 
 
@@ -121,7 +144,7 @@ def _loader(file: Path, name: str, dtype: str):
         return lambda: _read_bf16(file, name)
 
     def load() -> np.ndarray:
-        with safe_open(file, framework="numpy") as shard:
+        with _open_shard(file) as shard:
             return shard.get_tensor(name).astype(np.float32, copy=False)
     return load
 
@@ -130,7 +153,7 @@ def _index_tensors(files: list[Path]) -> dict[str, SourceTensor]:
     """Every tensor of the shards by name, with dims from the headers (no data is read)."""
     tensors, shard_of = {}, {}
     for file in files:
-        with safe_open(file, framework="numpy") as shard:
+        with _open_shard(file) as shard:
             for name in shard.keys():
                 if name.endswith(IGNORED_SUFFIXES):
                     continue
@@ -157,7 +180,7 @@ def open_hf_dir(path: Path) -> ModelSource:
     if not config_file.exists():
         raise ConversionError(f"{path}: expected a Hugging Face checkpoint with config.json, "
                               f"found none")
-    config = json.loads(config_file.read_text())
+    config = read_json_object(config_file)
     hparams = _hyperparameters(config)
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         raise ConversionError(f"{path}: expected a tokenizer ({' or '.join(TOKENIZER_FILES)}), "

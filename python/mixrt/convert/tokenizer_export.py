@@ -6,12 +6,15 @@
 Both functions return a dict of metadata key -> value with the Python types the format writer
 maps to FORMAT.md types: int (i64), str (string), list[str] (string array), numpy float32 array
 (f32 array), numpy int32 array (i32 array). Tokenizers the runtime cannot reproduce exactly raise
-ValueError naming what is unsupported.
+ValueError naming what is unsupported; JSON files that are not a JSON object raise ConversionError
+(a ValueError) naming the file (read_json_object, which hf_source uses too).
 """
 import json
 from pathlib import Path
 
 import numpy as np
+
+from .errors import ConversionError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -76,12 +79,12 @@ def tokenizer_metadata_from_hf_dir(path) -> dict:
     with unused tokens "[PAD<i>]" so that it has one entry per embedding row.
     """
     path = Path(path)
-    config = _read_json(path / "config.json")
-    tokenizer_config = _read_json(path / "tokenizer_config.json")
+    config = read_json_object(path / "config.json")
+    tokenizer_config = read_json_object(path / "tokenizer_config.json")
     tokenizer_json = path / "tokenizer.json"
     tokenizer_model = path / "tokenizer.model"
 
-    data = _read_json(tokenizer_json) if tokenizer_json.exists() else None
+    data = read_json_object(tokenizer_json) if tokenizer_json.exists() else None
     problem = _byte_bpe_problem(data) if data is not None else None
     if data is not None and problem is None:
         meta, fallback_ids = _byte_bpe_from_tokenizer_json(data)
@@ -331,8 +334,24 @@ def _proto_fields(data: bytes):
 
 # ---- shared -------------------------------------------------------------------------------------
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in the file at path ({} if there is none), as a Hugging Face checkpoint's
+    config.json, safetensors index and tokenizer files hold. Raises ConversionError (a ValueError)
+    naming the file if it is not valid JSON or not an object."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as error:  # invalid JSON or text that is not UTF-8
+        raise ConversionError(f"{path}: expected a JSON object, found invalid JSON "
+                              f"({error})") from error
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path}: expected a JSON object, found {_JSON_KINDS[type(data)]}")
+    return data
 
 
 def _dense_vocabulary(by_id: dict):
