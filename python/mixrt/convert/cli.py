@@ -1,5 +1,5 @@
 # cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix] [--bits B]
-# [--embed-dtype D] [--calib TEXT [--calib-tokens N] [--calib-method M]] [--outlier-frac F]
+# [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M] [--outlier-frac F]
 # [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
 # Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
 # out of its range too: `argument --bits: expected ..., found ...`) are refused the same way while
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 from . import (CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC,
-               EMBED_DTYPES, NUMERIC_RANGES, RECIPES, convert, numeric_problem)
+               EMBED_DTYPES, NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
 from .errors import ConversionError
 
 
@@ -61,11 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
                         help="storage of the embedding and output head (default: the recipe "
                              "for f16/f32, else q8; q4: smaller and faster, less accurate)")
-    parser.add_argument("--calib", metavar="TEXTFILE",
-                        help="mix: calibrate on this text (Hessian-aware quantization)")
+    calib = parser.add_mutually_exclusive_group()
+    calib.add_argument("--calib", metavar="TEXTFILE", default=SELF_CALIB,
+                       help=f"mix: calibrate (Hessian-aware quantization, GPTQ) on this text, never one you "
+                            f"evaluate on; '{SELF_CALIB}' (the default): on text the model writes itself, "
+                            f"which needs no data but takes its decode time")
+    calib.add_argument("--no-calib", dest="calib", action="store_const", const=None,
+                       help="mix: round to nearest without calibration (fast, far less accurate)")
     parser.add_argument("--calib-tokens", type=numeric("calib_tokens"), metavar="N",
                         default=DEFAULT_CALIB_TOKENS,
-                        help=f"tokens of the calibration text to use (default {DEFAULT_CALIB_TOKENS})")
+                        help=f"mix: calibration tokens, read from the text or written by the model "
+                             f"(default {DEFAULT_CALIB_TOKENS})")
     parser.add_argument("--calib-method", choices=CALIB_METHODS, default="auto",
                         help="runtime: Hessians of every layer collected by running the model "
                              "(fast, memory grows with the model); sequential: layer by layer in "
@@ -87,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Warnings of convert() (e.g. the mix recipe without calibration) as one line each.
+    warnings.showwarning = lambda message, *_: print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+    if args.recipe == "mix" and args.calib == SELF_CALIB and not args.quiet:
+        print(f"{parser.prog}: calibrating on {args.calib_tokens} tokens of text the model writes itself "
+              f"(--calib FILE to use a text instead)", file=sys.stderr)
     try:
         summary = convert(args.src, args.output, recipe=args.recipe, bits=args.bits,
                           embed_dtype=args.embed_dtype, calib=args.calib, calib_tokens=args.calib_tokens,
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                   f", decoder linear layers {summary['linear_bits']:.3f} bits per weight")
         print(f"wrote {args.output}: {summary['tensors']} tensors, "
               f"{summary['parameters'] / 1e6:.1f}M parameters, "
-              f"{summary['bytes'] / 2**20:.1f} MiB ({summary['file_bits']:.3f} bits per "
+              f"{summary['bytes'] / 1e6:.1f} MB ({summary['file_bits']:.3f} bits per "
               f"parameter{linear}) in {summary['seconds']:.1f} s")
     return 0
 
