@@ -1,11 +1,15 @@
 """quant_table.py: converts one checkpoint with several recipes and measures each: decoder-linear
-bits per weight, whole-file bits per parameter, file size, conversion time and peak memory, and
-perplexity on one or more texts (BENCHMARKS.md protocol, via `mixrt perplexity`), with the ratio
-to the f16 file. Prints a markdown table and writes JSON lines. The converted files go to
---out-dir, replacing those of an earlier run.
+bits per weight, whole-file bits per parameter, file size, conversion time and peak memory,
+perplexity on one or more texts (BENCHMARKS.md protocol, via `mixrt perplexity`) with the ratio
+to the f16 file, and with --decode the decode speed (`mixrt bench`, prompt skipped). Prints a
+markdown table and JSON lines (also written to --json FILE, which tools/plot_recipes.py draws).
+The converted files go to --out-dir, replacing those of an earlier run.
 
     python tools/quant_table.py GGUF_OR_HF_DIR --calib CALIB.txt --text WIKI_EVAL.txt \\
-        --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.5:calib mix:3.3:calib
+        --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode
+
+A recipe is NAME[:BITS[:CALIB]]: mix:2.9 calibrates on text the model writes itself (the
+converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at all.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from pathlib import Path
 
 
 def run_timed(cmd: list) -> tuple[float, float]:
-    """Runs cmd under GNU time; returns (seconds, peak resident MiB)."""
+    """Runs cmd under GNU time; returns (seconds, peak resident MB)."""
     r = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"quant_table: {' '.join(cmd)} failed:\n{r.stderr}")
     seconds, kib = r.stderr.strip().splitlines()[-1].split()
-    return float(seconds), int(kib) / 1024
+    return float(seconds), int(kib) * 1024 / 1e6
 
 
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
@@ -36,47 +40,74 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
         if not calib:
             sys.exit("quant_table: a :calib recipe needs --calib")
         cmd += ["--calib", calib]
+    if "rtn" in rest:
+        cmd += ["--no-calib"]
     return cmd
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its vector extensions that the kernels care about."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = info.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+
+
+def run_json(cmd: list) -> dict:
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("src")
-    p.add_argument("--recipes", nargs="+", default=["f16", "q8", "q4", "mix:2.9"])
-    p.add_argument("--calib")
-    p.add_argument("--text", action="append", required=True)
-    p.add_argument("--tokens", type=int, default=16384)
-    p.add_argument("--ctx", type=int, default=512)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out-dir", type=Path, default=Path("models/quant_table"))
+    p.add_argument("src", help="GGUF file or Hugging Face directory")
+    p.add_argument("--recipes", nargs="+", default=["f16", "q8", "q4", "mix:2.9"],
+                   help="recipes, NAME[:BITS[:calib|rtn]] (default: f16 q8 q4 mix:2.9)")
+    p.add_argument("--calib", help="calibration text of the :calib recipes (never an evaluated text)")
+    p.add_argument("--text", action="append", required=True, help="a text to measure perplexity on "
+                   "(repeatable)")
+    p.add_argument("--tokens", type=int, default=16384, help="perplexity over the first N tokens (16384)")
+    p.add_argument("--ctx", type=int, default=512, help="perplexity window (512)")
+    p.add_argument("--threads", type=int, default=2, help="threads of perplexity and decode (2)")
+    p.add_argument("--decode", action="store_true", help="also measure decode tokens/s (mixrt bench -p 0)")
+    p.add_argument("--out-dir", type=Path, default=Path("models/quant_table"), help="converted files go here")
+    p.add_argument("--json", type=Path, help="write the rows here as JSON lines")
     p.add_argument("--convert-arg", action="append", default=[], help="extra mixrt-convert argument")
     args = p.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.machine()} {platform.processor()}, {args.threads} threads; "
-          f"perplexity: first {args.tokens} tokens, windows of {args.ctx}, no BOS", flush=True)
+    machine = f"{cpu_description()}, {args.threads} threads"
+    print(f"machine: {machine}; perplexity: first {args.tokens} tokens, windows of {args.ctx}, no BOS",
+          flush=True)
 
     rows = []
     for recipe in args.recipes:
         out = args.out_dir / (recipe.replace(":", "-") + ".mixrt")
         seconds, peak = run_timed(convert_cmd(args.src, out, recipe, args.calib, args.convert_arg))
-        info = json.loads(subprocess.run(["mixrt", "info", str(out), "--json"], capture_output=True,
-                                         text=True, check=True).stdout)
-        row = {"recipe": recipe, "linear_bits": info["bits_per_weight_decoder_linear"],
+        info = run_json(["mixrt", "info", str(out), "--json"])
+        row = {"recipe": recipe, "machine": machine, "linear_bits": info["bits_per_weight_decoder_linear"],
                "file_bits": info["bits_per_param_file"], "file_mb": info["file_bytes"] / 1e6,
-               "convert_s": seconds, "convert_peak_mib": peak}
+               "convert_s": seconds, "convert_peak_mb": peak}
         for text in args.text:
-            r = json.loads(subprocess.run(
-                ["mixrt", "perplexity", str(out), text, "--ctx", str(args.ctx), "--tokens", str(args.tokens),
-                 "-t", str(args.threads), "--json"], capture_output=True, text=True, check=True).stdout)
+            r = run_json(["mixrt", "perplexity", str(out), text, "--ctx", str(args.ctx), "--tokens",
+                          str(args.tokens), "-t", str(args.threads), "--no-progress", "--json"])
             row[f"ppl:{Path(text).name}"] = r["ppl"]
             row["tokens_scored"] = r["tokens_scored"]
+        if args.decode:
+            bench = run_json(["mixrt", "bench", str(out), "-p", "0", "-n", "128", "-r", "3", "-t",
+                              str(args.threads), "--json"])
+            row["decode_tokens_per_s"] = bench["decode_tokens_per_s"]
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     base = next((r for r in rows if r["recipe"] == "f16"), None)
     texts = [Path(t).name for t in args.text]
+    decode = " decode tok/s |" if args.decode else ""
     head = "| recipe | linear bits | file bits/param | file MB | " + " | ".join(
-        f"ppl {t} | ratio" for t in texts) + " | convert s | peak MiB |"
+        f"ppl {t} | ratio" for t in texts) + f" |{decode} convert s | peak MB |"
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
     for r in rows:
         cells = [r["recipe"], f"{r['linear_bits']:.3f}", f"{r['file_bits']:.2f}", f"{r['file_mb']:.1f}"]
@@ -84,7 +115,9 @@ def main() -> int:
             ppl = r[f"ppl:{t}"]
             ratio = ppl / base[f"ppl:{t}"] if base else float("nan")
             cells += [f"{ppl:.2f}", f"{ratio:.3f}"]
-        cells += [f"{r['convert_s']:.1f}", f"{r['convert_peak_mib']:.0f}"]
+        if args.decode:
+            cells.append(f"{r['decode_tokens_per_s']:.1f}")
+        cells += [f"{r['convert_s']:.1f}", f"{r['convert_peak_mb']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -1,6 +1,6 @@
 // sampler.h: picks the next token from logits: repetition penalty, then greedy (temperature <= 0)
 // or top-k -> temperature -> softmax -> top-p -> min-p -> a draw from a seeded xoshiro256**
-// generator. Deterministic for a given seed. Tested in tests/test_sampling.py.
+// generator. Deterministic for a given seed. Tested in tests/test_generation.py.
 #pragma once
 
 #include <cstdint>

@@ -149,7 +149,7 @@ class Model:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         self.path = str(path)
-        self._model = _core.Model(self.path, backend)
+        self._core_model: Optional[_core.Model] = _core.Model(self.path, backend)
         self.threads = threads or (os.cpu_count() or 1)
         self.n_ctx = n_ctx or self._model.context_length
         # Where the model runs ("cpu" or "cuda") and, when "auto" fell back to the CPU, why.
@@ -157,24 +157,29 @@ class Model:
         self.backend_note = self._model.backend_note
         self._idle: List[_core.Context] = []  # contexts no call is using (at most one is kept)
         self._pool_lock = threading.Lock()
-        self._closed = False
         self._chat_template: Optional[ChatTemplate] = None
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"backend={self.backend!r} threads={self.threads}"
-        return f"<mixrt.Model {self.path!r} {state} n_ctx={self.n_ctx} n_vocab={self.n_vocab}>"
+        state = "closed" if self.closed else f"backend={self.backend!r} threads={self.threads} n_vocab={self.n_vocab}"
+        return f"<mixrt.Model {self.path!r} {state} n_ctx={self.n_ctx}>"
 
     # ---- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
         """Frees the model's contexts now and the weights once no running stream needs them;
         later calls raise MixrtError. Streams still running end with an error at their next piece."""
         with self._pool_lock:
-            self._closed = True
             self._idle.clear()
+            self._core_model = None
+
+    @property
+    def _model(self) -> _core.Model:
+        """The binding's model handle (MixrtError once closed)."""
+        self._check_open()
+        return self._core_model
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._core_model is None
 
     def __enter__(self) -> "Model":
         return self
@@ -183,7 +188,7 @@ class Model:
         self.close()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._core_model is None:
             raise MixrtError(f"{self.path}: the model is closed")
 
     def _acquire(self) -> _core.Context:
@@ -198,7 +203,7 @@ class Model:
 
     def _release(self, ctx: _core.Context) -> None:
         with self._pool_lock:
-            if not self._closed and not self._idle:
+            if not self.closed and not self._idle:
                 self._idle.append(ctx)
 
     @contextlib.contextmanager
