@@ -29,6 +29,15 @@ def peer_rows(markdown: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
+def describe(recipe: str) -> str:
+    """quant_table's recipe names in words: mix:2.9 (own text), mix:2.9:calib, mix:2.9:rtn."""
+    name, *rest = recipe.split(":")
+    if name != "mix":
+        return name
+    how = {"calib": "calibration text", "rtn": "no calibration"}.get(rest[1] if len(rest) > 1 else "", "own text")
+    return f"mix {rest[0] if rest else ''} ({how})"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", type=Path, help="JSON lines written by tools/quant_table.py --json")
@@ -41,6 +50,7 @@ def main() -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
     base = next(r for r in rows if r["recipe"] == "f16")
@@ -49,10 +59,10 @@ def main() -> int:
     for text, marker in zip(texts, "os^D"):
         xs = [r["file_bits"] for r in rows]
         ys = [r[f"ppl:{text}"] / base[f"ppl:{text}"] for r in rows]
-        ax.scatter(xs, ys, marker=marker, label=f"mixrt, {Path(text).stem}")
+        ax.scatter(xs, ys, marker=marker, label=f"mixrt, {text}")
         for r, x, y in zip(rows, xs, ys):
             if marker == "o":
-                ax.annotate(r["recipe"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(describe(r["recipe"]), (x, y), textcoords="offset points", xytext=(5, 2), fontsize=7)
     if args.peers:
         peers = peer_rows(args.peers)
         ax.scatter([b for _, b, _ in peers], [r for _, _, r in peers], marker="x", color="gray",
@@ -61,6 +71,9 @@ def main() -> int:
             ax.annotate(name, (bits, ratio), textcoords="offset points", xytext=(4, -9), fontsize=6,
                         color="gray")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_yticks([1, 1.25, 1.5, 2, 3, 5, 8])
     ax.set_xlabel("bits per parameter, whole file")
     ax.set_ylabel("perplexity / f16 perplexity (log)")
     ax.set_title(args.title, fontsize=10)

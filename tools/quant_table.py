@@ -56,6 +56,11 @@ def cpu_description() -> str:
     return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
 
 
+def text_name(path: str) -> str:
+    """A text's name in the table: its directory and file name (input.txt alone says little)."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
+
+
 def run_json(cmd: list) -> dict:
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
@@ -92,7 +97,7 @@ def main() -> int:
         for text in args.text:
             r = run_json(["mixrt", "perplexity", str(out), text, "--ctx", str(args.ctx), "--tokens",
                           str(args.tokens), "-t", str(args.threads), "--no-progress", "--json"])
-            row[f"ppl:{Path(text).name}"] = r["ppl"]
+            row[f"ppl:{text_name(text)}"] = r["ppl"]
             row["tokens_scored"] = r["tokens_scored"]
         if args.decode:
             bench = run_json(["mixrt", "bench", str(out), "-p", "0", "-n", "128", "-r", "3", "-t",
@@ -104,7 +109,7 @@ def main() -> int:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     base = next((r for r in rows if r["recipe"] == "f16"), None)
-    texts = [Path(t).name for t in args.text]
+    texts = [text_name(t) for t in args.text]
     decode = " decode tok/s |" if args.decode else ""
     head = "| recipe | linear bits | file bits/param | file MB | " + " | ".join(
         f"ppl {t} | ratio" for t in texts) + f" |{decode} convert s | peak MB |"
