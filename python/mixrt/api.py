@@ -88,7 +88,7 @@ class CompletionStream:
 
     def __init__(self, model: "Model", ctx: _core.Context, sampler: _core.Sampler, prompt_ids: list,
                  max_tokens: int, stops: List[str]):
-        self._model = model
+        self._owner = model
         self._ctx: Optional[_core.Context] = ctx
         self._gen = None
         self.prompt_tokens = len(prompt_ids)
@@ -105,9 +105,9 @@ class CompletionStream:
 
     def __next__(self) -> str:
         while self._gen is not None:
-            if self._model.closed:
+            if self._owner.closed:
                 self.close()
-                self._model._check_open()
+                raise MixrtError(f"{self._owner.path}: the model is closed")
             piece, reason = self._gen.next()
             self.completion_tokens = self._gen.n_generated
             if reason:
@@ -123,7 +123,7 @@ class CompletionStream:
         self._gen = None
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
-            self._model._release(ctx)
+            self._owner._release(ctx)
 
     def __enter__(self) -> "CompletionStream":
         return self
