@@ -1,5 +1,6 @@
 # cuda.cmake: resolves MIXRT_CUDA=AUTO|ON|OFF into MIXRT_WITH_CUDA and provides mixrt_add_cuda /
-# mixrt_use_cuda_headers, which put the CUDA backend (cuda/*.cu) into a target.
+# mixrt_link_cuda_runtime / mixrt_use_cuda_headers, which put the CUDA backend (cuda/*.cu) into the
+# core and link and reach it.
 # AUTO uses CUDA only when a working nvcc is found and never fails without one; ON requires it.
 # Architectures are explicit (sm_80, sm_90 by default), never `native`, so a build host without a
 # GPU produces code for the GPUs it will run on.
@@ -34,25 +35,31 @@ else()
   message(STATUS "mixrt: building the CPU backend only (MIXRT_CUDA=${MIXRT_CUDA})")
 endif()
 
-# mixrt_add_cuda(target): compiles cuda/*.cu into `target`, links the static CUDA runtime and
-# defines MIXRT_WITH_CUDA for the C++ sources that dispatch to the CUDA backend.
+# mixrt_add_cuda(target): compiles cuda/*.cu into `target` (the core's objects) and defines
+# MIXRT_WITH_CUDA for the C++ sources that dispatch to the CUDA backend.
 function(mixrt_add_cuda target)
   if(NOT MIXRT_WITH_CUDA)
     return()
   endif()
   file(GLOB _mixrt_cuda_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/cuda/*.cu)
   target_sources(${target} PRIVATE ${_mixrt_cuda_sources})
-  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/cuda)
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/cuda ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(${target} PRIVATE MIXRT_WITH_CUDA=1)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
-  target_link_libraries(${target} PRIVATE CUDA::cudart_static)
   set_target_properties(${target} PROPERTIES CUDA_VISIBILITY_PRESET hidden
                                              CUDA_SEPARABLE_COMPILATION OFF)
 endfunction()
 
-# mixrt_use_cuda_headers(target): for code outside libmixrt (the Python module's test hooks) that
-# calls the exported CUDA-backend functions of libmixrt: cuda/ and CUDA headers, MIXRT_WITH_CUDA.
-# It does not link a CUDA runtime of its own; all runtime calls happen inside libmixrt.
+# mixrt_link_cuda_runtime(target): links the static CUDA runtime into a binary that holds the
+# core's CUDA objects.
+function(mixrt_link_cuda_runtime target)
+  if(MIXRT_WITH_CUDA)
+    target_link_libraries(${target} PRIVATE CUDA::cudart_static)
+  endif()
+endfunction()
+
+# mixrt_use_cuda_headers(target): for code outside the core's objects that calls into the CUDA
+# backend (mixrt._internal's hooks): cuda/ and CUDA headers, MIXRT_WITH_CUDA.
 function(mixrt_use_cuda_headers target)
   if(NOT MIXRT_WITH_CUDA)
     return()

@@ -14,10 +14,10 @@ class DeviceModel;  // the weights of a LlamaModel on the GPU (device_model.h)
 
 // Uploads every weight of model (through DeviceWeight::upload). Throws mixrt::Error; out of device
 // memory names the bytes needed. The LlamaModel must outlive the result.
-MIXRT_API std::shared_ptr<const DeviceModel> upload_model(const LlamaModel &model);
+std::shared_ptr<const DeviceModel> upload_model(const LlamaModel &model);
 
 // A context over the uploaded weights with a KV cache of n_ctx tokens (0: the model's context
 // length) in device memory. Keeps `weights` alive.
-MIXRT_API std::unique_ptr<Engine> make_context(std::shared_ptr<const DeviceModel> weights, int32_t n_ctx);
+std::unique_ptr<Engine> make_context(std::shared_ptr<const DeviceModel> weights, int32_t n_ctx);
 
 }  // namespace mixrt::cuda

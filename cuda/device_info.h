@@ -4,13 +4,12 @@
 
 #include <string>
 
-#include "mixrt/mixrt.h"
 
 namespace mixrt::cuda {
 
 // Empty when a CUDA device can be used; otherwise why not (no device, driver error, ...).
-MIXRT_API std::string device_unavailable_reason();
+std::string device_unavailable_reason();
 // The name of device 0 and its compute capability, e.g. "NVIDIA H100 80GB HBM3 (sm_90)".
-MIXRT_API std::string device_description();
+std::string device_description();
 
 }  // namespace mixrt::cuda

@@ -51,7 +51,7 @@ struct DeviceParts {
 // Floats per input of the staged-input scratch of a weight with these parts (0 for f32 / f16).
 int64_t staged_input_floats(DType dtype, const DeviceParts &p);
 
-class MIXRT_API DeviceWeight {
+class DeviceWeight {
 public:
     // Copies (and repacks) w to the current device. Throws mixrt::Error: MIXRT_ERR_OOM (or the
     // CUDA status) naming the tensor shape and the bytes it needed.
@@ -80,22 +80,22 @@ private:
 
 // y[t*rows + r] = sum_k x[t*cols + k] * W[r, k] for t < n (n = 1 ..= kMaxMatvecInputs); x and y
 // fp32 device arrays, x in the original column order (the kernel applies the mix permutation).
-MIXRT_API void matvec(const DeviceWeight &w, const float *x, float *y, int n, cudaStream_t stream);
+void matvec(const DeviceWeight &w, const float *x, float *y, int n, cudaStream_t stream);
 
 // How the mix kernel schedules the loads and decode of its scales: overlapped with the weight
 // loads (each lane prefetches the codes and scales of its next unit before it computes the current
 // one; what matvec uses), or synchronous (a unit's scales are loaded only after its codes have been
 // used: the comparison the benchmark shows).
 enum class MixSchedule { overlapped, synchronous };
-MIXRT_API void matvec_mix(const DeviceWeight &w, const float *x, float *y, int n, MixSchedule schedule,
+void matvec_mix(const DeviceWeight &w, const float *x, float *y, int n, MixSchedule schedule,
                           cudaStream_t stream);
 
 // out[i*cols + k] = W[rows_idx[i], k] in fp32 for i < n (embedding lookup; rows_idx on the device,
 // each in [0, rows)).
-MIXRT_API void gather_rows(const DeviceWeight &w, const int32_t *rows_idx, int n, float *out,
+void gather_rows(const DeviceWeight &w, const int32_t *rows_idx, int n, float *out,
                            cudaStream_t stream);
 
 // out = W as f16 [rows, cols], original column order (scratch for the prefill GEMMs).
-MIXRT_API void dequantize_f16(const DeviceWeight &w, __half *out, cudaStream_t stream);
+void dequantize_f16(const DeviceWeight &w, __half *out, cudaStream_t stream);
 
 }  // namespace mixrt::cuda

@@ -11,10 +11,10 @@
 namespace mixrt::cuda {
 
 // y [n, rows] for x [n, cols]; schedule matters for mix weights only.
-MIXRT_API std::vector<float> matvec_host(const DeviceWeight &w, const float *x, int n, MixSchedule schedule);
+std::vector<float> matvec_host(const DeviceWeight &w, const float *x, int n, MixSchedule schedule);
 // [n, cols]: the rows rows_idx[0..n) decoded to fp32.
-MIXRT_API std::vector<float> gather_rows_host(const DeviceWeight &w, const int32_t *rows_idx, int n);
+std::vector<float> gather_rows_host(const DeviceWeight &w, const int32_t *rows_idx, int n);
 // [rows, cols] f16 bit patterns.
-MIXRT_API std::vector<uint16_t> dequantize_f16_host(const DeviceWeight &w);
+std::vector<uint16_t> dequantize_f16_host(const DeviceWeight &w);
 
 }  // namespace mixrt::cuda

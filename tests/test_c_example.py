@@ -1,5 +1,6 @@
 # test_c_example.py: builds cpp/apps/mixrt_example.c with the system C compiler against the
 # installed libmixrt and its header (exactly what an embedding app does) and runs it on models.
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,3 +54,17 @@ def test_c_example_reports_a_bad_file(example, tmp_path):
     r = run(example, bad, "Hi")
     assert r.returncode == 1
     assert "mixrt_model_load failed (status 2)" in r.stderr and "wrong magic" in r.stderr
+
+
+def test_the_library_exports_the_c_api_and_nothing_else():
+    """libmixrt's dynamic symbols are exactly the functions mixrt.h declares: internals (and the
+    static CUDA runtime) stay hidden, so embedding apps and the tests see one interface."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    lib = next(PKG.glob("libmixrt.so*"))
+    out = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True).stdout
+    exported = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    header = (REPO / "cpp" / "include" / "mixrt" / "mixrt.h").read_text()
+    declared = set(re.findall(r"MIXRT_API [^;(]*?\b(mixrt_\w+)\(", header))
+    assert declared and exported == declared, (exported - declared, declared - exported)

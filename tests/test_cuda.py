@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mixrt
-from mixrt import _core
+from mixrt import _core, _internal
 from mixrt import format as fmt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,10 +56,10 @@ def test_rmsnorm(n, d):
         return v / np.sqrt((v ** 2).mean(axis=1, keepdims=True) + eps) * gain
 
     # One fp32 rounding of x * scale * gain after a double sum: a few ulps of |x * gain| <= ~40.
-    got = _core.cuda_rmsnorm(x, gain, n, eps).reshape(n, d)
+    got = _internal.cuda_rmsnorm(x, gain, n, eps).reshape(n, d)
     np.testing.assert_allclose(got, reference(x), rtol=ELEMENTWISE_RTOL * 10, atol=ELEMENTWISE_RTOL * 10)
     # The residual add fused in front (output written over y): x + y in fp32, as numpy adds.
-    total, normed = _core.cuda_add_rmsnorm(x, y, gain, n, eps)
+    total, normed = _internal.cuda_add_rmsnorm(x, y, gain, n, eps)
     np.testing.assert_array_equal(total.reshape(n, d), x + y)
     np.testing.assert_allclose(normed.reshape(n, d), reference(x + y), rtol=ELEMENTWISE_RTOL * 10,
                                atol=ELEMENTWISE_RTOL * 10)
@@ -84,7 +84,7 @@ def test_rope_store_kv(n, n_heads, n_kv, head_dim, pos0):
     q = rng.standard_normal((n, n_heads * head_dim)).astype(np.float32)
     k = rng.standard_normal((n, n_kv * head_dim)).astype(np.float32)
     v = rng.standard_normal((n, n_kv * head_dim)).astype(np.float32)
-    q_rot, k_rows, v_rows = _core.cuda_rope_store_kv(q, k, v, n, n_heads, n_kv, head_dim, pos0, n_ctx, theta)
+    q_rot, k_rows, v_rows = _internal.cuda_rope_store_kv(q, k, v, n, n_heads, n_kv, head_dim, pos0, n_ctx, theta)
     # The tables are float32 (as on the CPU): angles rounded to 2^-24 relative, times |x| <= ~5.
     np.testing.assert_allclose(q_rot.reshape(n, -1), rope_reference(q, n_heads, head_dim, pos0, theta), atol=1e-5)
     # Stored as f16: one rounding (2^-11 relative) of the rotated value.
@@ -122,7 +122,7 @@ def test_attention(n, n_heads, n_kv, head_dim, n_ctx, pos0):
     q = (rng.standard_normal((n, n_heads * head_dim)) * 2).astype(np.float32)
     k_cache = rng.standard_normal((n_ctx, n_kv * head_dim)).astype(np.float16)
     v_cache = rng.standard_normal((n_ctx, n_kv * head_dim)).astype(np.float16)
-    got = _core.cuda_attention(q, k_cache.view(np.uint16), v_cache.view(np.uint16), n, n_heads, n_kv, head_dim,
+    got = _internal.cuda_attention(q, k_cache.view(np.uint16), v_cache.view(np.uint16), n, n_heads, n_kv, head_dim,
                                n_ctx, pos0).reshape(n, -1)
     want = attention_reference(q, k_cache, v_cache, n_heads, n_kv, head_dim, pos0)
     # Outputs are convex combinations of values |v| <= ~5; fp32 softmax and sums over <= 1000 keys.
@@ -134,7 +134,7 @@ def test_attention_rejects_bad_head_dim():
     q = np.zeros(12, np.float32)
     cache = np.zeros(12 * 4, np.uint16)
     with pytest.raises(mixrt.MixrtError, match="head_dim is 12, expected a multiple of 8"):
-        _core.cuda_attention(q, cache, cache, 1, 1, 1, 12, 4, 0)
+        _internal.cuda_attention(q, cache, cache, 1, 1, 1, 12, 4, 0)
 
 
 @needs_gpu
@@ -143,11 +143,11 @@ def test_swiglu_argmax():
     g = (rng.standard_normal(1001) * 4).astype(np.float32)
     u = rng.standard_normal(1001).astype(np.float32)
     g64 = g.astype(np.float64)
-    np.testing.assert_allclose(_core.cuda_swiglu(g, u), g64 / (1 + np.exp(-g64)) * u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_internal.cuda_swiglu(g, u), g64 / (1 + np.exp(-g64)) * u, rtol=1e-5, atol=1e-6)
     x = rng.standard_normal(32003).astype(np.float32)
     x[[17, 5000, 32002]] = 9.0  # ties: the lowest index wins, like std::max_element
-    assert _core.cuda_argmax(x) == 17
-    assert _core.cuda_argmax(np.array([-np.inf, -3.0], np.float32)) == 1
+    assert _internal.cuda_argmax(x) == 17
+    assert _internal.cuda_argmax(np.array([-np.inf, -3.0], np.float32)) == 1
 
 
 @needs_gpu
@@ -156,7 +156,7 @@ def test_gemm_f16w(n, rows, cols):
     rng = np.random.default_rng(rows)
     W = rng.standard_normal((rows, cols)).astype(np.float16)
     X = rng.standard_normal((n, cols)).astype(np.float32)
-    got = _core.cuda_gemm_f16w(W.view(np.uint16), X, n, rows, cols).reshape(n, rows)
+    got = _internal.cuda_gemm_f16w(W.view(np.uint16), X, n, rows, cols).reshape(n, rows)
     W64, X64 = W.astype(np.float64), X.astype(np.float64)
     bound = cols * 2.0 ** -24 * (np.abs(X64) @ np.abs(W64).T)  # fp32 accumulation of cols terms
     assert np.all(np.abs(got - X64 @ W64.T) <= bound + 1e-6)

@@ -1,5 +1,5 @@
 # test_cuda_gemv.py: the CUDA weight kernels (cuda/device_weight.h) against the CPU reference decode
-# (mixrt::dequantize_row through _core.dequantize) on the same packed bytes: matvec for every dtype
+# (mixrt::dequantize_row through _internal.dequantize) on the same packed bytes: matvec for every dtype
 # and n = 1..8 (both mix schedules), gather_rows and dequantize_f16, on odd shapes (K = 100, 576,
 # 1536, 11008; M not a multiple of 8; mix with no, some and only 4-bit columns; outliers). Outputs
 # are poisoned with NaN before each launch (gemv_host_io). GPU tests skip without a usable device;
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mixrt
-from mixrt import _core
+from mixrt import _core, _internal
 from mixrt.quant import layouts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def make(dtype, m, k, k4, seed):
         parts = [np.ascontiguousarray(data, np.float32 if dtype == "f32" else np.float16)]
     else:
         parts = data
-    W = _core.dequantize(dtype, parts, m, k).astype(np.float64)
+    W = _internal.dequantize(dtype, parts, m, k).astype(np.float64)
     return parts, W, weight_scales(dtype, parts, m, k)
 
 
@@ -77,7 +77,7 @@ def matvec_bound(W, s, x):
 def test_matvec_equals_reference_product(dtype, m, k, k4):
     seed = m * 100000 + k * 10 + k4
     parts, W, s = make(dtype, m, k, k4, seed)
-    w = _core.CudaWeight(dtype, parts, m, k)
+    w = _internal.CudaWeight(dtype, parts, m, k)
     assert (w.dtype, w.rows, w.cols) == (dtype, m, k)
     rng = np.random.default_rng(seed + 1)
     schedules = ["overlapped", "synchronous"] if dtype == "mix" else ["overlapped"]
@@ -104,7 +104,7 @@ def decode_tolerance(dtype, parts, m, k):
 @pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
 def test_gather_rows_and_dequantize_f16_equal_reference_decode(dtype, m, k, k4):
     parts, W, _ = make(dtype, m, k, k4, seed=m + k + k4)
-    w = _core.CudaWeight(dtype, parts, m, k)
+    w = _internal.CudaWeight(dtype, parts, m, k)
     tol = decode_tolerance(dtype, parts, m, k)
     ids = np.random.default_rng(k).integers(0, m, size=7).astype(np.int32)
     rows = w.gather_rows(ids)
@@ -121,7 +121,7 @@ def test_gather_rows_and_dequantize_f16_equal_reference_decode(dtype, m, k, k4):
 @gpu
 def test_matvec_rejects_bad_n_and_bad_ids_give_nan():
     parts, _, _ = make("mix", 4, 64, 32, seed=1)
-    w = _core.CudaWeight("mix", parts, 4, 64)
+    w = _internal.CudaWeight("mix", parts, 4, 64)
     with pytest.raises(mixrt.MixrtError, match="n must be in 1..8, found 9"):
         w.matvec(np.zeros((9, 64), np.float32))
     with pytest.raises(ValueError, match="schedule"):
@@ -134,7 +134,7 @@ def test_matvec_rejects_bad_n_and_bad_ids_give_nan():
 def test_device_bytes_cover_the_parts():
     m, k, k4 = 37, 576, 128
     parts, _, _ = make("mix", m, k, k4, seed=2)
-    w = _core.CudaWeight("mix", parts, m, k)
+    w = _internal.CudaWeight("mix", parts, m, k)
     stored = sum(p.nbytes for p in parts) - 2 * k  # the permutation is stored as u16 on the device
     # plus the staged-input scratch: 8 inputs x (K2p + K2p/32 + K4 + K4/32 floats, each rounded to 4)
     k2p = layouts.padded_k2(k - k4)

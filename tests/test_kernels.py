@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 
-from mixrt import _core
+from mixrt import _internal
 
-HAS_AVX2 = _core.best_kernels() == "avx2"
+HAS_AVX2 = _internal.best_kernels() == "avx2"
 IMPLS = ["scalar"] + (["avx2"] if HAS_AVX2 else [])
 SHAPES = [(1, 1, 1), (1, 7, 5), (1, 576, 576), (3, 192, 576), (5, 1536, 576), (1, 576, 1536), (70, 37, 1536),
           (2, 13, 577)]
@@ -18,7 +18,7 @@ def test_the_machine_uses_the_avx2_kernels():
 
     flags = subprocess.run(["grep", "-m1", "-o", "avx2", "/proc/cpuinfo"], capture_output=True, text=True).stdout
     if "avx2" in flags:
-        assert _core.best_kernels() == "avx2"
+        assert _internal.best_kernels() == "avx2"
 
 
 def products(W, x):
@@ -41,7 +41,7 @@ def test_matmul_matches_float64(impl, dtype, n, M, K):
         packed = W16.view(np.uint16)
     else:
         packed = W
-    out = _core.kernel_matmul(impl, packed, x)
+    out = _internal.kernel_matmul(impl, packed, x)
     expected, scale = products(W, x)
     # fp32 accumulation of K products: the error is bounded by about K * 2^-24 * sum|w||x|
     # (a worst case; we allow exactly that bound).
@@ -59,8 +59,8 @@ def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):
     W = rng.standard_normal((M, K)).astype(np.float32)
     x = rng.standard_normal((n, K)).astype(np.float32)
     packed = W.astype(np.float16).view(np.uint16) if dtype == "f16" else W
-    fast = _core.kernel_matmul("avx2", packed, x)
-    ref = _core.kernel_matmul("scalar", packed, x)
+    fast = _internal.kernel_matmul("avx2", packed, x)
+    ref = _internal.kernel_matmul("scalar", packed, x)
     Wv = W.astype(np.float16).astype(np.float32) if dtype == "f16" else W
     _, scale = products(Wv, x)
     # Same data, different summation order: both are within K * 2^-24 * sum|w||x| of the exact
@@ -80,7 +80,7 @@ def test_attention_kernels(impl, hd, length, nq):
     q = rng.standard_normal((nq, hd)).astype(np.float32)
     K = rng.standard_normal((length, hd)).astype(np.float32)
     V = rng.standard_normal((length, hd)).astype(np.float32)
-    scores, out = _core.kernel_attention(impl, q, K, V)
+    scores, out = _internal.kernel_attention(impl, q, K, V)
     exact_scores, scale = products(K, q)
     # fp32 sums of hd (resp. length) products: within that many roundings of sum |a||b|.
     assert np.all(np.abs(scores - exact_scores) <= hd * 2.0**-24 * scale + 1e-30)
@@ -95,5 +95,5 @@ def test_f16_conversion_is_exact_for_every_half_value():
     finite = bits[np.isfinite(bits.view(np.float16))]
     for impl in IMPLS:
         W = finite.reshape(-1, 1).copy()
-        out = _core.kernel_matmul(impl, W, np.ones((1, 1), np.float32))[0]
+        out = _internal.kernel_matmul(impl, W, np.ones((1, 1), np.float32))[0]
         np.testing.assert_array_equal(out, finite.view(np.float16).astype(np.float32))

@@ -7,10 +7,10 @@
 import numpy as np
 import pytest
 
-from mixrt import _core
+from mixrt import _internal
 from mixrt.quant import layouts
 
-IMPLS = ["scalar"] + (["avx2"] if _core.best_kernels() == "avx2" else [])
+IMPLS = ["scalar"] + (["avx2"] if _internal.best_kernels() == "avx2" else [])
 SHAPES = [(5, 576), (7, 1536), (3, 577), (16, 64), (4, 32), (9, 100), (2, 1), (11, 11008)]
 
 
@@ -74,7 +74,7 @@ def packed(dtype, m, k, k4, seed):
 @pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
 def test_cpp_decode_equals_numpy_decode_bit_for_bit(dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed=m * 1000 + k + k4)
-    cpp = _core.dequantize(dtype, parts, m, k)
+    cpp = _internal.dequantize(dtype, parts, m, k)
     ref = layouts.dequantize(dtype, parts, m, k)
     assert cpp.dtype == np.float32 and ref.dtype == np.float32
     np.testing.assert_array_equal(cpp, ref)
@@ -105,7 +105,7 @@ def test_input_rounding_is_within_half_a_step(dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed=m + k)
     x = np.random.default_rng(k).standard_normal((3, k)).astype(np.float32) * np.float32(3)
     x[0, :] = 0.0  # an all-zero input row rounds to zero (scale 0)
-    _, xhat = _core.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
+    _, xhat = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
     assert np.all(xhat[0] == 0)
     # Each group of 32 (in the kernel's column order) has step d = max|x| / 127 over the group; the
     # step of any group is at most max|x| / 127 over the row.
@@ -121,7 +121,7 @@ def test_kernel_equals_dequantized_product(impl, n, dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed)
     W = layouts.dequantize(dtype, parts, m, k).astype(np.float64)
     x = np.random.default_rng(seed + n).standard_normal((n, k)).astype(np.float32)
-    out, xhat = _core.kernel_matmul_quant(impl, dtype, parts, m, k, x)
+    out, xhat = _internal.kernel_matmul_quant(impl, dtype, parts, m, k, x)
     exact = xhat.astype(np.float64) @ W.T
     # fp32 accumulation over K terms: at most about K * 2^-24 * sum |term| off the exact product,
     # where the fast kernels' terms are the code and min/zero parts of each weight (magnitudes);
@@ -139,8 +139,8 @@ def test_kernel_equals_dequantized_product(impl, n, dtype, m, k, k4):
 def test_avx2_kernel_matches_scalar_twin(n, dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed=7 * m + k + k4)
     x = np.random.default_rng(n + k).standard_normal((n, k)).astype(np.float32)
-    fast, xhat_fast = _core.kernel_matmul_quant("avx2", dtype, parts, m, k, x)
-    ref, xhat_ref = _core.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
+    fast, xhat_fast = _internal.kernel_matmul_quant("avx2", dtype, parts, m, k, x)
+    ref, xhat_ref = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
     np.testing.assert_array_equal(xhat_fast, xhat_ref)  # the same rounded input
     # Both are within (K + 8) * 2^-24 * sum |term| of the exact W x^, so within twice that apart.
     scale = np.abs(xhat_ref.astype(np.float64)) @ magnitudes(dtype, parts, m, k).T
@@ -152,7 +152,7 @@ def test_mix_rejects_a_broken_permutation():
     parts[0] = parts[0].copy()
     parts[0][3] = parts[0][4]
     with pytest.raises(RuntimeError, match="perm is not a permutation"):
-        _core.dequantize("mix", parts, 4, 64)
+        _internal.dequantize("mix", parts, 4, 64)
 
 
 def test_mix_rejects_bad_outlier_rows():
@@ -160,4 +160,4 @@ def test_mix_rejects_bad_outlier_rows():
     parts[7] = parts[7].copy()
     parts[7][-1] += 1
     with pytest.raises(RuntimeError, match="row_ptr"):
-        _core.dequantize("mix", parts, 4, 64)
+        _internal.dequantize("mix", parts, 4, 64)

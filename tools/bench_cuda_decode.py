@@ -207,7 +207,7 @@ def main() -> int:
 
     import torch
 
-    from mixrt import _core
+    from mixrt import _core, _internal
 
     shape = SHAPES[args.shape]
     work = Path(args.workdir)
@@ -223,7 +223,7 @@ def main() -> int:
             writers.append((path, subprocess.Popen(cmd)))
 
     started = time.perf_counter()
-    device = _core.cuda_device()
+    device = _internal.cuda_device()
     bandwidth = copy_bandwidth(torch)
     print(f"machine: {device}; torch {torch.__version__}; copy bandwidth {bandwidth / 1e9:.0f} GB/s "
           "(device-to-device, read + write)")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_random_mixrt import OUTLIER_FRAC, random_weight  # noqa: E402
 
-from mixrt import _core  # noqa: E402
+from mixrt import _core, _internal  # noqa: E402
 from mixrt.quant.plan import plan_mix  # noqa: E402
 
 SHAPES = {"4096x4096": (4096, 4096), "11008x4096": (11008, 4096), "4096x11008": (4096, 11008),
@@ -67,9 +67,9 @@ def bench_mixrt(dtype, m, k, n, repeat, l2_bytes, schedules, rng):
     data = random_weight(rng, dtype, m, k, STD, k4, per_row)
     parts = [np.ascontiguousarray(data, np.float16)] if dtype == "f16" else data
     stored = sum(p.nbytes for p in parts)
-    first = _core.CudaWeight(dtype, parts, m, k)
+    first = _internal.CudaWeight(dtype, parts, m, k)
     per_copy = first.device_bytes + 4 * n * (k + m)
-    weights = [first] + [_core.CudaWeight(dtype, parts, m, k) for _ in range(copies_for(per_copy, l2_bytes) - 1)]
+    weights = [first] + [_internal.CudaWeight(dtype, parts, m, k) for _ in range(copies_for(per_copy, l2_bytes) - 1)]
     xs = [torch.randn(n, k, device="cuda") for _ in weights]
     ys = [torch.empty(n, m, device="cuda") for _ in weights]
     stream = torch.cuda.current_stream().cuda_stream

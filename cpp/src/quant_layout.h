@@ -9,14 +9,12 @@
 #include <string>
 #include <vector>
 
-#include "mixrt/mixrt.h"  // MIXRT_API: the functions below are exported for the kernel tests
-
 namespace mixrt {
 
 enum class DType : uint32_t { f32 = 0, f16 = 1, q8 = 2, q4 = 3, mix = 4 };
 constexpr uint32_t kDTypeCount = 5;
-MIXRT_API const char *dtype_name(DType dtype);
-MIXRT_API bool is_quantized(DType dtype);
+const char *dtype_name(DType dtype);
+bool is_quantized(DType dtype);
 
 constexpr int64_t kGroup = 32;  // values per quantization group along K
 
@@ -60,14 +58,14 @@ struct Weight {
 };
 
 // The exact part sizes of a dtype for [M, K]; for mix, k4 and nnz are the derived values.
-MIXRT_API std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4 = 0, uint64_t nnz = 0);
+std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4 = 0, uint64_t nnz = 0);
 
 // Builds the view of a tensor [M, K] (M = 1 for a vector) from its parts, checking the part count
 // and sizes, and for quantized dtypes their content (FORMAT.md 6 items 10 and 12). Throws
 // mixrt::Error(MIXRT_ERR_FORMAT) with a message starting with `what`.
-MIXRT_API Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what);
+Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what);
 
 // Reference decode of row r into out[0..K), original column order (FORMAT.md formulas, fp32).
-MIXRT_API void dequantize_row(const Weight &w, int64_t r, float *out);
+void dequantize_row(const Weight &w, int64_t r, float *out);
 
 }  // namespace mixrt

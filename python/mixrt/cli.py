@@ -239,7 +239,7 @@ READ_BUFFER_BYTES = 1 << 29  # 512 MiB: far beyond any last-level cache
 def gemv_rows(model, threads: int, reps: int) -> list:
     """Per matrix role and dtype: the time of a matmul at batch 1 over that role's matrices of every
     layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read."""
-    from . import _core
+    from . import _internal
 
     groups = {}
     for t in model.tensors():
@@ -251,9 +251,9 @@ def gemv_rows(model, threads: int, reps: int) -> list:
         embd = next(t for t in model.tensors() if t["name"] == "token_embd.weight")
         groups[("output.weight", embd["dtype"], tuple(embd["dims"]))] = [dict(embd, name="output.weight")]
     rows = []
-    for (role, dtype, dims), ts in groups.items():
-        times = _core.time_gemv(model._model, [t["name"] for t in ts], threads, 1, reps)
-        seconds = summary(times)["median"]
+    times = _internal.time_gemv(model.path, [[t["name"] for t in ts] for ts in groups.values()], threads, 1, reps)
+    for ((role, dtype, dims), ts), passes in zip(groups.items(), times):
+        seconds = summary(passes)["median"]
         nbytes = sum(t["n_bytes"] for t in ts)
         rows.append({"matrix": role, "dtype": dtype, "M": dims[0], "K": dims[1], "count": len(ts),
                      "bytes": nbytes, "us_per_matrix": 1e6 * seconds / len(ts), "GBps": nbytes / seconds / 1e9})
@@ -265,7 +265,7 @@ def cmd_bench(args) -> int:
     after a 32-token prompt), each repeated -r times; medians and spreads, weight bytes read per
     token, achieved GB/s, and the machine's read bandwidth measured by a multi-threaded read in the
     same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
-    from . import _core
+    from . import _core, _internal
 
     model = _load(args)
     if args.gemv and model.backend == "cuda":
@@ -273,11 +273,11 @@ def cmd_bench(args) -> int:
                          "backend (GPU kernels: tools/bench_cuda_gemv.py)")
     threads = model.threads
     load_before = os.getloadavg()[0]
-    bandwidth = _core.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
+    bandwidth = _internal.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
     bytes_per_token = weight_bytes_per_token(model.tensors())
     result = {"model": args.model, "backend": model.backend, "backend_note": model.backend_note,
-              "cuda_device": _core.cuda_device() if model.backend == "cuda" else None,
-              "cpu": cpu_name(), "threads": threads, "kernels": _core.best_kernels(),
+              "cuda_device": _internal.cuda_device() if model.backend == "cuda" else None,
+              "cpu": cpu_name(), "threads": threads, "kernels": _internal.best_kernels(),
               "command": " ".join(["mixrt", *map(str, args.argv)]),
               "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
     if args.gemv:
@@ -307,7 +307,7 @@ def cmd_bench(args) -> int:
                        "decode_tokens_per_s": decode["median"] if decode else None,
                        "prompt": prompt, "decode": decode,
                        "decode_GBps": bytes_per_token * decode["median"] / 1e9 if decode else None})
-    bandwidth += _core.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
+    bandwidth += _internal.read_bandwidth(threads, READ_BUFFER_BYTES, 3)
     result["read_bandwidth_GBps"] = max(bandwidth) / 1e9
     result["read_bandwidth_passes_GBps"] = [round(b / 1e9, 2) for b in bandwidth]
     if result.get("decode_GBps"):

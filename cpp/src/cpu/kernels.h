@@ -7,7 +7,6 @@
 
 #include "../quant_layout.h"
 #include "quantized_input.h"
-#include "mixrt/mixrt.h"
 
 namespace mixrt {
 
@@ -35,9 +34,9 @@ struct CpuKernels {
 };
 
 // Exported (though not part of the public C API) so that the kernel tests can reach both tables.
-MIXRT_API const CpuKernels &scalar_kernels();
+const CpuKernels &scalar_kernels();
 // nullptr when the library was built without AVX2 support or the CPU lacks AVX2/FMA/F16C.
-MIXRT_API const CpuKernels *avx2_kernels();
-MIXRT_API const CpuKernels &best_kernels();
+const CpuKernels *avx2_kernels();
+const CpuKernels &best_kernels();
 
 }  // namespace mixrt

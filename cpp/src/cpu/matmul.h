@@ -15,7 +15,7 @@
 namespace mixrt {
 
 // x is [n, w.cols], out is [n, w.rows]; xq is the scratch of the rounded input (n rows).
-MIXRT_API void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq, const Weight &w,
+void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq, const Weight &w,
                                const float *x, float *out, int64_t n);
 
 // out[i] = x w[i]^T for i < count (<= 3), all reading x [n, K]; xq[i] rounds the input of w[i].

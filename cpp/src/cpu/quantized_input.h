@@ -13,7 +13,6 @@
 
 #include "../quant_layout.h"
 #include "../thread_pool.h"
-#include "mixrt/mixrt.h"
 
 namespace mixrt {
 
@@ -38,7 +37,7 @@ struct QuantizedInput {
 
 // Storage for the quantized inputs of up to max_rows rows of width at most max_K; allocated once
 // (per context), so quantizing never allocates.
-class MIXRT_API QuantizedInputBuffer {
+class QuantizedInputBuffer {
 public:
     QuantizedInputBuffer(int64_t max_rows, int64_t max_K);
     // Rounds x [n, w.cols] into the layout of w's dtype (q8, q4 or mix). n <= max_rows. With a

@@ -8,16 +8,15 @@
 #include <vector>
 
 #include "../quant_layout.h"
-#include "mixrt/mixrt.h"
 
 namespace mixrt {
 
 // Bytes per second of reading `bytes` once with `threads` threads, for each of `reps` passes.
-MIXRT_API std::vector<double> read_bandwidth(int threads, size_t bytes, int reps);
+std::vector<double> read_bandwidth(int threads, size_t bytes, int reps);
 
 // Seconds of one pass of matmuls (n tokens, the best kernel table, `threads` threads) over each of
 // `weights` in turn, for each of `reps` passes after one warm-up pass. Passing the same-shaped
 // weights of every layer streams them from memory as decode does.
-MIXRT_API std::vector<double> time_matmuls(const std::vector<const Weight *> &weights, int threads, int n, int reps);
+std::vector<double> time_matmuls(const std::vector<const Weight *> &weights, int threads, int n, int reps);
 
 }  // namespace mixrt
