@@ -1,4 +1,4 @@
-// cuda_context.cu: see cuda_context.h. The forward pass mirrors the CPU one (context.cpp) step by
+// cuda_context.cu: see cuda_context.h. The forward pass mirrors the CPU one (cpp/src/cpu/context.cpp) step by
 // step; weight products go through matvec (up to kMaxMatvecInputs tokens) or dequantize_f16 +
 // gemm_f16w (prefill). Every feed ends with a stream synchronization, which also reports any
 // asynchronous CUDA error of its kernels.
@@ -9,7 +9,7 @@
 #include <mutex>
 #include <string>
 
-#include "cuda_backend.h"
+#include "backend.h"
 #include "cuda_check.h"
 #include "error.h"
 #include "gemm.h"
@@ -206,8 +206,23 @@ int32_t CudaContext::argmax_last() const {
     return staging_.get()[kArgmaxSlot];  // copied by the feed, which synchronized
 }
 
-std::unique_ptr<Engine> make_context(std::shared_ptr<const DeviceModel> weights, int32_t n_ctx) {
-    return std::make_unique<CudaContext>(std::move(weights), n_ctx);
-}
+namespace {
+
+// The model with its weights on the GPU (uploaded once); its contexts share them.
+class CudaModel : public PreparedModel {
+public:
+    explicit CudaModel(const LlamaModel &model) : weights_(std::make_shared<const DeviceModel>(model)) {}
+    mixrt_backend backend() const override { return MIXRT_BACKEND_CUDA; }
+    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t) const override {
+        return std::make_unique<CudaContext>(weights_, n_ctx);
+    }
+
+private:
+    std::shared_ptr<const DeviceModel> weights_;
+};
+
+}  // namespace
+
+std::unique_ptr<PreparedModel> prepare(const LlamaModel &model) { return std::make_unique<CudaModel>(model); }
 
 }  // namespace mixrt::cuda

@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include "backend.h"
+
 namespace mixrt::cuda {
 
 namespace {

@@ -1,14 +1,12 @@
-// device_info.h: whether this build has the CUDA backend and whether a usable device is present
-// (plain C++, no CUDA headers: the dispatching C++ sources and the Python module include it).
+// device_info.h: what the CUDA device is (plain C++, no CUDA headers: mixrt._internal includes it).
+// Whether one is usable at all is the backend seam's question (backend.h:
+// cuda::device_unavailable_reason, defined in device_info.cu).
 #pragma once
 
 #include <string>
 
-
 namespace mixrt::cuda {
 
-// Empty when a CUDA device can be used; otherwise why not (no device, driver error, ...).
-std::string device_unavailable_reason();
 // The name of device 0 and its compute capability, e.g. "NVIDIA H100 80GB HBM3 (sm_90)".
 std::string device_description();
 

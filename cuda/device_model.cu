@@ -1,13 +1,10 @@
-// device_model.cu: uploads a LlamaModel's weights (DeviceModel) and is the entry point
-// upload_model of cuda_backend.h.
+// device_model.cu: uploads a LlamaModel's weights (DeviceModel).
 #include "device_model.h"
 
 #include <algorithm>
 #include <string>
 
 #include "error.h"
-
-#include "cuda_backend.h"
 
 namespace mixrt::cuda {
 
@@ -55,10 +52,6 @@ DeviceModel::DeviceModel(const LlamaModel &model) : host_(model), tied_(model.pa
         d.ffn_down = upload(l.ffn_down);
         layers_.push_back(std::move(d));
     }
-}
-
-std::shared_ptr<const DeviceModel> upload_model(const LlamaModel &model) {
-    return std::make_shared<const DeviceModel>(model);
 }
 
 }  // namespace mixrt::cuda

@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "quant_layout.h"
+#include "format/quant_layout.h"
 
 namespace mixrt::cuda {
 

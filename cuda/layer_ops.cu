@@ -1,6 +1,6 @@
 // layer_ops.cu: see layer_ops.h. Row reductions use one block of 1024 threads per row (decode has
 // one row: the block's loads must all be in flight at once, not one after another); RMSNorm sums
-// squares in double like the CPU reference (context.cpp), RoPE reads the same float tables.
+// squares in double like the CPU reference (cpp/src/cpu/context.cpp), RoPE reads the same float tables.
 #include "layer_ops.h"
 
 #include <cfloat>

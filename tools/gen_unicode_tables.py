@@ -1,4 +1,4 @@
-# gen_unicode_tables.py: writes cpp/src/unicode_tables.inc, the codepoint classes (letter, number,
+# gen_unicode_tables.py: writes cpp/src/text/unicode_tables.inc, the codepoint classes (letter, number,
 # whitespace) that the GPT-2 pre-tokenizer pattern needs, as sorted ranges. Checked by
 # tests/test_tokenizer.py through token-for-token equality with the `tokenizers` library.
 #
@@ -12,7 +12,7 @@ from pathlib import Path
 import unicodedata2 as unicodedata
 
 UNICODE_VERSION = "16.0.0"
-OUTPUT = Path(__file__).resolve().parent.parent / "cpp" / "src" / "unicode_tables.inc"
+OUTPUT = Path(__file__).resolve().parent.parent / "cpp" / "src" / "text" / "unicode_tables.inc"
 
 
 def char_class(cp: int) -> str:
@@ -57,7 +57,7 @@ def render(ranges) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Writes cpp/src/unicode_tables.inc.")
+    parser = argparse.ArgumentParser(description="Writes cpp/src/text/unicode_tables.inc.")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     if unicodedata.unidata_version != UNICODE_VERSION:

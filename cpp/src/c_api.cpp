@@ -5,46 +5,21 @@
 #include <new>
 #include <string>
 
-#include "c_api_handles.h"
-#include "context.h"
+#include "backend.h"
 #include "engine.h"
 #include "error.h"
 #include "generation.h"
 #include "llama_model.h"
 #include "mixrt/mixrt.h"
 #include "sampler.h"
-#ifdef MIXRT_WITH_CUDA
-#include "cuda_backend.h"
-#include "device_info.h"
-#endif
 
-namespace {
-
-// "" when the CUDA backend is built and a device is usable, else why not.
-std::string cuda_unavailable_reason() {
-#ifdef MIXRT_WITH_CUDA
-    return mixrt::cuda::device_unavailable_reason();
-#else
-    return "mixrt was built without the CUDA backend";
-#endif
-}
-
-}  // namespace
-
-mixrt_model::mixrt_model(const std::string &path, mixrt_backend requested) : model(path) {
-    if (requested == MIXRT_BACKEND_CPU) return;
-    const std::string why_not = cuda_unavailable_reason();
-    if (!why_not.empty()) {
-        if (requested == MIXRT_BACKEND_CUDA)
-            mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "backend cuda requested but unavailable: " + why_not);
-        backend_note = "CUDA unavailable (" + why_not + "), running on the CPU";
-        return;
-    }
-#ifdef MIXRT_WITH_CUDA
-    device_weights = mixrt::cuda::upload_model(model);
-    backend = MIXRT_BACKEND_CUDA;
-#endif
-}
+struct mixrt_model {
+    mixrt::LlamaModel model;
+    std::string backend_note;  // why AUTO fell back to the CPU
+    std::unique_ptr<mixrt::PreparedModel> prepared;  // the model on its backend
+    mixrt_model(const std::string &path, mixrt_backend requested)
+        : model(path), prepared(mixrt::prepare_model(model, requested, backend_note)) {}
+};
 
 struct mixrt_context {
     std::unique_ptr<mixrt::Engine> engine;
@@ -117,11 +92,13 @@ mixrt_status mixrt_model_load_ex(const char *path, mixrt_backend backend, mixrt_
 
 void mixrt_model_free(mixrt_model *model) { delete model; }
 
-mixrt_backend mixrt_model_backend(const mixrt_model *model) { return model ? model->backend : MIXRT_BACKEND_CPU; }
+mixrt_backend mixrt_model_backend(const mixrt_model *model) {
+    return model ? model->prepared->backend() : MIXRT_BACKEND_CPU;
+}
 const char *mixrt_model_backend_note(const mixrt_model *model) { return model ? model->backend_note.c_str() : ""; }
 
 const char *mixrt_cuda_unavailable_reason(void) {
-    static const std::string reason = cuda_unavailable_reason();
+    static const std::string reason = mixrt::cuda_unavailable_reason();
     return reason.c_str();
 }
 
@@ -236,18 +213,8 @@ mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_
     *out_ctx = nullptr;
     mixrt_context_params p = params ? *params : mixrt_context_default_params();
     return guarded([&] {
-        auto *ctx = new mixrt_context;
-        try {
-#ifdef MIXRT_WITH_CUDA
-            if (model->backend == MIXRT_BACKEND_CUDA)
-                ctx->engine = mixrt::cuda::make_context(model->device_weights, p.n_ctx);
-#endif
-            if (!ctx->engine) ctx->engine = std::make_unique<mixrt::Context>(model->model, p.n_ctx, p.n_threads);
-        } catch (...) {
-            delete ctx;
-            throw;
-        }
-        *out_ctx = ctx;
+        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads);
+        *out_ctx = new mixrt_context{std::move(engine)};
     });
 }
 

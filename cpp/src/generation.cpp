@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "error.h"
-#include "unicode.h"
+#include "text/unicode.h"
 
 namespace mixrt {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "model_file.h"
-#include "tokenizer.h"
+#include "format/model_file.h"
+#include "text/tokenizer.h"
 
 namespace mixrt {
 

@@ -20,7 +20,7 @@
 #include "cpu/speed_probe.h"
 #include "error.h"
 #include "llama_model.h"
-#include "quant_layout.h"
+#include "format/quant_layout.h"
 #ifdef MIXRT_WITH_CUDA
 #include "device_info.h"
 #include "gemv_host_io.h"

@@ -1,5 +1,5 @@
 # format.py: the .mixrt file format of FORMAT.md: its constants, a streaming writer and a small
-# memory-mapped reader (the C++ core has its own validating reader, cpp/src/model_file.cpp).
+# memory-mapped reader (the C++ core has its own validating reader, cpp/src/format/model_file.cpp).
 # Part sizes and layouts of the dtypes come from mixrt.quant.layouts. Tested by
 # tests/test_convert.py (round trips, layout, refusals, no partial files) and
 # tests/test_quant_layouts.py (quantized dtypes).

@@ -1,7 +1,7 @@
 // kernels.cpp: picks the kernel table once from the CPU's features (AVX2, FMA and F16C all
 // required for the fast table; the scalar table works everywhere, and is the only one in a
 // portable build, cmake -DMIXRT_AVX2=OFF).
-#include "kernels.h"
+#include "cpu/kernels.h"
 
 namespace mixrt {
 

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "../quant_layout.h"
-#include "quantized_input.h"
+#include "format/quant_layout.h"
+#include "cpu/quantized_input.h"
 
 namespace mixrt {
 

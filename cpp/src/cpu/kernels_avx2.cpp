@@ -11,8 +11,8 @@
 
 #include <algorithm>
 
-#include "../half.h"
-#include "kernels.h"
+#include "format/half.h"
+#include "cpu/kernels.h"
 
 namespace mixrt {
 

@@ -4,8 +4,8 @@
 // tests/test_quant_kernels.py).
 #include <vector>
 
-#include "../half.h"
-#include "kernels.h"
+#include "format/half.h"
+#include "cpu/kernels.h"
 
 namespace mixrt {
 

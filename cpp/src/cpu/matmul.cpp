@@ -1,11 +1,11 @@
 // matmul.cpp: see matmul.h.
-#include "matmul.h"
+#include "cpu/matmul.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
-#include "../error.h"
+#include "error.h"
 
 namespace mixrt {
 

@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-#include "../thread_pool.h"
-#include "kernels.h"
-#include "quantized_input.h"
+#include "cpu/thread_pool.h"
+#include "cpu/kernels.h"
+#include "cpu/quantized_input.h"
 
 namespace mixrt {
 

@@ -1,12 +1,12 @@
 // quantized_input.cpp: see quantized_input.h. Plain loops (the compiler vectorises them); the cost
 // is O(n K) against the matmul's O(n M K).
-#include "quantized_input.h"
+#include "cpu/quantized_input.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
-#include "../error.h"
+#include "error.h"
 
 namespace mixrt {
 

@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../quant_layout.h"
-#include "../thread_pool.h"
+#include "format/quant_layout.h"
+#include "cpu/thread_pool.h"
 
 namespace mixrt {
 

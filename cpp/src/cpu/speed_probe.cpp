@@ -1,6 +1,6 @@
 // speed_probe.cpp: see speed_probe.h. The read kernel sums 64-bit words with independent
 // accumulators (vectorised by the compiler, no AVX needed); each thread reads a contiguous slice.
-#include "speed_probe.h"
+#include "cpu/speed_probe.h"
 
 #include <algorithm>
 #include <chrono>
@@ -8,10 +8,10 @@
 #include <cstring>
 #include <memory>
 
-#include "../error.h"
-#include "../thread_pool.h"
-#include "kernels.h"
-#include "matmul.h"
+#include "error.h"
+#include "cpu/thread_pool.h"
+#include "cpu/kernels.h"
+#include "cpu/matmul.h"
 
 namespace mixrt {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../quant_layout.h"
+#include "format/quant_layout.h"
 
 namespace mixrt {
 

@@ -4,7 +4,7 @@
 // task_; the caller, once every index is done, clears task_ and waits for active_ to drain, so no
 // worker touches a finished task. Results never depend on the thread count because chunks only
 // split independent work.
-#include "thread_pool.h"
+#include "cpu/thread_pool.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -1,10 +1,10 @@
 // tokenizer.cpp: Tokenizer::create, the checks every tokenizer spec must pass and the choice of
 // implementation by tokenizer.model. Tested by tests/test_tokenizer.py.
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
-#include "byte_bpe_tokenizer.h"
+#include "text/byte_bpe_tokenizer.h"
 #include "error.h"
-#include "sentencepiece_tokenizer.h"
+#include "text/sentencepiece_tokenizer.h"
 
 namespace mixrt {
 

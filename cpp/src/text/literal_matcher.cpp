@@ -1,6 +1,6 @@
 // literal_matcher.cpp: leftmost-longest matching of literal tokens in text. Tested through the
 // tokenizers (special tokens in text) by tests/test_tokenizer.py.
-#include "literal_matcher.h"
+#include "text/literal_matcher.h"
 
 #include <algorithm>
 

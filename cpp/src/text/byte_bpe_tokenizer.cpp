@@ -1,11 +1,11 @@
 // byte_bpe_tokenizer.cpp: GPT-2 pre-tokenizer, byte alphabet and rank-ordered BPE merges. Tested
 // token for token against the `tokenizers` library by tests/test_tokenizer.py.
-#include "byte_bpe_tokenizer.h"
+#include "text/byte_bpe_tokenizer.h"
 
 #include <queue>
 
 #include "error.h"
-#include "unicode.h"
+#include "text/unicode.h"
 
 namespace mixrt {
 

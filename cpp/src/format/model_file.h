@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "quant_layout.h"
+#include "format/quant_layout.h"
 
 namespace mixrt {
 

@@ -3,7 +3,7 @@
 // embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache -> causal GQA attention -> output
 // projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head.
 // Tested against the float64 numpy reference in tests/test_forward_reference.py.
-#include "context.h"
+#include "cpu/context.h"
 
 #include <algorithm>
 #include <cmath>

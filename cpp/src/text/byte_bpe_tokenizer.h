@@ -14,8 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "literal_matcher.h"
-#include "tokenizer.h"
+#include "text/literal_matcher.h"
+#include "text/tokenizer.h"
 
 namespace mixrt {
 

@@ -10,7 +10,7 @@
 #include "cpu/quantized_input.h"
 #include "engine.h"
 #include "llama_model.h"
-#include "thread_pool.h"
+#include "cpu/thread_pool.h"
 
 namespace mixrt {
 

@@ -1,12 +1,12 @@
 // sentencepiece_tokenizer.cpp: sentencepiece BPE encoding (score-ordered merges, byte fallback)
 // and decoding. Tested token for token against the `sentencepiece` library by
 // tests/test_tokenizer.py.
-#include "sentencepiece_tokenizer.h"
+#include "text/sentencepiece_tokenizer.h"
 
 #include <queue>
 
 #include "error.h"
-#include "unicode.h"
+#include "text/unicode.h"
 
 namespace mixrt {
 

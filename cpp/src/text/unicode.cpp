@@ -1,7 +1,7 @@
 // unicode.cpp: UTF-8 decoding/encoding, invalid UTF-8 repair and codepoint classes (the table
 // comes from tools/gen_unicode_tables.py). Tested through the tokenizers by
 // tests/test_tokenizer.py.
-#include "unicode.h"
+#include "text/unicode.h"
 
 #include <algorithm>
 #include <iterator>
@@ -16,7 +16,7 @@ struct CharRange {
     CharClass cls;
 };
 
-#include "unicode_tables.inc"
+#include "text/unicode_tables.inc"
 
 bool is_continuation(uint8_t byte) { return (byte & 0xC0) == 0x80; }
 

@@ -18,8 +18,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "literal_matcher.h"
-#include "tokenizer.h"
+#include "text/literal_matcher.h"
+#include "text/tokenizer.h"
 
 namespace mixrt {
 

@@ -1,12 +1,12 @@
 // quant_layout.cpp: see quant_layout.h. Formulas follow FORMAT.md 5 literally; the AVX2 kernels
 // in cpu/kernels_avx2.cpp are tested against dequantize_row.
-#include "quant_layout.h"
+#include "format/quant_layout.h"
 
 #include <cmath>
 #include <cstring>
 
 #include "error.h"
-#include "half.h"
+#include "format/half.h"
 
 namespace mixrt {
 

@@ -1,6 +1,6 @@
 // model_file.cpp: maps a .mixrt file and checks every rule of FORMAT.md sections 2-5 and 6
 // (items 1-6 and 10; the model-level items 7-9 and 11 are checked in llama_model.cpp).
-#include "model_file.h"
+#include "format/model_file.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -12,7 +12,7 @@
 #include <cstring>
 
 #include "error.h"
-#include "unicode.h"
+#include "text/unicode.h"
 
 namespace mixrt {
 
