@@ -1,6 +1,6 @@
-// gemv_decode.cu: element-wise decode of a DeviceWeight, the FORMAT.md formulas evaluated per
-// weight in fp32 exactly as mixrt::dequantize_row does: gather_rows (embedding lookup, fp32 rows)
-// and dequantize_f16 (the whole matrix as f16 for the prefill GEMMs). One thread per weight; a mix
+// gemv_decode.cu: element-wise decode of a DeviceWeight in fp32 with the element functions of the
+// CPU reference decode (format/quant_element.h): gather_rows (embedding lookup, fp32 rows) and
+// dequantize_f16 (the whole matrix as f16 for the prefill GEMMs). One thread per weight; a mix
 // thread decodes the weight at permuted position j and writes it to column perm[j], adding the
 // row's outlier at that column (found by binary search in the row's sorted outlier columns).
 #include "device_weight.h"
@@ -22,38 +22,24 @@ struct Decoded {
     float value;
 };
 
-__device__ float q4_value(const uint8_t *codes, const __half *scales, const __half *mins, int64_t row_bytes,
-                          int64_t groups, int64_t r, int64_t k) {
-    const int64_t g = k / kGroup, i = k % kGroup;
-    const uint8_t byte = codes[r * row_bytes + g * 16 + i % 16];
-    const int q = i < 16 ? (byte & 0x0F) : (byte >> 4);
-    return float(q) * __half2float(scales[r * groups + g]) + __half2float(mins[r * groups + g]);
-}
-
 __device__ Decoded decode_at(const DeviceParts &p, DType dtype, int64_t K, int64_t r, int64_t j) {
     switch (dtype) {
         case DType::f32: return {j, p.f32[r * K + j]};
-        case DType::f16: return {j, __half2float(p.f16[r * K + j])};
-        case DType::q8: return {j, float(p.q8_codes[r * p.Kp + j]) * __half2float(p.q8_scales[r * p.G + j / kGroup])};
-        case DType::q4: return {j, q4_value(p.q4_codes, p.q4_scales, p.q4_mins, p.Kp / 2, p.G, r, j)};
+        case DType::f16: return {j, f16_value(p.f16[r * K + j])};
+        case DType::q8: return {j, q8_element(p.q8_codes, p.q8_scales, p.Kp, p.G, r, j)};
+        case DType::q4: return {j, q4_element(p.q4_codes, p.q4_scales, p.q4_mins, p.Kp / 2, p.G, r, j)};
         case DType::mix: {
+            const MixShape shape{p.K2, p.K2p, p.G2, p.B2, p.K4 / kGroup};
             const int64_t col = p.perm[j];
-            float v;
-            if (j < p.K2) {
-                const int q = (p.q2[r * (p.K2p / 4) + (j / 64) * 16 + j % 16] >> (2 * ((j % 64) / 16))) & 3;
-                const uint8_t meta = p.meta2[r * p.G2 + j / kGroup];
-                const float s = float((meta & 63) + 1) * __half2float(p.super2[r * p.B2 + j / (16 * kGroup)]);
-                v = float(q - (meta >> 6)) * s;
-            } else {
-                v = q4_value(p.q4_codes, p.q4_scales, p.q4_mins, p.K4 / 2, p.K4 / kGroup, r, j - p.K2);
-            }
+            float v = j < p.K2 ? mix2_element(p.q2, p.meta2, p.super2, shape, r, j)
+                               : q4_element(p.q4_codes, p.q4_scales, p.q4_mins, p.K4 / 2, shape.G4, r, j - p.K2);
             uint32_t lo = p.row_ptr[r], hi = p.row_ptr[r + 1];  // outliers of row r: [lo, hi)
             while (lo < hi) {
                 const uint32_t mid = (lo + hi) / 2;
                 if (p.out_cols[mid] < col) lo = mid + 1;
                 else hi = mid;
             }
-            if (lo < p.row_ptr[r + 1] && p.out_cols[lo] == col) v += __half2float(p.out_vals[lo]);
+            if (lo < p.row_ptr[r + 1] && p.out_cols[lo] == col) v += f16_value(p.out_vals[lo]);
             return {col, v};
         }
     }

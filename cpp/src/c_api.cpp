@@ -166,9 +166,12 @@ mixrt_status mixrt_model_tensor_info(const mixrt_model *model, size_t index, mix
     out->n_bytes = 0;
     for (const auto &p : t.parts) out->n_bytes += p.size;
     out->n_cols_4bit = out->n_outliers = 0;
-    if (t.dtype == mixrt::DType::mix) {  // derived as FORMAT.md 5.5 says
-        out->n_cols_4bit = 2 * t.parts[4].size / t.dims[0];
-        out->n_outliers = t.parts[8].size / 2;
+    if (t.dtype == mixrt::DType::mix) {
+        std::vector<uint64_t> part_bytes;
+        for (const auto &p : t.parts) part_bytes.push_back(p.size);
+        const mixrt::MixCounts counts = mixrt::mix_counts(t.dims[0], part_bytes);
+        out->n_cols_4bit = counts.k4;
+        out->n_outliers = counts.nnz;
     }
     return MIXRT_OK;
 }

@@ -311,22 +311,11 @@ void ModelFile::parse_tensor_table(uint64_t offset, uint64_t size) {
 }
 
 void ModelFile::check_part_sizes(const TensorEntry &t) const {
-    const uint64_t M = t.dims.size() == 2 ? t.dims[0] : 1, K = t.dims.back();
-    uint64_t k4 = 0, nnz = 0;
-    if (t.dtype == DType::mix) {  // K4 and nnz are derived from parts 4 and 8 (FORMAT.md 5.5)
-        k4 = 2 * t.parts[4].size / M;
-        nnz = t.parts[8].size / 2;
-        if (k4 % 32 != 0 || k4 > K)
-            format_error(path_, "tensor '" + t.name + "' has a 4-bit code part of " + std::to_string(t.parts[4].size) +
-                                    " bytes: K4 = " + std::to_string(k4) + " is not a multiple of 32 no larger than K = " +
-                                    std::to_string(K));
-    }
-    const std::vector<uint64_t> expected = part_sizes(t.dtype, t.dtype == DType::f32 || t.dtype == DType::f16 ? 1 : M,
-                                                      t.dtype == DType::f32 || t.dtype == DType::f16 ? t.n_elements : K, k4, nnz);
-    for (size_t p = 0; p < expected.size(); ++p)
-        if (t.parts[p].size != expected[p])
-            format_error(path_, "tensor '" + t.name + "' part " + std::to_string(p) + " is " + std::to_string(t.parts[p].size) +
-                                    " bytes, its dtype and dims imply " + std::to_string(expected[p]));
+    const bool dense = t.dtype == DType::f32 || t.dtype == DType::f16;  // any rank: one run of values
+    std::vector<uint64_t> part_bytes;
+    for (const auto &part : t.parts) part_bytes.push_back(part.size);
+    mixrt::check_part_sizes(t.dtype, dense || t.dims.size() != 2 ? 1 : t.dims[0], dense ? t.n_elements : t.dims.back(),
+                            part_bytes, path_ + ": tensor '" + t.name + "'");
 }
 
 void ModelFile::check_parts() {

@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "error.h"
-#include "format/half.h"
 
 namespace mixrt {
 
@@ -47,11 +46,39 @@ std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k
         case DType::q8: return {M * Kp, 2 * M * G};
         case DType::q4: return {M * Kp / 2, 2 * M * G, 2 * M * G};
         case DType::mix: {
-            const uint64_t K2p = 64 * ceil_div(K - k4, 64), G2 = K2p / 32, B2 = ceil_div(G2, 16), G4 = k4 / 32;
+            const MixShape s = mix_shape(int64_t(K), int64_t(k4));
+            const uint64_t K2p = s.K2p, G2 = s.G2, B2 = s.B2, G4 = s.G4;
             return {4 * K, M * K2p / 4, M * G2, 2 * M * B2, M * k4 / 2, 2 * M * G4, 2 * M * G4, 4 * (M + 1), 2 * nnz, 2 * nnz};
         }
     }
     return {};
+}
+
+MixCounts mix_counts(uint64_t M, const std::vector<uint64_t> &part_bytes) {
+    return {M == 0 ? 0 : 2 * part_bytes[4] / M, part_bytes[8] / 2};
+}
+
+MixCounts check_part_sizes(DType dtype, uint64_t M, uint64_t K, const std::vector<uint64_t> &part_bytes,
+                           const std::string &what) {
+    MixCounts counts{0, 0};
+    if (dtype == DType::mix) {
+        if (part_bytes.size() != 10)
+            fail(MIXRT_ERR_FORMAT, what + " has " + std::to_string(part_bytes.size()) + " parts, dtype mix has 10");
+        counts = mix_counts(M, part_bytes);
+        if (M == 0 || 2 * part_bytes[4] % M != 0 || counts.k4 % 32 != 0 || counts.k4 > K)
+            fail(MIXRT_ERR_FORMAT, what + " has a 4-bit code part of " + std::to_string(part_bytes[4]) + " bytes: K4 = " +
+                                       std::to_string(2.0 * part_bytes[4] / M) +
+                                       ", expected a multiple of 32 no larger than K = " + std::to_string(K));
+    }
+    const std::vector<uint64_t> expected = part_sizes(dtype, M, K, counts.k4, counts.nnz);
+    if (part_bytes.size() != expected.size())
+        fail(MIXRT_ERR_FORMAT, what + " has " + std::to_string(part_bytes.size()) + " parts, dtype " + dtype_name(dtype) +
+                                   " has " + std::to_string(expected.size()));
+    for (size_t p = 0; p < part_bytes.size(); ++p)
+        if (part_bytes[p] != expected[p])
+            fail(MIXRT_ERR_FORMAT, what + " part " + std::to_string(p) + " is " + std::to_string(part_bytes[p]) +
+                                       " bytes, its dtype and dims imply " + std::to_string(expected[p]));
+    return counts;
 }
 
 Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan> &parts, const std::string &what) {
@@ -61,25 +88,11 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
     w.cols = K;
     w.G = static_cast<int64_t>(ceil_div(K, kGroup));
     w.Kp = w.G * kGroup;
-    uint64_t k4 = 0, nnz = 0;
-    if (dtype == DType::mix) {
-        if (parts.size() != 10) layout_error(what, "has " + std::to_string(parts.size()) + " parts, dtype mix has 10");
-        if (K > 65536) layout_error(what, "K is " + std::to_string(K) + ", dtype mix allows at most 65536");
-        k4 = 2 * parts[4].size / M;
-        nnz = parts[8].size / 2;
-        if (2 * parts[4].size % M != 0 || k4 % 32 != 0 || k4 > uint64_t(K))
-            layout_error(what, "its 4-bit code part of " + std::to_string(parts[4].size) +
-                                   " bytes gives K4 = " + std::to_string(2.0 * parts[4].size / M) +
-                                   ", expected a multiple of 32 no larger than K = " + std::to_string(K));
-    }
-    const std::vector<uint64_t> expected = part_sizes(dtype, M, K, k4, nnz);
-    if (parts.size() != expected.size())
-        layout_error(what, "has " + std::to_string(parts.size()) + " parts, dtype " + dtype_name(dtype) + " has " +
-                               std::to_string(expected.size()));
-    for (size_t p = 0; p < parts.size(); ++p)
-        if (parts[p].size != expected[p])
-            layout_error(what, "part " + std::to_string(p) + " is " + std::to_string(parts[p].size) +
-                                   " bytes, its dtype and dims imply " + std::to_string(expected[p]));
+    if (dtype == DType::mix && K > 65536) layout_error(what, "K is " + std::to_string(K) + ", dtype mix allows at most 65536");
+    std::vector<uint64_t> part_bytes;
+    for (const PartSpan &part : parts) part_bytes.push_back(part.size);
+    const MixCounts counts = check_part_sizes(dtype, uint64_t(M), uint64_t(K), part_bytes, what);
+    const uint64_t nnz = counts.nnz;
     auto u16 = [&](size_t p) { return reinterpret_cast<const uint16_t *>(parts[p].data); };
     auto u32 = [&](size_t p) { return reinterpret_cast<const uint32_t *>(parts[p].data); };
     switch (dtype) {
@@ -96,12 +109,13 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
             break;
         case DType::mix: {
             MixView &m = w.mix;
-            m.K4 = static_cast<int64_t>(k4);
-            m.K2 = K - m.K4;
-            m.K2p = 64 * static_cast<int64_t>(ceil_div(m.K2, 64));
-            m.G2 = m.K2p / 32;
-            m.B2 = static_cast<int64_t>(ceil_div(m.G2, 16));
-            m.nnz = static_cast<int64_t>(nnz);
+            const MixShape shape = mix_shape(K, int64_t(counts.k4));
+            m.K4 = int64_t(counts.k4);
+            m.K2 = shape.K2;
+            m.K2p = shape.K2p;
+            m.G2 = shape.G2;
+            m.B2 = shape.B2;
+            m.nnz = int64_t(nnz);
             m.perm = u32(0);
             m.q2 = parts[1].data;
             m.meta2 = parts[2].data;
@@ -140,63 +154,30 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
     return w;
 }
 
-namespace {
-
-// Codes q0..q31 of one q4 group (16 bytes) into out (scaled), FORMAT.md 5.4.
-void decode_q4_group(const uint8_t *bytes, float scale, float min, float *out) {
-    for (int i = 0; i < 16; ++i) {
-        out[i] = float(bytes[i] & 0x0F) * scale + min;
-        out[i + 16] = float(bytes[i] >> 4) * scale + min;
-    }
-}
-
-}  // namespace
-
 void dequantize_row(const Weight &w, int64_t r, float *out) {
     const int64_t K = w.cols;
     switch (w.dtype) {
         case DType::f32: std::memcpy(out, static_cast<const float *>(w.data) + r * K, K * sizeof(float)); return;
         case DType::f16: {
             const uint16_t *row = static_cast<const uint16_t *>(w.data) + r * K;
-            for (int64_t k = 0; k < K; ++k) out[k] = half_to_float(row[k]);
+            for (int64_t k = 0; k < K; ++k) out[k] = f16_value(row[k]);
             return;
         }
-        case DType::q8: {
-            const int8_t *codes = w.q8.codes + r * w.Kp;
-            for (int64_t k = 0; k < K; ++k) out[k] = float(codes[k]) * half_to_float(w.q8.scales[r * w.G + k / kGroup]);
+        case DType::q8:
+            for (int64_t k = 0; k < K; ++k) out[k] = q8_element(w.q8.codes, w.q8.scales, w.Kp, w.G, r, k);
             return;
-        }
-        case DType::q4: {
-            float group[kGroup];
-            for (int64_t g = 0; g < w.G; ++g) {
-                decode_q4_group(w.q4.codes + r * w.Kp / 2 + g * 16, half_to_float(w.q4.scales[r * w.G + g]),
-                                half_to_float(w.q4.mins[r * w.G + g]), group);
-                for (int64_t i = 0; i < kGroup && g * kGroup + i < K; ++i) out[g * kGroup + i] = group[i];
-            }
+        case DType::q4:
+            for (int64_t k = 0; k < K; ++k) out[k] = q4_element(w.q4.codes, w.q4.scales, w.q4.mins, w.Kp / 2, w.G, r, k);
             return;
-        }
         case DType::mix: {
             const MixView &m = w.mix;
-            // 2-bit columns: perm[0..K2).
-            const uint8_t *q2 = m.q2 + r * m.K2p / 4;
-            for (int64_t j = 0; j < m.K2; ++j) {
-                const int64_t block = j / 64, i = j % 16, shift = 2 * ((j % 64) / 16);
-                const int q = (q2[block * 16 + i] >> shift) & 3;
-                const int64_t g = j / 32;
-                const uint8_t meta = m.meta2[r * m.G2 + g];
-                const float s = float((meta & 63) + 1) * half_to_float(m.super2[r * m.B2 + g / 16]);
-                out[m.perm[j]] = float(q - (meta >> 6)) * s;
-            }
-            // 4-bit columns: perm[K2..K), a q4 matrix [M, K4].
-            const int64_t G4 = m.K4 / kGroup;
-            float group[kGroup];
-            for (int64_t g = 0; g < G4; ++g) {
-                decode_q4_group(m.w4.codes + r * m.K4 / 2 + g * 16, half_to_float(m.w4.scales[r * G4 + g]),
-                                half_to_float(m.w4.mins[r * G4 + g]), group);
-                for (int64_t i = 0; i < kGroup; ++i) out[m.perm[m.K2 + g * kGroup + i]] = group[i];
-            }
+            const MixShape shape = m.shape();
+            // 2-bit columns: perm[0..K2); 4-bit columns: perm[K2..K), a q4 matrix [M, K4].
+            for (int64_t j = 0; j < m.K2; ++j) out[m.perm[j]] = mix2_element(m.q2, m.meta2, m.super2, shape, r, j);
+            for (int64_t k = 0; k < m.K4; ++k)
+                out[m.perm[m.K2 + k]] = q4_element(m.w4.codes, m.w4.scales, m.w4.mins, m.K4 / 2, shape.G4, r, k);
             // Outliers: residuals on top of the dense value.
-            for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) out[m.cols[o]] += half_to_float(m.vals[o]);
+            for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) out[m.cols[o]] += f16_value(m.vals[o]);
             return;
         }
     }

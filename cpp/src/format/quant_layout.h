@@ -9,14 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "format/quant_element.h"
+
 namespace mixrt {
 
 enum class DType : uint32_t { f32 = 0, f16 = 1, q8 = 2, q4 = 3, mix = 4 };
 constexpr uint32_t kDTypeCount = 5;
 const char *dtype_name(DType dtype);
 bool is_quantized(DType dtype);
-
-constexpr int64_t kGroup = 32;  // values per quantization group along K
 
 struct PartSpan {
     const uint8_t *data;
@@ -35,7 +35,8 @@ struct Q4View {
 };
 
 struct MixView {
-    int64_t K2, K2p, G2, B2, K4, nnz;
+    int64_t K2, K2p, G2, B2, K4, nnz;  // mix_shape(K, K4) and the outlier count
+    MixShape shape() const { return {K2, K2p, G2, B2, K4 / kGroup}; }
     const uint32_t *perm;     // [K]: 2-bit columns, then 4-bit columns
     const uint8_t *q2;        // [M, K2p/4], blocks of 64 columns
     const uint8_t *meta2;     // [M, G2]: scale code (bits 5..0) | zero << 6
@@ -59,6 +60,19 @@ struct Weight {
 
 // The exact part sizes of a dtype for [M, K]; for mix, k4 and nnz are the derived values.
 std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4 = 0, uint64_t nnz = 0);
+
+// What a mix tensor of M rows derives from the byte sizes of its parts 4 and 8 (FORMAT.md 5.5).
+struct MixCounts {
+    uint64_t k4;   // columns in 4-bit strips
+    uint64_t nnz;  // fp16 outliers
+};
+MixCounts mix_counts(uint64_t M, const std::vector<uint64_t> &part_bytes);
+
+// Checks the part count and byte sizes of a tensor [M, K] of dtype (for mix, first that the
+// derived K4 is a multiple of 32 no larger than K) and returns the mix counts ({0, 0} for other
+// dtypes). Throws mixrt::Error(MIXRT_ERR_FORMAT) with a message starting with `what`.
+MixCounts check_part_sizes(DType dtype, uint64_t M, uint64_t K, const std::vector<uint64_t> &part_bytes,
+                           const std::string &what);
 
 // Builds the view of a tensor [M, K] (M = 1 for a vector) from its parts, checking the part count
 // and sizes, and for quantized dtypes their content (FORMAT.md 6 items 10 and 12). Throws
