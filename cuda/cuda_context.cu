@@ -18,14 +18,10 @@
 namespace mixrt::cuda {
 
 CudaContext::CudaContext(std::shared_ptr<const DeviceModel> weights, int32_t n_ctx)
-    : Engine(weights->host()),
+    : Engine(weights->host(), n_ctx),
       weights_(std::move(weights)),
       p_(model_.params()),
-      n_ctx_(n_ctx <= 0 ? p_.context_length : n_ctx),
       attn_shape_{p_.n_heads, p_.n_kv_heads, p_.head_dim, n_ctx_} {
-    if (n_ctx_ > p_.context_length)
-        fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
-                                             std::to_string(p_.context_length));
     check_attention_shape(attn_shape_);
     cudaStream_t stream = nullptr;
     MIXRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -37,7 +33,7 @@ CudaContext::CudaContext(std::shared_ptr<const DeviceModel> weights, int32_t n_c
     tokens_dev_ = DeviceArray<int32_t>(kMaxBatch + 1, "the token ids");
 
     // The caches come first: they are the big allocation, and running out should say so early.
-    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim, q_width = size_t(p_.n_heads) * p_.head_dim;
+    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     const size_t cache = size_t(p_.n_layers) * n_ctx_ * kv_width;
     k_cache_ = DeviceArray<__half>(cache, "the key cache (" + std::to_string(n_ctx_) + " tokens)");
     v_cache_ = DeviceArray<__half>(cache, "the value cache (" + std::to_string(n_ctx_) + " tokens)");
@@ -49,15 +45,15 @@ CudaContext::CudaContext(std::shared_ptr<const DeviceModel> weights, int32_t n_c
     MIXRT_CUDA_CHECK(cudaMemcpy(rope_cos_.get(), cos_table.data(), cos_table.size() * sizeof(float), cudaMemcpyHostToDevice));
     MIXRT_CUDA_CHECK(cudaMemcpy(rope_sin_.get(), sin_table.data(), sin_table.size() * sizeof(float), cudaMemcpyHostToDevice));
 
-    const size_t B = kMaxBatch;
-    x_ = DeviceArray<float>(B * p_.hidden_size, "activations");
-    xb_ = DeviceArray<float>(B * std::max<size_t>(p_.hidden_size, q_width), "activations");
-    q_ = DeviceArray<float>(B * q_width, "queries");
-    k_ = DeviceArray<float>(B * kv_width, "keys");
-    v_ = DeviceArray<float>(B * kv_width, "values");
-    att_ = DeviceArray<float>(B * q_width, "attention outputs");
-    gate_ = DeviceArray<float>(B * p_.ffn_size, "MLP activations");
-    up_ = DeviceArray<float>(B * p_.ffn_size, "MLP activations");
+    const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
+    x_ = DeviceArray<float>(sizes.x, "activations");
+    xb_ = DeviceArray<float>(sizes.xb, "activations");
+    q_ = DeviceArray<float>(sizes.q, "queries");
+    k_ = DeviceArray<float>(sizes.kv, "keys");
+    v_ = DeviceArray<float>(sizes.kv, "values");
+    att_ = DeviceArray<float>(sizes.q, "attention outputs");
+    gate_ = DeviceArray<float>(sizes.ffn, "MLP activations");
+    up_ = DeviceArray<float>(sizes.ffn, "MLP activations");
     partial_ = DeviceArray<float>(attn_shape_.partial_floats(kMaxBatch), "attention chunk results");
     argmax_ = DeviceArray<int32_t>(1, "the argmax");
 }
@@ -92,16 +88,12 @@ void CudaContext::feed(const int32_t *tokens, size_t n, bool all_logits) {
     }
     logits_rows_ = rows;
     logits_host_valid_ = false;
-    for (size_t done = 0; done < n;) {
-        const int32_t chunk = static_cast<int32_t>(std::min<size_t>(kMaxBatch, n - done));
-        const bool last = done + chunk == n;
-        if (done > 0) MIXRT_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // the staging buffer is free again
-        upload_tokens(tokens + done, chunk, n_past());
-        if (chunk == 1 && last && !all_logits) decode_with_graph();
-        else forward(chunk, all_logits, all_logits ? int64_t(done) : (last ? 0 : -1));
-        tokens_.insert(tokens_.end(), tokens + done, tokens + done + chunk);
-        done += chunk;
-    }
+    run_chunks(tokens, n, all_logits, kMaxBatch, [&](size_t offset, int32_t count, ChunkLogits logits) {
+        if (offset > 0) MIXRT_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // the staging buffer is free again
+        upload_tokens(tokens + offset, count, n_past());
+        if (count == 1 && logits.rows == ChunkLogits::last) decode_with_graph();
+        else forward(count, logits);
+    });
     MIXRT_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
 }
 
@@ -112,13 +104,13 @@ void CudaContext::decode_with_graph() {
         return;
     }
     if (!decode_warmed_up_) {  // lazy set-up inside the kernels' host code happens outside the capture
-        forward(1, false, 0);
+        forward(1, {ChunkLogits::last, 0});
         decode_warmed_up_ = true;
         return;
     }
     MIXRT_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
-        forward(1, false, 0);
+        forward(1, {ChunkLogits::last, 0});
     } catch (...) {
         cudaGraph_t broken = nullptr;
         cudaStreamEndCapture(stream, &broken);
@@ -146,7 +138,7 @@ void CudaContext::linear(const DeviceWeight &w, const float *x, float *y, int32_
     gemm_f16w(w16_.get(), x, y, n, w.rows(), w.cols(), stream_.get());
 }
 
-void CudaContext::forward(int32_t n, bool all_logits, int64_t row0) {
+void CudaContext::forward(int32_t n, ChunkLogits logits_kept) {
     cudaStream_t stream = stream_.get();
     const int32_t d = p_.hidden_size, f = p_.ffn_size;
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
@@ -179,12 +171,12 @@ void CudaContext::forward(int32_t n, bool all_logits, int64_t row0) {
         if (l + 1 < p_.n_layers)
             add_rmsnorm(x, xb, weights_->layers()[l + 1].attn_norm.parts().f32, xb, n, d, p_.rms_norm_eps, stream);
     }
-    if (row0 < 0) return;  // a chunk in the middle of a long feed: no logits needed
+    if (logits_kept.rows == ChunkLogits::none) return;
     // The last residual add and the final norm, for every row or only the last; then lm_head.
-    const int32_t first = all_logits ? 0 : n - 1, rows = n - first;
+    const int32_t first = logits_kept.rows == ChunkLogits::all ? 0 : n - 1, rows = n - first;
     const size_t vocab = size_t(p_.vocab_size), skip = size_t(first) * d;
     add_rmsnorm(x + skip, xb + skip, weights_->output_norm().parts().f32, xb + skip, rows, d, p_.rms_norm_eps, stream);
-    float *logits = logits_dev_.get() + size_t(row0) * vocab;
+    float *logits = logits_dev_.get() + logits_kept.row0 * vocab;
     linear(weights_->output(), xb + skip, logits, rows);
     argmax(logits + size_t(rows - 1) * vocab, p_.vocab_size, argmax_.get(), stream);
     MIXRT_CUDA_CHECK(cudaMemcpyAsync(staging_.get() + kArgmaxSlot, argmax_.get(), sizeof(int32_t),

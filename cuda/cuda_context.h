@@ -26,7 +26,6 @@ public:
     ~CudaContext() override;
 
     const char *backend_name() const override { return "cuda"; }
-    int32_t n_ctx() const override { return n_ctx_; }
     void feed(const int32_t *tokens, size_t n, bool all_logits) override;
     const float *logits() const override;
     size_t logits_rows() const override { return logits_rows_; }
@@ -36,10 +35,9 @@ public:
 private:
     // Stages tokens and their first position in pinned memory and copies them to the device.
     void upload_tokens(const int32_t *tokens, int32_t n, int32_t pos0);
-    // The forward pass of n staged tokens; logits of all rows (into logits rows row0..) or of the
-    // last only (row0 = 0), or none (row0 < 0); the argmax of the last row written goes to the
-    // staging buffer.
-    void forward(int32_t n, bool all_logits, int64_t row0);
+    // The forward pass of n staged tokens, keeping the logits `logits` says; the argmax of the last
+    // row written goes to the staging buffer.
+    void forward(int32_t n, ChunkLogits logits);
     void linear(const DeviceWeight &w, const float *x, float *y, int32_t n);
     void decode_with_graph();  // n = 1, last logits: replays (captures the first time) the graph
 
@@ -55,7 +53,6 @@ private:
 
     std::shared_ptr<const DeviceModel> weights_;
     const LlamaParams &p_;
-    int32_t n_ctx_;
     AttentionShape attn_shape_;
     std::unique_ptr<CUstream_st, StreamDeleter> stream_;
     std::unique_ptr<CUgraphExec_st, GraphExecDeleter> decode_graph_;

@@ -39,19 +39,7 @@ DeviceModel::DeviceModel(const LlamaModel &model) : host_(model), tied_(model.pa
     output_norm_ = upload(model.output_norm());
     if (!tied_) output_ = upload(model.output());
     layers_.reserve(model.layers().size());
-    for (const LayerWeights &l : model.layers()) {
-        DeviceLayer d;
-        d.attn_norm = upload(l.attn_norm);
-        d.attn_q = upload(l.attn_q);
-        d.attn_k = upload(l.attn_k);
-        d.attn_v = upload(l.attn_v);
-        d.attn_output = upload(l.attn_output);
-        d.ffn_norm = upload(l.ffn_norm);
-        d.ffn_gate = upload(l.ffn_gate);
-        d.ffn_up = upload(l.ffn_up);
-        d.ffn_down = upload(l.ffn_down);
-        layers_.push_back(std::move(d));
-    }
+    for (const LayerWeights &l : model.layers()) layers_.push_back(map_layer(l, upload));
 }
 
 }  // namespace mixrt::cuda

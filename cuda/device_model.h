@@ -10,10 +10,7 @@
 
 namespace mixrt::cuda {
 
-struct DeviceLayer {
-    DeviceWeight attn_norm, attn_q, attn_k, attn_v, attn_output;
-    DeviceWeight ffn_norm, ffn_gate, ffn_up, ffn_down;
-};
+using DeviceLayer = LayerOf<DeviceWeight>;
 
 class DeviceModel {
 public:

@@ -1,6 +1,6 @@
 // layer_ops.cu: see layer_ops.h. Row reductions use one block of 1024 threads per row (decode has
 // one row: the block's loads must all be in flight at once, not one after another); RMSNorm sums
-// squares in double like the CPU reference (cpp/src/cpu/context.cpp), RoPE reads the same float tables.
+// squares in double like the CPU (cpp/src/cpu/context.cpp); RoPE reads the tables of engine.h.
 #include "layer_ops.h"
 
 #include <cfloat>
@@ -141,17 +141,6 @@ int elementwise_blocks(int64_t count) {
 
 }  // namespace
 
-void rope_tables(int n_ctx, int head_dim, double theta, std::vector<float> &cos_table, std::vector<float> &sin_table) {
-    const int half = head_dim / 2;
-    cos_table.resize(size_t(n_ctx) * half);
-    sin_table.resize(size_t(n_ctx) * half);
-    for (int pos = 0; pos < n_ctx; ++pos)
-        for (int i = 0; i < half; ++i) {
-            const double angle = pos * std::pow(theta, -2.0 * i / head_dim);
-            cos_table[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
-            sin_table[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
-        }
-}
 
 namespace {
 

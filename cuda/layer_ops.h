@@ -8,13 +8,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <vector>
 
 namespace mixrt::cuda {
-
-// The RoPE tables [n_ctx, head_dim/2]: cos/sin of pos * theta^(-2i/head_dim), computed in double
-// and rounded to float exactly as the CPU context does.
-void rope_tables(int n_ctx, int head_dim, double theta, std::vector<float> &cos_table, std::vector<float> &sin_table);
 
 // out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * gain for t < n (rows of width d).
 void rmsnorm(const float *x, const float *gain, float *out, int n, int d, double eps, cudaStream_t stream);

@@ -9,6 +9,7 @@
 #include "attention.h"
 #include "cuda_check.h"
 #include "device_array.h"
+#include "engine.h"
 #include "error.h"
 #include "gemm.h"
 #include "layer_ops.h"

@@ -1,8 +1,11 @@
-// engine.h: what an inference context does, whatever runs it: the CPU Context (context.h) and the
-// CUDA backend's CudaContext (cuda/cuda_context.h) implement it; the C API, the sampler calls and
-// the generation loop see only this interface.
+// engine.h: what an inference context does, whatever runs it: the CPU Context (cpu/context.h) and
+// the CUDA backend's CudaContext (cuda/cuda_context.h) implement it; the C API, the sampler calls
+// and the generation loop see only this interface. What every backend does the same way lives
+// here once: the context size and its check, the feed checks, the chunking of a feed and which
+// logits each chunk keeps, the RoPE tables and the sizes of the activation buffers.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -13,9 +16,31 @@
 
 namespace mixrt {
 
+// Which logits the forward pass over one chunk of a feed keeps.
+struct ChunkLogits {
+    enum Rows { none, last, all } rows;  // none: a chunk before the last of a feed without all_logits
+    size_t row0;                         // all: the logits row of the chunk's first token; else 0
+};
+
+// The activation buffers of a forward pass over up to `batch` tokens, in floats each.
+struct ActivationSizes {
+    size_t x;     // the residual stream [batch, hidden]
+    size_t xb;    // normed inputs and block outputs [batch, max(hidden, heads * head_dim)]
+    size_t q;     // queries, and the attention outputs [batch, heads * head_dim]
+    size_t kv;    // keys, values [batch, kv_heads * head_dim]
+    size_t ffn;   // gate, up [batch, ffn]
+};
+ActivationSizes activation_sizes(const LlamaParams &p, size_t batch);
+
+// The RoPE tables [n_ctx, head_dim/2]: cos and sin of pos * theta^(-2i/head_dim), computed in double
+// and rounded to float (every backend reads these same values).
+void rope_tables(int32_t n_ctx, int32_t head_dim, double theta, std::vector<float> &cos_table,
+                 std::vector<float> &sin_table);
+
 class Engine {
 public:
-    explicit Engine(const LlamaModel &model) : model_(model) {}
+    // n_ctx: tokens the context holds, 0 for the model's context length (more is refused).
+    Engine(const LlamaModel &model, int32_t n_ctx);
     virtual ~Engine() = default;
     Engine(const Engine &) = delete;
     Engine &operator=(const Engine &) = delete;
@@ -25,7 +50,7 @@ public:
     const std::vector<int32_t> &tokens() const { return tokens_; }
 
     virtual const char *backend_name() const = 0;  // "cpu" or "cuda"
-    virtual int32_t n_ctx() const = 0;
+    int32_t n_ctx() const { return n_ctx_; }
     // Forget all tokens (the KV cache is reused).
     virtual void reset() { tokens_.clear(); }
     // Runs the model over tokens; keeps the logits of every token if all_logits, else the last.
@@ -43,7 +68,23 @@ protected:
     // Checks a feed before it runs: tokens given, in the vocabulary, room in the context.
     void check_feed(const int32_t *tokens, size_t n) const;
 
+    // Runs a feed of n tokens in chunks of at most max_batch: forward(offset, count, logits) for
+    // each chunk in order (logits: the rows it keeps), appending the chunk to tokens() after it.
+    template <typename Forward>
+    void run_chunks(const int32_t *tokens, size_t n, bool all_logits, int32_t max_batch, Forward &&forward) {
+        for (size_t done = 0; done < n;) {
+            const int32_t count = static_cast<int32_t>(std::min<size_t>(size_t(max_batch), n - done));
+            const bool last = done + count == n;
+            const ChunkLogits logits = all_logits ? ChunkLogits{ChunkLogits::all, done}
+                                                  : ChunkLogits{last ? ChunkLogits::last : ChunkLogits::none, 0};
+            forward(done, count, logits);
+            tokens_.insert(tokens_.end(), tokens + done, tokens + done + count);
+            done += count;
+        }
+    }
+
     const LlamaModel &model_;
+    const int32_t n_ctx_;
     std::vector<int32_t> tokens_;  // fed so far
 };
 

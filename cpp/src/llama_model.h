@@ -18,10 +18,21 @@ struct LlamaParams {
     bool tie_word_embeddings;
 };
 
-struct LayerWeights {
-    Weight attn_norm, attn_q, attn_k, attn_v, attn_output;
-    Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
+// The weights of one decoder layer, held as W: views into the file (Weight) here, copies on a
+// device in a backend (cuda/device_model.h).
+template <typename W>
+struct LayerOf {
+    W attn_norm, attn_q, attn_k, attn_v, attn_output;
+    W ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
+using LayerWeights = LayerOf<Weight>;
+
+// The layer with every weight passed through f (in the order above), e.g. uploaded.
+template <typename W, typename F>
+auto map_layer(const LayerOf<W> &l, F &&f) -> LayerOf<decltype(f(l.attn_q))> {
+    return {f(l.attn_norm), f(l.attn_q), f(l.attn_k), f(l.attn_v), f(l.attn_output),
+            f(l.ffn_norm),  f(l.ffn_gate), f(l.ffn_up), f(l.ffn_down)};
+}
 
 class LlamaModel {
 public:

@@ -37,40 +37,28 @@ FloatBuffer calloc_floats(size_t count, const char *what) {
 }  // namespace
 
 Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
-    : Engine(model),
+    : Engine(model, n_ctx),
       p_(model.params()),
       kernels_(best_kernels()),
-      n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx),
       pool_(n_threads <= 0 ? default_threads() : n_threads),
       xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
                                                             int64_t(model.params().n_heads) * model.params().head_dim,
                                                             model.params().ffn_size})),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)} {
-    if (n_ctx_ > p_.context_length)
-        fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
-                                             std::to_string(p_.context_length));
-    const int32_t half = p_.head_dim / 2;
-    rope_cos_.resize(size_t(n_ctx_) * half);
-    rope_sin_.resize(size_t(n_ctx_) * half);
-    for (int32_t pos = 0; pos < n_ctx_; ++pos)
-        for (int32_t i = 0; i < half; ++i) {
-            double angle = pos * std::pow(p_.rope_theta, -2.0 * i / p_.head_dim);
-            rope_cos_[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
-            rope_sin_[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
-        }
+    rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     k_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "key cache");
     v_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "value cache");
-    const size_t B = kMaxBatch, q_width = size_t(p_.n_heads) * p_.head_dim;
-    x_.resize(B * p_.hidden_size);
-    xb_.resize(B * std::max<size_t>(p_.hidden_size, q_width));
-    q_.resize(B * q_width);
-    k_.resize(B * kv_width);
-    v_.resize(B * kv_width);
-    att_.resize(B * q_width);
-    gate_.resize(B * p_.ffn_size);
-    up_.resize(B * p_.ffn_size);
+    const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
+    x_.resize(sizes.x);
+    xb_.resize(sizes.xb);
+    q_.resize(sizes.q);
+    k_.resize(sizes.kv);
+    v_.resize(sizes.kv);
+    att_.resize(sizes.q);
+    gate_.resize(sizes.ffn);
+    up_.resize(sizes.ffn);
     scores_.resize(size_t(pool_.size()) * (p_.n_heads / p_.n_kv_heads) * n_ctx_);
     logits_.resize(p_.vocab_size);
     tokens_.reserve(n_ctx_);  // feeding tokens never reallocates
@@ -80,14 +68,9 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
     check_feed(tokens, n);
     logits_rows_ = all_logits ? n : 1;
     logits_.resize(logits_rows_ * p_.vocab_size);
-    for (size_t done = 0; done < n;) {
-        const int32_t chunk = static_cast<int32_t>(std::min<size_t>(kMaxBatch, n - done));
-        const bool last = done + chunk == n;
-        if (all_logits || last) forward(tokens + done, chunk, all_logits, all_logits ? done : 0);
-        else forward(tokens + done, chunk, false, SIZE_MAX);
-        tokens_.insert(tokens_.end(), tokens + done, tokens + done + chunk);
-        done += chunk;
-    }
+    run_chunks(tokens, n, all_logits, kMaxBatch, [&](size_t offset, int32_t count, ChunkLogits logits) {
+        forward(tokens + offset, count, logits);
+    });
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -171,7 +154,7 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
 
 // ---- the forward pass ---------------------------------------------------------------------------
 
-void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0) {
+void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
     const int32_t d = p_.hidden_size, pos0 = n_past();
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
 
@@ -209,11 +192,11 @@ void Context::forward(const int32_t *tokens, int32_t n, bool all_logits, size_t 
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
     }
 
-    if (logits_row0 == SIZE_MAX) return;  // a chunk in the middle of a long feed: no logits needed
+    if (logits.rows == ChunkLogits::none) return;
     // Final norm and lm_head, for every row or only the last.
-    const int32_t first = all_logits ? 0 : n - 1, rows = n - first;
+    const int32_t first = logits.rows == ChunkLogits::all ? 0 : n - 1, rows = n - first;
     rmsnorm(x_.data() + size_t(first) * d, model_.output_norm(), xb_.data(), rows);
-    matmul(model_.output(), xb_.data(), logits_.data() + logits_row0 * p_.vocab_size, rows);
+    matmul(model_.output(), xb_.data(), logits_.data() + logits.row0 * p_.vocab_size, rows);
 }
 
 }  // namespace mixrt

@@ -28,7 +28,6 @@ public:
     Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
 
     const char *backend_name() const override { return "cpu"; }
-    int32_t n_ctx() const override { return n_ctx_; }
     int32_t n_threads() const { return pool_.size(); }
 
     void feed(const int32_t *tokens, size_t n, bool all_logits) override;
@@ -40,7 +39,7 @@ public:
     }
 
 private:
-    void forward(const int32_t *tokens, int32_t n, bool all_logits, size_t logits_row0);
+    void forward(const int32_t *tokens, int32_t n, ChunkLogits logits);
 
     // Kernel helpers, parallel over output rows.
     void matmul(const Weight &w, const float *x, float *out, int32_t n);
@@ -53,14 +52,13 @@ private:
 
     const LlamaParams &p_;
     const CpuKernels &kernels_;
-    int32_t n_ctx_;
     ThreadPool pool_;
 
     // RoPE tables: cos/sin of pos * theta^(-2i/head_dim), (n_ctx, head_dim/2).
     std::vector<float> rope_cos_, rope_sin_;
     // KV cache: (layer, n_ctx, n_kv_heads * head_dim) each.
     FloatBuffer k_cache_, v_cache_;
-    // Activations of one batch: (kMaxBatch, width).
+    // Activations of one batch (activation_sizes(kMaxBatch)).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
     // Inputs of quantized matmuls, rounded to 8-bit groups: [0] of any width; [1] and [2] (hidden
     // size) for the matmuls that share a parallel region with [0]'s (K and V with Q, up with gate).
