@@ -6,7 +6,6 @@
 # backend choice and its errors. Without a usable GPU the GPU tests skip; the backend-choice tests
 # run everywhere.
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,7 @@ import pytest
 
 import mixrt
 from mixrt import _core
-from mixrt import format as fmt
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import tiny_model  # noqa: E402
+from mixrt.devtools.random_model import byte_model_metadata, make_random_mixrt, write_byte_model
 
 CUDA_REASON = _core.cuda_unavailable_reason()
 needs_gpu = pytest.mark.skipif(CUDA_REASON != "", reason=f"CUDA backend unusable here: {CUDA_REASON}")
@@ -168,7 +163,7 @@ def write_f32_model(path, context_length=512, layers=2, heads=3, kv_heads=1, hea
     """An f32 model, hidden 48, ffn 100, byte vocabulary, tied embedding (by default 2 layers,
     3 heads of 16, 1 KV head)."""
     V, D, L, H, KV, HD, F = 256, 48, layers, heads, kv_heads, head_dim, 100
-    meta = tiny_model.base_metadata()
+    meta = byte_model_metadata()
     meta.update({"llama.hidden_size": D, "llama.n_layers": L, "llama.n_heads": H, "llama.n_kv_heads": KV,
                  "llama.head_dim": HD, "llama.ffn_size": F, "llama.context_length": context_length,
                  "llama.tie_word_embeddings": 1, "general.name": "cuda test f32"})
@@ -184,13 +179,11 @@ def write_f32_model(path, context_length=512, layers=2, heads=3, kv_heads=1, hea
         data = (1 + 0.1 * rng.standard_normal(dims)) if len(dims) == 1 else \
             rng.standard_normal(dims) / np.sqrt(dims[-1])
         tensors[name] = ("f32", dims, data.astype(np.float32))
-    return tiny_model.write(path, meta, tensors)
+    return write_byte_model(path, meta, tensors)
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from make_random_mixrt import make_random_mixrt
-
     out = tmp_path_factory.mktemp("cuda_models")
     paths = {"f32": write_f32_model(out / "f32.mixrt")}
     for recipe in ("f16", "q8", "q4", "mix"):

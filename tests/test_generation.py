@@ -6,7 +6,7 @@ import pytest
 
 import mixrt
 from mixrt import _core
-from tiny_model import write as write_byte_model
+from mixrt.devtools.random_model import make_random_mixrt, write_byte_model
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +136,6 @@ def test_quantized_results_do_not_depend_on_the_thread_count(tmp_path, recipe):
     # The quantized paths split across threads too: inputs rounded per token in parallel, Q/K/V
     # and gate/up (with SwiGLU) in shared regions, the query heads of a KV head taken in runs cut
     # at thread boundaries (tiny: 4 heads, 2 KV heads). Prefill and one-token decode, 1/2/3 threads.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from make_random_mixrt import make_random_mixrt
-
     path = tmp_path / f"{recipe}.mixrt"
     make_random_mixrt(path, shape="tiny", recipe=recipe, bits=4.0, vocab=300, seed=3)
     ids = [int(i) for i in np.random.default_rng(0).integers(3, 300, size=40)]

@@ -2,7 +2,7 @@
 # byte-level BPE (SmolLM2 converted from GGUF) vs `tokenizers` on its tokenizer.json, sentencepiece
 # BPE (random models with a vocabulary trained on the repository's text and with Llama-2's) vs
 # `sentencepiece`; and the tokenizer export.
-# Run: PYTHONPATH=python python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
+# Run: python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
 import random
 import shutil
 import time
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import sentencepiece
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from train_tokenizer import repository_text
 
-from conftest import LLAMA2_SPM, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
+from conftest import LLAMA2_SPM, REPO, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
 from mixrt.convert.tokenizer_export import (tokenizer_metadata_from_gguf,
                                             tokenizer_metadata_from_hf_dir)
+from mixrt.devtools.train_tokenizer import repository_text
 
 TRICKY = [
     "", " ", "  ", "   ", "\n", "\n\n", "\t", " \t \n ", "a", " a", "a ", "  a  ", "Hello world",
@@ -43,7 +43,7 @@ TEXTS = {"wikitext-eval": WIKI_EVAL, "shakespeare": SHAKESPEARE, "repository": N
 
 
 def source_text(source: str) -> str:
-    return repository_text() if TEXTS[source] is None else read_text(TEXTS[source])
+    return repository_text(REPO) if TEXTS[source] is None else read_text(TEXTS[source])
 
 
 def assert_same_ids(got, want, what):
@@ -138,7 +138,7 @@ def metaspace_bpe() -> Tokenizer:
 def train_sentencepiece(**options):
     def make(d):
         text = d / "train.txt"
-        text.write_text(repository_text()[:200_000])
+        text.write_text(repository_text(REPO)[:200_000])
         sentencepiece.SentencePieceTrainer.train(
             input=str(text), model_prefix=str(d / "tokenizer"), vocab_size=300, minloglevel=2,
             **options)
@@ -280,7 +280,7 @@ def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
 @pytest.fixture(scope="session", params=["trained", "llama2"])
 def spm_pair(request, tmp_path_factory):
     """(mixrt model, sentencepiece reference) of one sentencepiece vocabulary: the one trained on
-    the repository's text (tools/train_tokenizer.py), or Llama-2's (from ../shared), each on a
+    the repository's text (mixrt.devtools.train_tokenizer), or Llama-2's (from ../shared), each on a
     tiny random model."""
     import mixrt
 

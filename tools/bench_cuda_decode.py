@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mixrt.devtools.random_model import DEFAULT_VOCAB, SHAPES
+
 TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS))
-from make_random_model import DEFAULT_VOCAB, SHAPES  # noqa: E402
 
 
 def copy_bandwidth(torch) -> float:
