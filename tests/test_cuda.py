@@ -197,13 +197,13 @@ def tiny_models(tmp_path_factory):
 def step_logits(model, prompt, steps):
     """Feeds prompt, then `steps` single tokens (a fixed sequence, cycling through the prompt),
     returning the last logits row after every feed, and the context's backend."""
-    ctx = _core.Context(model._model, 0, 2)
-    ctx.feed(list(prompt), False)
-    rows = [ctx.logits()[-1]]
-    for t in range(steps):
-        ctx.feed([int(prompt[t % len(prompt)])], False)
-        rows.append(ctx.logits()[-1])
-    return np.array(rows), ctx.backend
+    with model.context() as ctx:
+        ctx.feed(list(prompt), False)
+        rows = [ctx.logits()[-1]]
+        for t in range(steps):
+            ctx.feed([int(prompt[t % len(prompt)])], False)
+            rows.append(ctx.logits()[-1])
+        return np.array(rows), ctx.backend
 
 
 @needs_gpu
@@ -245,13 +245,13 @@ def test_long_feed_in_chunks_and_reset(tiny_models, tmp_path):
 @needs_gpu
 def test_context_full_and_capture_errors(tiny_models):
     gpu = mixrt.load(tiny_models["f16"], backend="cuda", n_ctx=16)
-    ctx = _core.Context(gpu._model, 16, 1)
-    ctx.feed(list(range(10)), False)
-    with pytest.raises(mixrt.MixrtError, match="exceed the context of 16 tokens"):
-        ctx.feed(list(range(7)), False)
-    ctx.set_capture(lambda *a: None)
-    with pytest.raises(mixrt.MixrtError, match="CPU backend only"):
-        ctx.feed([1], False)
+    with gpu.context() as ctx:
+        ctx.feed(list(range(10)), False)
+        with pytest.raises(mixrt.MixrtError, match="exceed the context of 16 tokens"):
+            ctx.feed(list(range(7)), False)
+        ctx.set_capture(lambda *a: None)
+        with pytest.raises(mixrt.MixrtError, match="CPU backend only"):
+            ctx.feed([1], False)
 
 
 @needs_gpu
@@ -262,7 +262,8 @@ def test_out_of_device_memory_names_the_bytes(tmp_path):
     model = mixrt.load(path, backend="cuda")
     # 4 layers x 2^22 tokens x 8192 values x 2 bytes = 256 GiB, more than any single GPU holds.
     with pytest.raises(mixrt.MixrtError, match=r"cannot allocate 274877906944 bytes for the key cache"):
-        _core.Context(model._model, n_ctx, 1)
+        with model.context():
+            pass
 
 
 # ---- the real SmolLM2 -----------------------------------------------------------------------------

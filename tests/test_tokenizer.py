@@ -265,13 +265,16 @@ def test_byte_bpe_decodes_any_ids_like_tokenizers(smollm2, hf_tokenizer):
 
 
 @pytest.mark.real_model
-def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
-    """Invalid UTF-8 (reachable from C; Python strings are valid) is tokenized like the text
-    Python's errors="replace" makes of it, never a crash."""
+def test_byte_bpe_invalid_utf8(smollm2_f16, hf_tokenizer):
+    """Invalid UTF-8 (reachable from C, through the binding; Python strings are valid) is
+    tokenized like the text Python's errors="replace" makes of it, never a crash."""
+    from mixrt import _core
+
+    model = _core.Model(str(smollm2_f16), "cpu")
     strings = random_byte_strings()
     for raw in strings:
         want = hf_tokenizer.encode(raw.decode("utf-8", errors="replace")).ids
-        assert smollm2._model.tokenize(raw, 0, True) == want, raw
+        assert model.tokenize(raw, 0, True) == want, raw
     print(f"\nbyte_bpe: {len(strings)} random byte strings tokenized as their repaired text")
 
 
@@ -355,10 +358,14 @@ def test_sentencepiece_decodes_any_ids_like_sentencepiece(spm_pair):
 
 
 def test_sentencepiece_invalid_utf8(spm_pair):
-    """sentencepiece takes bytes too: each byte of an ill-formed sequence becomes U+FFFD."""
+    """sentencepiece takes bytes too, as does the C API (through the binding): each byte of an
+    ill-formed sequence becomes U+FFFD."""
+    from mixrt import _core
+
     model, spm_reference = spm_pair
+    core = _core.Model(model.path, "cpu")
     strings = random_byte_strings()
     for raw in strings:
-        assert model._model.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
+        assert core.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
     print(f"\nsentencepiece_bpe: {len(strings)} random byte strings tokenized as sentencepiece "
           "does")

@@ -207,7 +207,20 @@ class Model:
                 self._idle.append(ctx)
 
     @contextlib.contextmanager
-    def _context(self) -> Iterator[_core.Context]:
+    def context(self) -> Iterator[_core.Context]:
+        """An inference context (KV cache of n_ctx tokens) for the caller alone, reset, for as
+        long as the `with` block runs; then it goes back to the model's pool, so holding one never
+        blocks other calls. It is the C API's context: feed(tokens, all_logits) runs the model
+        over tokens after those already fed; logits() copies the last feed's logits, (rows,
+        n_vocab) float32 (one row, or one per token with all_logits); reset() empties it; n_past
+        and n_ctx count tokens; backend names where it runs; set_capture(fn) calls fn(layer,
+        site, x) with the input rows of each decoder linear layer during feeds (CPU only; None
+        stops it). Model.sampler(...).sample(ctx) picks a next token from it.
+
+            with model.context() as ctx:
+                ctx.feed(model.tokenize("Once upon a time"), False)
+                token = model.sampler(temperature=0).sample(ctx)
+        """
         ctx = self._acquire()
         try:
             yield ctx
@@ -241,8 +254,14 @@ class Model:
         return out
 
     def tensors(self) -> list:
-        """One dict per tensor: name, dtype, dims, n_elements, n_bytes."""
+        """One dict per tensor: name, dtype, dims, n_elements, n_bytes, n_cols_4bit, n_outliers."""
         return self._model.tensors()
+
+    def time_matmuls(self, names: Sequence[str], repeats: int) -> list:
+        """Seconds of each of `repeats` passes of batch-1 matmuls over the named weight matrices
+        in turn (so that they stream from memory as in decode), on the CPU kernels with the
+        model's threads: the probe of `mixrt bench --gemv`."""
+        return _core.time_gemv(self._model, list(names), self.threads, 1, _int_arg("repeats", repeats, 1))
 
     # ---- tokenizer --------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = False) -> list:
@@ -258,7 +277,7 @@ class Model:
     # ---- evaluation ------------------------------------------------------------------------
     def eval_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) of a fresh context over ids, in one batched pass."""
-        with self._context() as ctx:
+        with self.context() as ctx:
             ctx.feed(list(ids), True)
             return ctx.logits()
 
@@ -314,8 +333,11 @@ class Model:
         return self._generate(ids, max_tokens, stream, stop, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
 
-    def _sampler(self, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
-                 seed=None) -> _core.Sampler:
+    def sampler(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                repeat_penalty: float = 1.0, seed: Optional[int] = None) -> _core.Sampler:
+        """A sampler with generate()'s settings (seed None: a fresh one), whose sample(ctx) picks
+        the next token from the last logits of a context (Model.context()) and the tokens fed to
+        it. temperature=0 is greedy (argmax)."""
         temperature = _float_arg("temperature", temperature, 0.0)
         top_k = _int_arg("top_k", top_k, 0)
         top_p = _float_arg("top_p", top_p, 0.0, 1.0, low_open=True)
@@ -331,7 +353,7 @@ class Model:
         if max_tokens == UNTIL_END:
             max_tokens = max(0, self.n_ctx - len(prompt_ids))
         stops = _stop_arg(stop)
-        sampler = self._sampler(**sampling)
+        sampler = self.sampler(**sampling)
         pieces = CompletionStream(self, self._acquire(), sampler, list(prompt_ids), max_tokens, stops)
         if stream:
             return pieces
@@ -344,8 +366,8 @@ class Model:
                      seed: Optional[int] = None, **sampling) -> list:
         """Token ids generated after prompt_ids (stops at EOS or max_tokens)."""
         max_tokens = _int_arg("max_tokens", max_tokens, 0)
-        sampler = self._sampler(temperature=temperature, seed=seed, **sampling)
-        with self._context() as ctx:
+        sampler = self.sampler(temperature=temperature, seed=seed, **sampling)
+        with self.context() as ctx:
             if len(prompt_ids) + max_tokens > ctx.n_ctx:
                 raise MixrtError(f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) "
                                  f"exceed the context of {ctx.n_ctx} tokens")

@@ -236,11 +236,9 @@ def summary(values: list) -> dict | None:
 READ_BUFFER_BYTES = 1 << 29  # 512 MiB: far beyond any last-level cache
 
 
-def gemv_rows(model, threads: int, reps: int) -> list:
+def gemv_rows(model, reps: int) -> list:
     """Per matrix role and dtype: the time of a matmul at batch 1 over that role's matrices of every
     layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read."""
-    from . import _core
-
     groups = {}
     for t in model.tensors():
         if len(t["dims"]) != 2 or t["name"] == "token_embd.weight":
@@ -252,7 +250,7 @@ def gemv_rows(model, threads: int, reps: int) -> list:
         groups[("output.weight", embd["dtype"], tuple(embd["dims"]))] = [dict(embd, name="output.weight")]
     rows = []
     for (role, dtype, dims), ts in groups.items():
-        times = _core.time_gemv(model._model, [t["name"] for t in ts], threads, 1, reps)
+        times = model.time_matmuls([t["name"] for t in ts], reps)
         seconds = summary(times)["median"]
         nbytes = sum(t["n_bytes"] for t in ts)
         rows.append({"matrix": role, "dtype": dtype, "M": dims[0], "K": dims[1], "count": len(ts),
@@ -267,7 +265,7 @@ def cmd_bench(args) -> int:
     same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
     from . import _core
 
-    model = _load(args)
+    model = _load(args, n_ctx=max(args.p, 32 + args.n))
     if args.gemv and model.backend == "cuda":
         raise ValueError("--gemv times the CPU kernels: expected --backend cpu, found the CUDA "
                          "backend (GPU kernels: tools/bench_cuda_gemv.py)")
@@ -281,26 +279,26 @@ def cmd_bench(args) -> int:
               "command": " ".join(["mixrt", *map(str, args.argv)]),
               "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
     if args.gemv:
-        result["gemv"] = gemv_rows(model, threads, args.repeats)
+        result["gemv"] = gemv_rows(model, args.repeats)
     else:
         rng = np.random.default_rng(0)
         ids = [int(t) for t in rng.integers(0, model.n_vocab, size=max(args.p, 32))]
-        ctx = _core.Context(model._model, max(args.p, 32 + args.n), threads)
-        sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
+        greedy = model.sampler(temperature=0, repeat_penalty=1.0)
         prompt_rates, decode_rates = [], []
-        for _ in range(args.repeats):
-            if args.p > 0:
-                ctx.reset()
-                start = time.perf_counter()
-                ctx.feed(ids[: args.p], False)
-                prompt_rates.append(args.p / (time.perf_counter() - start))
-            if args.n > 0:
-                ctx.reset()
-                ctx.feed(ids[:32], False)
-                start = time.perf_counter()
-                for _ in range(args.n):
-                    ctx.feed([sampler.sample(ctx)], False)
-                decode_rates.append(args.n / (time.perf_counter() - start))
+        with model.context() as ctx:
+            for _ in range(args.repeats):
+                if args.p > 0:
+                    ctx.reset()
+                    start = time.perf_counter()
+                    ctx.feed(ids[: args.p], False)
+                    prompt_rates.append(args.p / (time.perf_counter() - start))
+                if args.n > 0:
+                    ctx.reset()
+                    ctx.feed(ids[:32], False)
+                    start = time.perf_counter()
+                    for _ in range(args.n):
+                        ctx.feed([greedy.sample(ctx)], False)
+                    decode_rates.append(args.n / (time.perf_counter() - start))
         prompt, decode = summary(prompt_rates), summary(decode_rates)
         result.update({"prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
                        "prompt_tokens_per_s": prompt["median"] if prompt else None,
