@@ -2,7 +2,8 @@
 # token counts, streams hand their context back when they end, are closed or dropped (no call ever
 # waits on an abandoned stream), two threads on one model, close() and the context manager, the
 # argument checks (each error names its argument), step-by-step use through Model.context() and
-# Model.sampler(), and the module surface (dir, signatures, -m).
+# Model.sampler(), sampling defaults that are the C API's, and the module surface (dir,
+# signatures, -m).
 import gc
 import inspect
 import subprocess
@@ -159,6 +160,24 @@ def test_a_context_is_the_callers_own_until_the_block_ends(model):
     assert token == int(np.argmax(model.eval_logits(ids)[-1]))
     with model.context() as again:  # handed back reset
         assert again.n_past == 0
+
+
+def test_sampling_defaults_are_the_c_apis():
+    from mixrt import _core
+    from mixrt.api import SAMPLER_DEFAULTS
+    from mixrt.cli import build_parser
+
+    c_defaults = _core.sampler_default_params()
+    assert SAMPLER_DEFAULTS.keys() == c_defaults.keys()
+    for name, value in SAMPLER_DEFAULTS.items():
+        assert np.float32(value) == np.float32(c_defaults[name]), name
+    for function in (mixrt.generate, mixrt.Model.generate, mixrt.Model.sampler, mixrt.Model.create_chat_completion):
+        params = inspect.signature(function).parameters
+        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
+            assert params[name].default == SAMPLER_DEFAULTS[name], (function.__qualname__, name)
+    args = build_parser().parse_args(["run", "model.mixrt", "prompt"])
+    assert (args.temp, args.top_k, args.top_p, args.min_p, args.repeat_penalty) == tuple(
+        SAMPLER_DEFAULTS[name] for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"))
 
 
 def test_module_surface():

@@ -28,6 +28,19 @@ BACKENDS = ("auto", "cpu", "cuda")
 UNTIL_END = -1  # max_tokens: until the end-of-sequence token or the end of the context
 
 
+def _sampler_defaults() -> dict:
+    """The C API's sampler defaults (mixrt_sampler_default_params), each float as the shortest
+    decimal that rounds to the same float32 (0.8, not 0.800000011920929)."""
+    return {name: float(str(np.float32(value))) if isinstance(value, float) else value
+            for name, value in _core.sampler_default_params().items()}
+
+
+# temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n (and seed, which the API draws
+# afresh instead): the defaults of every sampling argument here and in the mixrt command.
+SAMPLER_DEFAULTS = _sampler_defaults()
+_D = SAMPLER_DEFAULTS
+
+
 # ---- argument checks ---------------------------------------------------------------------------
 
 def _int_arg(name: str, value, minimum: int, allowed=()) -> int:
@@ -319,10 +332,11 @@ class Model:
                 "tokens": len(tokens)}
 
     # ---- generation ------------------------------------------------------------------------
-    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
-                 top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                 seed: Optional[int] = None, stop: Optional[Union[str, Sequence[str]]] = None,
-                 stream: bool = False, special: bool = False) -> Union[Completion, CompletionStream]:
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = _D["temperature"],
+                 top_k: int = _D["top_k"], top_p: float = _D["top_p"], min_p: float = _D["min_p"],
+                 repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None,
+                 stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
+                 special: bool = False) -> Union[Completion, CompletionStream]:
         """The continuation of prompt (not the prompt itself): a Completion (a str with
         finish_reason and token counts), or with stream=True a CompletionStream of text pieces.
         temperature=0 is greedy. Stops at the end-of-sequence token, at a stop string (not
@@ -333,8 +347,9 @@ class Model:
         return self._generate(ids, max_tokens, stream, stop, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
 
-    def sampler(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                repeat_penalty: float = 1.0, seed: Optional[int] = None) -> _core.Sampler:
+    def sampler(self, temperature: float = _D["temperature"], top_k: int = _D["top_k"],
+                top_p: float = _D["top_p"], min_p: float = _D["min_p"],
+                repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None) -> _core.Sampler:
         """A sampler with generate()'s settings (seed None: a fresh one), whose sample(ctx) picks
         the next token from the last logits of a context (Model.context()) and the tokens fed to
         it. temperature=0 is greedy (argmax)."""
@@ -346,7 +361,8 @@ class Model:
         if seed is None:
             seed = secrets.randbits(64)
         seed = _int_arg("seed", seed, -(2**63))
-        return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, 64, seed & (2**64 - 1))
+        return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, _D["repeat_last_n"],
+                             seed & (2**64 - 1))
 
     def _generate(self, prompt_ids: list, max_tokens, stream: bool, stop, **sampling):
         max_tokens = _int_arg("max_tokens", max_tokens, 0, allowed=(UNTIL_END,))
@@ -413,9 +429,10 @@ class Model:
         ids = self.chat_prompt_ids(messages, special=special)
         return self._generate(ids, max_tokens, stream, stop, **sampling)
 
-    def create_chat_completion(self, messages, max_tokens: Optional[int] = None, temperature: float = 0.8,
-                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
-                               repeat_penalty: float = 1.0, seed: Optional[int] = None,
+    def create_chat_completion(self, messages, max_tokens: Optional[int] = None,
+                               temperature: float = _D["temperature"], top_p: float = _D["top_p"],
+                               top_k: int = _D["top_k"], min_p: float = _D["min_p"],
+                               repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None,
                                stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False):
         """An OpenAI-shaped chat completion, as llama-cpp-python returns it: a dict with id,
         object "chat.completion", created, model, choices[0].message {role, content},
@@ -482,10 +499,10 @@ _cache_lock = threading.Lock()
 
 
 def generate(prompt: str, model: Optional[Union[str, os.PathLike]] = None, max_tokens: int = 128,
-             temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-             repeat_penalty: float = 1.0, seed: Optional[int] = None,
-             stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
-             special: bool = False) -> Union[Completion, CompletionStream]:
+             temperature: float = _D["temperature"], top_k: int = _D["top_k"], top_p: float = _D["top_p"],
+             min_p: float = _D["min_p"], repeat_penalty: float = _D["repeat_penalty"],
+             seed: Optional[int] = None, stop: Optional[Union[str, Sequence[str]]] = None,
+             stream: bool = False, special: bool = False) -> Union[Completion, CompletionStream]:
     """Model.generate with a model loaded once and cached by path. Without model, uses the file
     named by the environment variable MIXRT_MODEL."""
     path = model if model is not None else os.environ.get("MIXRT_MODEL")

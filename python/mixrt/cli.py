@@ -380,20 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
                              "else the CPU)")
 
     def sampling(sp, n_default):
+        from .api import SAMPLER_DEFAULTS as d
+
         sp.add_argument("-n", type=_at_least(0, -1), default=n_default,
                         help=f"tokens to generate at most; -1: until the end-of-sequence token or the end "
                              f"of the context (default {n_default})")
         sp.add_argument("-c", "--ctx", type=_at_least(1), default=None,
                         help="context size in tokens: prompt plus generated text (default: the model's)")
-        sp.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-        sp.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; "
-                        "0 = off (default 40)")
-        sp.add_argument("--top-p", type=float, default=0.95, help="sample within this probability mass "
-                        "(nucleus); 1 = off (default 0.95)")
-        sp.add_argument("--min-p", type=float, default=0.05, help="drop tokens below this fraction of the "
-                        "most likely one's probability; 0 = off (default 0.05)")
-        sp.add_argument("--repeat-penalty", type=float, default=1.0, help="make the last 64 tokens less "
-                        "likely by this factor; 1 = off (default 1.0)")
+        sp.add_argument("--temp", type=float, default=d["temperature"],
+                        help="temperature; 0 = greedy (default %(default)s)")
+        sp.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k most likely tokens; "
+                        "0 = off (default %(default)s)")
+        sp.add_argument("--top-p", type=float, default=d["top_p"], help="sample within this probability mass "
+                        "(nucleus); 1 = off (default %(default)s)")
+        sp.add_argument("--min-p", type=float, default=d["min_p"], help="drop tokens below this fraction of the "
+                        "most likely one's probability; 0 = off (default %(default)s)")
+        sp.add_argument("--repeat-penalty", type=float, default=d["repeat_penalty"],
+                        help=f"make the last {d['repeat_last_n']} tokens less likely by this factor; 1 = off "
+                             "(default %(default)s)")
         sp.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
         sp.add_argument("--stop", action="append", default=None,
                         help="stop before this string (repeatable)")
