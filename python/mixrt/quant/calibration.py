@@ -204,7 +204,7 @@ class LayerStack:
         for layer in range(n_layers):
             H = stack.gram(stack.attn_input(attn_norm))   # then quantize q, k, v
             ...
-    The intended driver is calibrated_layers() below.
+    The intended driver is run_layer_stack() below.
     """
 
     def __init__(self, hparams: dict, token_embd: np.ndarray, windows: list):
