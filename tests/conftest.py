@@ -1,9 +1,8 @@
 # conftest.py: shared fixtures: paths into ../shared (real data, read-only), converted models
 # cached in tests/.cache/ (each conversion happens once per checkout), and generated models whose
-# tokenizers are trained here (tools/train_tokenizer.py), so that everything but the real-model
-# tests runs without ../shared.
+# tokenizers are trained here on the repository's text (mixrt.devtools), so that everything but
+# the real-model tests runs without ../shared.
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ WIKI_EVAL = SHARED / "data" / "wikitext-2-raw" / "wiki.test.eval-half.txt"
 WIKI_CALIB = SHARED / "data" / "wikitext-2-raw" / "wiki.test.calib-half.txt"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
 
-
-sys.path.insert(0, str(REPO / "tools"))
 
 # Without ../shared the tests that need its real data skip with this reason; CI, which is promised
 # ../shared, sets MIXRT_REQUIRE_SHARED=1 so that missing data fails instead.
@@ -77,26 +74,26 @@ def llama2_spm() -> Path:
 @pytest.fixture(scope="session")
 def spm_tokenizer(tmp_path_factory) -> Path:
     """A Llama-style sentencepiece tokenizer (tokenizer.model, tokenizer_config.json) trained on
-    the repository's own text by tools/train_tokenizer.py."""
-    from train_tokenizer import repository_text, train_sentencepiece
+    the repository's own text."""
+    from mixrt.devtools.train_tokenizer import repository_text, train_sentencepiece
 
-    return train_sentencepiece(tmp_path_factory.mktemp("spm-tokenizer"), repository_text())
+    return train_sentencepiece(tmp_path_factory.mktemp("spm-tokenizer"), repository_text(REPO))
 
 
 @pytest.fixture(scope="session")
 def chatml_tokenizer(tmp_path_factory) -> Path:
     """A byte-level BPE tokenizer (tokenizer.json) with ChatML control tokens and a chat
-    template, trained on the repository's own text by tools/train_tokenizer.py."""
-    from train_tokenizer import repository_text, train_byte_bpe
+    template, trained on the repository's own text."""
+    from mixrt.devtools.train_tokenizer import repository_text, train_byte_bpe
 
-    return train_byte_bpe(tmp_path_factory.mktemp("chatml-tokenizer"), repository_text())
+    return train_byte_bpe(tmp_path_factory.mktemp("chatml-tokenizer"), repository_text(REPO))
 
 
 def random_model_file(directory: Path, tokenizer: Path) -> Path:
-    """A tiny randomly initialised Llama (tools/make_random_model.py) with the given tokenizer,
+    """A tiny randomly initialised Llama (mixrt.devtools.random_model) with the given tokenizer,
     as a Hugging Face directory in directory/hf converted to directory/model.mixrt (f16)."""
-    from make_random_model import make_random_model
     from mixrt.convert import convert
+    from mixrt.devtools.random_model import make_random_model
 
     make_random_model(directory / "hf", shape="tiny", tokenizer=tokenizer, seed=0)
     convert(directory / "hf", directory / "model.mixrt", dtype="f16", progress=False)

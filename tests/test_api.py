@@ -1,13 +1,16 @@
 # test_api.py: the Python API's contract on a generated model: results carry finish_reason and
 # token counts, streams hand their context back when they end, are closed or dropped (no call ever
 # waits on an abandoned stream), two threads on one model, close() and the context manager, the
-# argument checks (each error names its argument), and the module surface (dir, signatures, -m).
+# argument checks (each error names its argument), step-by-step use through Model.context() and
+# Model.sampler(), sampling defaults that are the C API's, and the module surface (dir,
+# signatures, -m).
 import gc
 import inspect
 import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 import mixrt
@@ -143,6 +146,38 @@ def test_control_tokens_in_a_prompt_are_text_unless_special(random_chat_model):
     assert m.eos_id not in m.tokenize("a<|im_end|>b")
     assert m.generate("<|im_end|>", **GREEDY).prompt_tokens > 1
     assert m.generate("<|im_end|>", special=True, **GREEDY).prompt_tokens == 1
+
+
+def test_a_context_is_the_callers_own_until_the_block_ends(model):
+    ids = model.tokenize(PROMPT)
+    with model.context() as ctx:
+        assert ctx.n_past == 0 and ctx.n_ctx == model.n_ctx
+        ctx.feed(ids, False)
+        assert ctx.n_past == len(ids) and ctx.logits().shape == (1, model.n_vocab)
+        assert model.generate(PROMPT, **GREEDY)  # other calls go on meanwhile, on other contexts
+        token = model.sampler(temperature=0).sample(ctx)
+        assert ctx.n_past == len(ids)
+    assert token == int(np.argmax(model.eval_logits(ids)[-1]))
+    with model.context() as again:  # handed back reset
+        assert again.n_past == 0
+
+
+def test_sampling_defaults_are_the_c_apis():
+    from mixrt import _core
+    from mixrt.api import SAMPLER_DEFAULTS
+    from mixrt.cli import build_parser
+
+    c_defaults = _core.sampler_default_params()
+    assert SAMPLER_DEFAULTS.keys() == c_defaults.keys()
+    for name, value in SAMPLER_DEFAULTS.items():
+        assert np.float32(value) == np.float32(c_defaults[name]), name
+    for function in (mixrt.generate, mixrt.Model.generate, mixrt.Model.sampler, mixrt.Model.create_chat_completion):
+        params = inspect.signature(function).parameters
+        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
+            assert params[name].default == SAMPLER_DEFAULTS[name], (function.__qualname__, name)
+    args = build_parser().parse_args(["run", "model.mixrt", "prompt"])
+    assert (args.temp, args.top_k, args.top_p, args.min_p, args.repeat_penalty) == tuple(
+        SAMPLER_DEFAULTS[name] for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"))
 
 
 def test_module_surface():

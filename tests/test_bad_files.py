@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 import mixrt
-from tiny_model import D, V, base_metadata, base_tensors, byte_alphabet, write
+from mixrt.devtools.random_model import (BYTE_SHAPE, BYTE_VOCAB, byte_alphabet, byte_model_metadata,
+                                         byte_model_tensors, write_byte_model)
+
+V, D = BYTE_VOCAB, BYTE_SHAPE.hidden  # the base file's vocabulary and width
 
 
 def table_fields(path):
@@ -45,7 +48,7 @@ def load_error(path):
 
 @pytest.fixture
 def good(tmp_path):
-    return write(tmp_path / "good.mixrt")
+    return write_byte_model(tmp_path / "good.mixrt")
 
 
 def test_the_base_file_is_valid(good):
@@ -133,14 +136,14 @@ def test_huge_metadata_count(good):
 
 # ---- metadata ----------------------------------------------------------------------------------
 def with_meta(tmp_path, **changes):
-    meta = base_metadata()
+    meta = byte_model_metadata()
     for key, value in changes.items():
         key = key.replace("__", ".")
         if value is None:
             del meta[key]
         else:
             meta[key] = value
-    return write(tmp_path / "m.mixrt", metadata=meta)
+    return write_byte_model(tmp_path / "m.mixrt", metadata=meta)
 
 
 def test_missing_hyperparameter(tmp_path):
@@ -154,15 +157,15 @@ def test_wrong_type(tmp_path):
 @pytest.mark.parametrize("key,value", [("llama.hidden_size", 10**9), ("llama.n_layers", 0),
                                        ("llama.vocab_size", -5), ("llama.context_length", 1 << 40)])
 def test_absurd_dimension(tmp_path, key, value):
-    meta = base_metadata()
+    meta = byte_model_metadata()
     meta[key] = value
-    assert f"metadata '{key}' is {value}, expected" in load_error(write(tmp_path / "m.mixrt", metadata=meta))
+    assert f"metadata '{key}' is {value}, expected" in load_error(write_byte_model(tmp_path / "m.mixrt", metadata=meta))
 
 
 def test_heads_not_a_multiple_of_kv_heads(tmp_path):
-    meta = base_metadata()
+    meta = byte_model_metadata()
     meta["llama.n_kv_heads"] = 3
-    assert "not a multiple of llama.n_kv_heads" in load_error(write(tmp_path / "m.mixrt", metadata=meta))
+    assert "not a multiple of llama.n_kv_heads" in load_error(write_byte_model(tmp_path / "m.mixrt", metadata=meta))
 
 
 def test_bad_rope_theta(tmp_path):
@@ -269,33 +272,33 @@ def test_overlapping_tensors(good):
 
 
 def test_missing_tensor(tmp_path):
-    tensors = base_tensors()
+    tensors = byte_model_tensors()
     del tensors["blk.0.ffn_down.weight"]
-    assert "required tensor 'blk.0.ffn_down.weight' is missing" in load_error(write(tmp_path / "m.mixrt", tensors=tensors))
+    assert "required tensor 'blk.0.ffn_down.weight' is missing" in load_error(write_byte_model(tmp_path / "m.mixrt", tensors=tensors))
 
 
 def test_tensor_with_wrong_dims(tmp_path):
-    tensors = base_tensors()
+    tensors = byte_model_tensors()
     tensors["blk.0.attn_k.weight"] = ("f16", (8, 8), np.zeros((8, 8), np.float32))
-    assert "tensor 'blk.0.attn_k.weight' has dims [8, 8], expected [4, 8]" in load_error(write(tmp_path / "m.mixrt", tensors=tensors))
+    assert "tensor 'blk.0.attn_k.weight' has dims [8, 8], expected [4, 8]" in load_error(write_byte_model(tmp_path / "m.mixrt", tensors=tensors))
 
 
 def test_norm_in_f16_is_refused(tmp_path):
-    tensors = base_tensors()
+    tensors = byte_model_tensors()
     tensors["output_norm.weight"] = ("f16", (D,), np.ones(D, np.float32))
-    assert "tensor 'output_norm.weight' has dtype f16, expected f32" in load_error(write(tmp_path / "m.mixrt", tensors=tensors))
+    assert "tensor 'output_norm.weight' has dtype f16, expected f32" in load_error(write_byte_model(tmp_path / "m.mixrt", tensors=tensors))
 
 
 def test_output_weight_present_although_tied(tmp_path):
-    tensors = base_tensors()
+    tensors = byte_model_tensors()
     tensors["output.weight"] = ("f16", (V, D), np.zeros((V, D), np.float32))
-    assert "'output.weight' is present but llama.tie_word_embeddings is 1" in load_error(write(tmp_path / "m.mixrt", tensors=tensors))
+    assert "'output.weight' is present but llama.tie_word_embeddings is 1" in load_error(write_byte_model(tmp_path / "m.mixrt", tensors=tensors))
 
 
 def test_untied_model_needs_output_weight(tmp_path):
-    meta = base_metadata()
+    meta = byte_model_metadata()
     meta["llama.tie_word_embeddings"] = 0
-    assert "required tensor 'output.weight' is missing" in load_error(write(tmp_path / "m.mixrt", metadata=meta))
+    assert "required tensor 'output.weight' is missing" in load_error(write_byte_model(tmp_path / "m.mixrt", metadata=meta))
 
 
 def test_not_a_file(tmp_path):

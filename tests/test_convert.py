@@ -1,6 +1,7 @@
 # test_convert.py: the converter (mixrt.convert), the format writer and reader (mixrt.format) and
-# the tools gguf_to_hf.py / make_random_model.py, on SmolLM2 and on generated models; needs no C++.
-# Run: PYTHONPATH=python python -m pytest tests/test_convert.py -q -s  (-s shows the measurements)
+# the generators mixrt.devtools.gguf_to_hf / random_model, on SmolLM2 and on generated models;
+# needs no C++.
+# Run: python -m pytest tests/test_convert.py -q -s  (-s shows the measurements)
 import dataclasses
 import json
 import math
@@ -19,20 +20,16 @@ import pytest
 import sentencepiece
 from safetensors.numpy import load_file, save_file
 
-from conftest import REPO, SMOLLM2_HF_FILES
+from conftest import SMOLLM2_HF_FILES
 
-sys.path.insert(0, str(REPO / "tools"))
-from gguf_to_hf import gguf_to_hf, to_hf_name  # noqa: E402
-from make_random_model import SHAPES, make_random_model, weight_plan  # noqa: E402
-
-import mixrt.convert  # noqa: E402
-from mixrt.convert import ConversionError, convert, open_source  # noqa: E402
-from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt  # noqa: E402
+import mixrt.convert
+from mixrt.convert import ConversionError, convert, open_source
+from mixrt.devtools.gguf_to_hf import gguf_to_hf, to_hf_name
+from mixrt.devtools.random_model import SHAPES, make_random_model, weight_plan
+from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt
 
 LAYER_KINDS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
-PYTHON_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")]))}
 
 
 def assert_same_model(path_a, path_b, ignored_keys=("mixrt.source",)):
@@ -179,7 +176,7 @@ def test_smollm2_hyperparameters_and_tied_head(smollm2_f16, smollm2_gguf):
 def measure_subprocess(script: str, *args) -> dict:
     """Runs a Python snippet in a fresh interpreter; it prints one JSON line of measurements."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
-                            env=PYTHON_ENV, capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])
 
 
@@ -422,7 +419,7 @@ def test_cli_mix_options(tiny_hf, tmp_path):
     subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
                     str(tmp_path / "m.mixrt"), "--recipe", "mix", "--bits", "4.5",
                     "--embed-dtype", "q8", "--outlier-frac", "0.01", "--no-clip-search",
-                    "--no-calib", "--quiet"], env=PYTHON_ENV, check=True)
+                    "--no-calib", "--quiet"], check=True)
     file = read_mixrt(tmp_path / "m.mixrt")
     meta = file.metadata
     assert [meta[f"mixrt.recipe{key}"] for key in ("", ".bits_target", ".embed_dtype",
@@ -835,7 +832,7 @@ def test_cli_refuses_a_truncated_gguf_in_one_line(tiny_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(tiny_gguf.read_bytes()[:100_000])
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(cut), "-o",
-                             str(tmp_path / "out.mixrt")], env=PYTHON_ENV, capture_output=True,
+                             str(tmp_path / "out.mixrt")], capture_output=True,
                             text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"mixrt-convert: error: truncated/corrupt GGUF: {cut}: ")
@@ -844,7 +841,7 @@ def test_cli_refuses_a_truncated_gguf_in_one_line(tiny_gguf, tmp_path):
 def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
     edit_config(tiny_copy, model_type="mistral")
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_copy), "-o",
-                             str(tmp_path / "out.mixrt")], env=PYTHON_ENV, capture_output=True,
+                             str(tmp_path / "out.mixrt")], capture_output=True,
                             text=True)
     assert result.returncode == 1
     assert result.stderr == ("mixrt-convert: error: config.json: model_type expected 'llama', "
@@ -854,7 +851,7 @@ def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
 def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):
     for flags, expect_output in (([], True), (["--quiet", "--dtype", "f32", "--force"], False)):
         result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
-                                 str(tmp_path / "out.mixrt"), *flags], env=PYTHON_ENV,
+                                 str(tmp_path / "out.mixrt"), *flags],
                                 capture_output=True, text=True, check=True)
         assert ("21 tensors" in result.stdout) == expect_output
         assert bool(result.stderr) == expect_output  # the tqdm bar
@@ -875,7 +872,7 @@ def test_cli_refuses_numeric_options_out_of_range(tmp_path, option, value, messa
     """While parsing, before any work: the source and the output directory do not even exist."""
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "no-such-source", "-o",
                              str(tmp_path / "missing" / "out.mixrt"), "--recipe", "mix", option,
-                             value], env=PYTHON_ENV, capture_output=True, text=True)
+                             value], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == f"mixrt-convert: error: argument {option}: {message}\n"
 
@@ -884,7 +881,7 @@ def test_cli_version_and_help():
     from mixrt.convert.cli import build_parser
 
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", "--version"],
-                            env=PYTHON_ENV, capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True)
     assert result.stdout == f"mixrt-convert {mixrt.__version__}\n"
     actions = build_parser()._actions
     options = {option for action in actions for option in action.option_strings}
@@ -945,7 +942,7 @@ def test_cli_checks_the_output_before_reading_the_source(tmp_path):
                           f"output directory {tmp_path / 'missing'} does not exist")):
         result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli",
                                  str(tmp_path / "no-such-source"), "-o", str(out)],
-                                env=PYTHON_ENV, capture_output=True, text=True)
+                                capture_output=True, text=True)
         assert (result.returncode, result.stderr) == (1, f"mixrt-convert: error: {message}\n")
     assert (tmp_path / "old.mixrt").read_bytes() == b"previous conversion"
 

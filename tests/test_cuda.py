@@ -6,7 +6,6 @@
 # backend choice and its errors. Without a usable GPU the GPU tests skip; the backend-choice tests
 # run everywhere.
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,7 @@ import pytest
 
 import mixrt
 from mixrt import _core, _internal
-from mixrt import format as fmt
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import tiny_model  # noqa: E402
+from mixrt.devtools.random_model import byte_model_metadata, make_random_mixrt, write_byte_model
 
 CUDA_REASON = _core.cuda_unavailable_reason()
 needs_gpu = pytest.mark.skipif(CUDA_REASON != "", reason=f"CUDA backend unusable here: {CUDA_REASON}")
@@ -168,7 +163,7 @@ def write_f32_model(path, context_length=512, layers=2, heads=3, kv_heads=1, hea
     """An f32 model, hidden 48, ffn 100, byte vocabulary, tied embedding (by default 2 layers,
     3 heads of 16, 1 KV head)."""
     V, D, L, H, KV, HD, F = 256, 48, layers, heads, kv_heads, head_dim, 100
-    meta = tiny_model.base_metadata()
+    meta = byte_model_metadata()
     meta.update({"llama.hidden_size": D, "llama.n_layers": L, "llama.n_heads": H, "llama.n_kv_heads": KV,
                  "llama.head_dim": HD, "llama.ffn_size": F, "llama.context_length": context_length,
                  "llama.tie_word_embeddings": 1, "general.name": "cuda test f32"})
@@ -184,13 +179,11 @@ def write_f32_model(path, context_length=512, layers=2, heads=3, kv_heads=1, hea
         data = (1 + 0.1 * rng.standard_normal(dims)) if len(dims) == 1 else \
             rng.standard_normal(dims) / np.sqrt(dims[-1])
         tensors[name] = ("f32", dims, data.astype(np.float32))
-    return tiny_model.write(path, meta, tensors)
+    return write_byte_model(path, meta, tensors)
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from make_random_mixrt import make_random_mixrt
-
     out = tmp_path_factory.mktemp("cuda_models")
     paths = {"f32": write_f32_model(out / "f32.mixrt")}
     for recipe in ("f16", "q8", "q4", "mix"):
@@ -204,13 +197,13 @@ def tiny_models(tmp_path_factory):
 def step_logits(model, prompt, steps):
     """Feeds prompt, then `steps` single tokens (a fixed sequence, cycling through the prompt),
     returning the last logits row after every feed, and the context's backend."""
-    ctx = _core.Context(model._model, 0, 2)
-    ctx.feed(list(prompt), False)
-    rows = [ctx.logits()[-1]]
-    for t in range(steps):
-        ctx.feed([int(prompt[t % len(prompt)])], False)
-        rows.append(ctx.logits()[-1])
-    return np.array(rows), ctx.backend
+    with model.context() as ctx:
+        ctx.feed(list(prompt), False)
+        rows = [ctx.logits()[-1]]
+        for t in range(steps):
+            ctx.feed([int(prompt[t % len(prompt)])], False)
+            rows.append(ctx.logits()[-1])
+        return np.array(rows), ctx.backend
 
 
 @needs_gpu
@@ -252,13 +245,13 @@ def test_long_feed_in_chunks_and_reset(tiny_models, tmp_path):
 @needs_gpu
 def test_context_full_and_capture_errors(tiny_models):
     gpu = mixrt.load(tiny_models["f16"], backend="cuda", n_ctx=16)
-    ctx = _core.Context(gpu._model, 16, 1)
-    ctx.feed(list(range(10)), False)
-    with pytest.raises(mixrt.MixrtError, match="exceed the context of 16 tokens"):
-        ctx.feed(list(range(7)), False)
-    ctx.set_capture(lambda *a: None)
-    with pytest.raises(mixrt.MixrtError, match="CPU backend only"):
-        ctx.feed([1], False)
+    with gpu.context() as ctx:
+        ctx.feed(list(range(10)), False)
+        with pytest.raises(mixrt.MixrtError, match="exceed the context of 16 tokens"):
+            ctx.feed(list(range(7)), False)
+        ctx.set_capture(lambda *a: None)
+        with pytest.raises(mixrt.MixrtError, match="CPU backend only"):
+            ctx.feed([1], False)
 
 
 @needs_gpu
@@ -269,7 +262,8 @@ def test_out_of_device_memory_names_the_bytes(tmp_path):
     model = mixrt.load(path, backend="cuda")
     # 4 layers x 2^22 tokens x 8192 values x 2 bytes = 256 GiB, more than any single GPU holds.
     with pytest.raises(mixrt.MixrtError, match=r"cannot allocate 274877906944 bytes for the key cache"):
-        _core.Context(model._model, n_ctx, 1)
+        with model.context():
+            pass
 
 
 # ---- the real SmolLM2 -----------------------------------------------------------------------------

@@ -3,20 +3,14 @@
 # and n = 1..8 (both mix schedules), gather_rows and dequantize_f16, on odd shapes (K = 100, 576,
 # 1536, 11008; M not a multiple of 8; mix with no, some and only 4-bit columns; outliers). Outputs
 # are poisoned with NaN before each launch (gemv_host_io). GPU tests skip without a usable device;
-# tools/make_random_mixrt.py is tested on the CPU.
-import sys
-from pathlib import Path
-
+# make_random_mixrt (mixrt.devtools.random_model) is tested on the CPU.
 import numpy as np
 import pytest
 
 import mixrt
 from mixrt import _core, _internal
+from mixrt.devtools.random_model import make_random_mixrt, random_weight
 from mixrt.quant import layouts
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-from make_random_mixrt import make_random_mixrt, random_weight  # noqa: E402
 
 NO_GPU = _core.cuda_unavailable_reason()
 gpu = pytest.mark.skipif(NO_GPU != "", reason=f"CUDA backend unavailable: {NO_GPU}")

@@ -1,12 +1,12 @@
 # test_forward_reference.py: the runtime against the independent float64 numpy reference
-# (tests/reference_llama.py) on the real SmolLM2: logits of the f32 and f16 files on real prompts,
+# (mixrt.devtools.reference_llama) on the real SmolLM2: logits of the f32 and f16 files on real prompts,
 # and greedy token ids. Prompts are tokenized by the Hugging Face tokenizer, not by the runtime.
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
 from conftest import SMOLLM2_HF_FILES, require
-from reference_llama import ReferenceLlama
+from mixrt.devtools.reference_llama import ReferenceLlama
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import mixrt
-from mixrt import _core
-from tiny_model import write as write_byte_model
+from mixrt.devtools.random_model import make_random_mixrt, write_byte_model
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +66,13 @@ def test_stream_pieces_join_to_the_whole_text(model):
 def test_sampling_follows_the_softmax(model):
     # top_k=4 at temperature 1: each of the 4 best tokens must be drawn with its renormalised
     # softmax probability; 4000 draws put each frequency within 5 standard errors.
-    with model._context() as ctx:
+    with model.context() as ctx:
         ctx.feed(model.tokenize(PROMPT), False)
         logits = ctx.logits()[0].astype(np.float64)
         top = np.argsort(-logits)[:4]
         p = np.exp(logits[top] - logits[top].max())
         p /= p.sum()
-        sampler = _core.Sampler(1.0, 4, 1.0, 0.0, 1.0, 64, 42)
+        sampler = model.sampler(temperature=1.0, top_k=4, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=42)
         draws = np.array([sampler.sample(ctx) for _ in range(4000)])
     assert set(draws) <= set(top)
     freq = np.array([(draws == t).mean() for t in top])
@@ -115,7 +114,7 @@ def test_prefill_in_one_pass_equals_token_by_token(model):
     # the last logits agree to fp32 rounding (different summation order in the kernel tiles).
     ids = model.tokenize("The quick brown fox jumps over the lazy dog again and again")
     batched = model.eval_logits(ids)[-1]
-    with model._context() as ctx:
+    with model.context() as ctx:
         for t in ids:
             ctx.feed([t], False)
         stepwise = ctx.logits()[0]
@@ -136,12 +135,6 @@ def test_quantized_results_do_not_depend_on_the_thread_count(tmp_path, recipe):
     # The quantized paths split across threads too: inputs rounded per token in parallel, Q/K/V
     # and gate/up (with SwiGLU) in shared regions, the query heads of a KV head taken in runs cut
     # at thread boundaries (tiny: 4 heads, 2 KV heads). Prefill and one-token decode, 1/2/3 threads.
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from make_random_mixrt import make_random_mixrt
-
     path = tmp_path / f"{recipe}.mixrt"
     make_random_mixrt(path, shape="tiny", recipe=recipe, bits=4.0, vocab=300, seed=3)
     ids = [int(i) for i in np.random.default_rng(0).integers(3, 300, size=40)]
@@ -149,7 +142,7 @@ def test_quantized_results_do_not_depend_on_the_thread_count(tmp_path, recipe):
     for threads in (1, 2, 3):
         model = mixrt.load(path, threads=threads)
         steps = []
-        with model._context() as ctx:
+        with model.context() as ctx:
             ctx.feed(ids[:-8], False)
             for t in ids[-8:]:
                 ctx.feed([t], False)
@@ -174,8 +167,7 @@ def test_streamed_pieces_are_valid_utf8_even_when_tokens_split_characters(tmp_pa
         # The same text as decoding all sampled tokens in one go (U+FFFD for ill-formed bytes).
         ids = model.generate_ids(model.tokenize("a"), 200, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
         assert whole == model.detokenize(ids)
-        raw = model._model.detokenize(ids, False)
-        print(f"seed {seed}: {len(pieces)} pieces, {len(raw)} bytes, {whole.count(chr(0xFFFD))} replacements")
+        print(f"seed {seed}: {len(pieces)} pieces, {len(ids)} bytes, {whole.count(chr(0xFFFD))} replacements")
 
 
 def test_multibyte_stop_string(tmp_path):

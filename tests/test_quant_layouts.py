@@ -1,7 +1,8 @@
 # test_quant_layouts.py: the numpy reference of the q8, q4 and mix dtypes (mixrt.quant): packing
 # against a literal byte-by-byte reading of FORMAT.md 5.3-5.5, hand-made examples, the quantizers
-# (every pitfall of METHOD.md 4), the bit-budget planner and the writer's multi-part tensors.
-# Run: PYTHONPATH=python python -m pytest tests/test_quant_layouts.py -q -s  (needs no C++)
+# (every pitfall of ../shared/docs/METHOD.md section 4), the bit-budget planner and the writer's
+# multi-part tensors.
+# Run: python -m pytest tests/test_quant_layouts.py -q -s  (needs no C++)
 import math
 import struct
 

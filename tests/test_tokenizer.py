@@ -2,7 +2,7 @@
 # byte-level BPE (SmolLM2 converted from GGUF) vs `tokenizers` on its tokenizer.json, sentencepiece
 # BPE (random models with a vocabulary trained on the repository's text and with Llama-2's) vs
 # `sentencepiece`; and the tokenizer export.
-# Run: PYTHONPATH=python python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
+# Run: python -m pytest tests/test_tokenizer.py -q -s  (-s shows the measurements)
 import random
 import shutil
 import time
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import sentencepiece
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from train_tokenizer import repository_text
 
-from conftest import LLAMA2_SPM, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
+from conftest import LLAMA2_SPM, REPO, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
 from mixrt.convert.tokenizer_export import (tokenizer_metadata_from_gguf,
                                             tokenizer_metadata_from_hf_dir)
+from mixrt.devtools.train_tokenizer import repository_text
 
 TRICKY = [
     "", " ", "  ", "   ", "\n", "\n\n", "\t", " \t \n ", "a", " a", "a ", "  a  ", "Hello world",
@@ -43,7 +43,7 @@ TEXTS = {"wikitext-eval": WIKI_EVAL, "shakespeare": SHAKESPEARE, "repository": N
 
 
 def source_text(source: str) -> str:
-    return repository_text() if TEXTS[source] is None else read_text(TEXTS[source])
+    return repository_text(REPO) if TEXTS[source] is None else read_text(TEXTS[source])
 
 
 def assert_same_ids(got, want, what):
@@ -138,7 +138,7 @@ def metaspace_bpe() -> Tokenizer:
 def train_sentencepiece(**options):
     def make(d):
         text = d / "train.txt"
-        text.write_text(repository_text()[:200_000])
+        text.write_text(repository_text(REPO)[:200_000])
         sentencepiece.SentencePieceTrainer.train(
             input=str(text), model_prefix=str(d / "tokenizer"), vocab_size=300, minloglevel=2,
             **options)
@@ -265,13 +265,16 @@ def test_byte_bpe_decodes_any_ids_like_tokenizers(smollm2, hf_tokenizer):
 
 
 @pytest.mark.real_model
-def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
-    """Invalid UTF-8 (reachable from C; Python strings are valid) is tokenized like the text
-    Python's errors="replace" makes of it, never a crash."""
+def test_byte_bpe_invalid_utf8(smollm2_f16, hf_tokenizer):
+    """Invalid UTF-8 (reachable from C, through the binding; Python strings are valid) is
+    tokenized like the text Python's errors="replace" makes of it, never a crash."""
+    from mixrt import _core
+
+    model = _core.Model(str(smollm2_f16), "cpu")
     strings = random_byte_strings()
     for raw in strings:
         want = hf_tokenizer.encode(raw.decode("utf-8", errors="replace")).ids
-        assert smollm2._model.tokenize(raw, 0, True) == want, raw
+        assert model.tokenize(raw, 0, True) == want, raw
     print(f"\nbyte_bpe: {len(strings)} random byte strings tokenized as their repaired text")
 
 
@@ -280,7 +283,7 @@ def test_byte_bpe_invalid_utf8(smollm2, hf_tokenizer):
 @pytest.fixture(scope="session", params=["trained", "llama2"])
 def spm_pair(request, tmp_path_factory):
     """(mixrt model, sentencepiece reference) of one sentencepiece vocabulary: the one trained on
-    the repository's text (tools/train_tokenizer.py), or Llama-2's (from ../shared), each on a
+    the repository's text (mixrt.devtools.train_tokenizer), or Llama-2's (from ../shared), each on a
     tiny random model."""
     import mixrt
 
@@ -355,10 +358,14 @@ def test_sentencepiece_decodes_any_ids_like_sentencepiece(spm_pair):
 
 
 def test_sentencepiece_invalid_utf8(spm_pair):
-    """sentencepiece takes bytes too: each byte of an ill-formed sequence becomes U+FFFD."""
+    """sentencepiece takes bytes too, as does the C API (through the binding): each byte of an
+    ill-formed sequence becomes U+FFFD."""
+    from mixrt import _core
+
     model, spm_reference = spm_pair
+    core = _core.Model(model.path, "cpu")
     strings = random_byte_strings()
     for raw in strings:
-        assert model._model.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
+        assert core.tokenize(raw, 0, False) == spm_reference.encode(raw), raw
     print(f"\nsentencepiece_bpe: {len(strings)} random byte strings tokenized as sentencepiece "
           "does")

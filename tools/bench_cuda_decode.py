@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mixrt.devtools.random_model import DEFAULT_VOCAB, SHAPES
+
 TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS))
-from make_random_model import DEFAULT_VOCAB, SHAPES  # noqa: E402
 
 
 def copy_bandwidth(torch) -> float:
@@ -71,38 +71,37 @@ def kernel_profile(torch, ctx, greedy, steps: int) -> str:
 def bench_mixrt(path: Path, contexts, tokens: int, warmup: int, repeats: int, torch=None,
                 profile_steps: int = 0) -> dict:
     import mixrt
-    from mixrt import _core
 
     n_ctx = max(contexts) + warmup + tokens + 1
-    model = mixrt.load(path, backend="cuda", n_ctx=n_ctx)
-    if model.backend != "cuda":
-        raise RuntimeError(f"mixrt did not load on CUDA: {model.backend_note}")
-    # Bytes read per decode step: every weight except the embedding (one row of it).
-    weight_bytes = sum(t["n_bytes"] for t in model.tensors() if t["name"] != "token_embd.weight")
-    ctx = _core.Context(model._model, n_ctx, 1)
-    greedy = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
     rng = np.random.default_rng(0)
-    out = {"weight_bytes": weight_bytes, "contexts": {}}
-    for c in contexts:
-        prefill, decode = [], []
-        for _ in range(repeats):
-            ctx.reset()
-            ids = rng.integers(3, 259, c).tolist()  # byte tokens of the random vocabulary
-            start = time.perf_counter()
-            ctx.feed(ids, False)
-            prefill.append(c / (time.perf_counter() - start))
-            for _ in range(warmup):  # also captures the decode graph
-                ctx.feed([greedy.sample(ctx)], False)
-            start = time.perf_counter()
-            for _ in range(tokens):
-                ctx.feed([greedy.sample(ctx)], False)
-            decode.append(tokens / (time.perf_counter() - start))
-        out["contexts"][c] = {"decode_tok_s": statistics.median(decode), "prefill_tok_s": statistics.median(prefill),
-                              "decode_all": decode}
-        if profile_steps and c == contexts[0]:
-            out["profile"] = kernel_profile(torch, ctx, greedy, profile_steps)
-            print(f"{path.name}, context {c}: kernels of {profile_steps} decode steps\n{out['profile']}")
-    del ctx, model
+    with mixrt.load(path, backend="cuda", n_ctx=n_ctx, threads=1) as model:
+        if model.backend != "cuda":
+            raise RuntimeError(f"mixrt did not load on CUDA: {model.backend_note}")
+        # Bytes read per decode step: every weight except the embedding (one row of it).
+        weight_bytes = sum(t["n_bytes"] for t in model.tensors() if t["name"] != "token_embd.weight")
+        greedy = model.sampler(temperature=0, repeat_penalty=1.0)
+        out = {"weight_bytes": weight_bytes, "contexts": {}}
+        with model.context() as ctx:
+            for c in contexts:
+                prefill, decode = [], []
+                for _ in range(repeats):
+                    ctx.reset()
+                    ids = rng.integers(3, 259, c).tolist()  # byte tokens of the random vocabulary
+                    start = time.perf_counter()
+                    ctx.feed(ids, False)
+                    prefill.append(c / (time.perf_counter() - start))
+                    for _ in range(warmup):  # also captures the decode graph
+                        ctx.feed([greedy.sample(ctx)], False)
+                    start = time.perf_counter()
+                    for _ in range(tokens):
+                        ctx.feed([greedy.sample(ctx)], False)
+                    decode.append(tokens / (time.perf_counter() - start))
+                out["contexts"][c] = {"decode_tok_s": statistics.median(decode),
+                                      "prefill_tok_s": statistics.median(prefill), "decode_all": decode}
+                if profile_steps and c == contexts[0]:
+                    out["profile"] = kernel_profile(torch, ctx, greedy, profile_steps)
+                    print(f"{path.name}, context {c}: kernels of {profile_steps} decode steps\n{out['profile']}")
+    del ctx  # the last reference to the closed model's device memory: freed before the next model loads
     gc.collect()
     return out
 

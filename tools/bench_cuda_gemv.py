@@ -13,17 +13,15 @@ import argparse
 import shlex
 import statistics
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_random_mixrt import OUTLIER_FRAC, random_weight  # noqa: E402
-
-from mixrt import _core, _internal  # noqa: E402
-from mixrt.quant.plan import plan_mix  # noqa: E402
+from mixrt import _core, _internal
+from mixrt.convert import DEFAULT_BITS, DEFAULT_OUTLIER_FRAC
+from mixrt.devtools.random_model import random_weight
+from mixrt.quant.plan import plan_mix
 
 SHAPES = {"4096x4096": (4096, 4096), "11008x4096": (11008, 4096), "4096x11008": (4096, 11008),
           "32000x4096": (32000, 4096)}
@@ -60,7 +58,7 @@ def copies_for(bytes_per_copy: int, l2_bytes: int) -> int:
 
 def bench_mixrt(dtype, m, k, n, repeat, l2_bytes, schedules, rng):
     if dtype == "mix":
-        plan = plan_mix([(m, k)], 2.9, OUTLIER_FRAC)
+        plan = plan_mix([(m, k)], DEFAULT_BITS, DEFAULT_OUTLIER_FRAC)
         k4, per_row = plan.k4[0], plan.nnz[0] // m
     else:
         k4, per_row = 0, 0

@@ -102,35 +102,34 @@ class LlamaCppRunner:
 
 class MixrtRunner:
     def __init__(self, path: Path, threads: int, n_ctx: int):
-        from mixrt import _core
+        import mixrt
 
-        self.model = _core.Model(str(path))
-        self.ctx = _core.Context(self.model, n_ctx, threads)
-        self.sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)  # greedy
+        self.model = mixrt.load(path, threads=threads, n_ctx=n_ctx, backend="cpu")
+        self.greedy = self.model.sampler(temperature=0, repeat_penalty=1.0)
 
     def prompt(self, ids: list) -> float:
-        self.ctx.reset()
-        start = time.perf_counter()
-        self.ctx.feed(ids, False)
-        return time.perf_counter() - start
+        with self.model.context() as ctx:  # reset; the same context every time (the model's pool)
+            start = time.perf_counter()
+            ctx.feed(ids, False)
+            return time.perf_counter() - start
 
     def decode(self, ids: list, n: int) -> float:
-        self.ctx.reset()
-        self.ctx.feed(ids, False)
-        start = time.perf_counter()
-        for _ in range(n):
-            self.ctx.feed([self.sampler.sample(self.ctx)], False)
-        return time.perf_counter() - start
+        with self.model.context() as ctx:
+            ctx.feed(ids, False)
+            start = time.perf_counter()
+            for _ in range(n):
+                ctx.feed([self.greedy.sample(ctx)], False)
+            return time.perf_counter() - start
 
 
 def prompt_ids(mixrt_file: Path, count: int) -> list:
     """count token ids: PROMPT_TEXT (repeated as needed) through the model's own tokenizer."""
-    from mixrt import _core
+    import mixrt
 
-    model = _core.Model(str(mixrt_file))
+    model = mixrt.load(mixrt_file, backend="cpu")
     ids = []
     while len(ids) < count:
-        ids += list(model.tokenize(PROMPT_TEXT.encode(), 0, False))
+        ids += model.tokenize(PROMPT_TEXT, add_bos=False)
     return ids[:count]
 
 

@@ -41,7 +41,7 @@ def describe(recipe: str) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", type=Path, help="JSON lines written by tools/quant_table.py --json")
-    p.add_argument("--peers", type=Path, help="markdown with the llama.cpp table (BENCHMARKS.md)")
+    p.add_argument("--peers", type=Path, help="markdown with the llama.cpp table (../shared/docs/BENCHMARKS.md)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     p.add_argument("--title", default="SmolLM2-135M-Instruct: size vs quality", help="the chart's title")
     args = p.parse_args()

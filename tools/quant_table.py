@@ -1,8 +1,9 @@
 """quant_table.py: converts one checkpoint with several recipes and measures each: decoder-linear
 bits per weight, whole-file bits per parameter, file size, conversion time and peak memory,
-perplexity on one or more texts (BENCHMARKS.md protocol, via `mixrt perplexity`) with the ratio
-to the f16 file, and with --decode the decode speed (`mixrt bench`, prompt skipped). Prints a
-markdown table and JSON lines (also written to --json FILE, which tools/plot_recipes.py draws).
+perplexity on one or more texts (the protocol of ../shared/docs/BENCHMARKS.md, via
+`mixrt perplexity`) with the ratio to the f16 file, and with --decode the decode speed
+(`mixrt bench`, prompt skipped). Prints a markdown table and JSON lines (also written to
+--json FILE, which tools/plot_recipes.py draws).
 The converted files go to --out-dir, replacing those of an earlier run.
 
     python tools/quant_table.py GGUF_OR_HF_DIR --calib CALIB.txt --text WIKI_EVAL.txt \\

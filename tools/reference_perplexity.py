@@ -1,16 +1,14 @@
 # reference_perplexity.py: perplexity of a GGUF Llama under the project's protocol, computed by
-# the independent float64 numpy reference in tests/reference_llama.py (slow; ground truth only).
+# the independent float64 numpy reference, mixrt.devtools.reference_llama (slow; ground truth only).
 # Usage: python tools/reference_perplexity.py GGUF TEXTFILE [--ctx 512] [--tokens 16384]
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference_llama import ReferenceLlama  # noqa: E402
+from mixrt.devtools.reference_llama import ReferenceLlama
 
 
 def main() -> None:

@@ -249,6 +249,20 @@ NB_MODULE(_core, m) {
         .def_prop_ro("n_ctx", [](const Context &s) { return mixrt_context_n_ctx(s.ptr); })
         .def_prop_ro("backend", [](const Context &s) { return std::string(mixrt_context_backend(s.ptr)); });
 
+    // The C API's sampler defaults (mixrt_sampler_default_params): the Python API and the CLI
+    // take theirs from here.
+    m.def("sampler_default_params", [] {
+        const mixrt_sampler_params p = mixrt_sampler_default_params();
+        nb::dict d;
+        d["temperature"] = p.temperature;
+        d["top_k"] = p.top_k;
+        d["top_p"] = p.top_p;
+        d["min_p"] = p.min_p;
+        d["repeat_penalty"] = p.repeat_penalty;
+        d["repeat_last_n"] = p.repeat_last_n;
+        d["seed"] = p.seed;
+        return d;
+    });
     nb::class_<Sampler>(m, "Sampler")
         .def(nb::init<float, int32_t, float, float, float, int32_t, uint64_t>(), "temperature"_a, "top_k"_a, "top_p"_a,
              "min_p"_a, "repeat_penalty"_a, "repeat_last_n"_a, "seed"_a)

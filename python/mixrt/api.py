@@ -28,6 +28,19 @@ BACKENDS = ("auto", "cpu", "cuda")
 UNTIL_END = -1  # max_tokens: until the end-of-sequence token or the end of the context
 
 
+def _sampler_defaults() -> dict:
+    """The C API's sampler defaults (mixrt_sampler_default_params), each float as the shortest
+    decimal that rounds to the same float32 (0.8, not 0.800000011920929)."""
+    return {name: float(str(np.float32(value))) if isinstance(value, float) else value
+            for name, value in _core.sampler_default_params().items()}
+
+
+# temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n (and seed, which the API draws
+# afresh instead): the defaults of every sampling argument here and in the mixrt command.
+SAMPLER_DEFAULTS = _sampler_defaults()
+_D = SAMPLER_DEFAULTS
+
+
 # ---- argument checks ---------------------------------------------------------------------------
 
 def _int_arg(name: str, value, minimum: int, allowed=()) -> int:
@@ -207,7 +220,20 @@ class Model:
                 self._idle.append(ctx)
 
     @contextlib.contextmanager
-    def _context(self) -> Iterator[_core.Context]:
+    def context(self) -> Iterator[_core.Context]:
+        """An inference context (KV cache of n_ctx tokens) for the caller alone, reset, for as
+        long as the `with` block runs; then it goes back to the model's pool, so holding one never
+        blocks other calls. It is the C API's context: feed(tokens, all_logits) runs the model
+        over tokens after those already fed; logits() copies the last feed's logits, (rows,
+        n_vocab) float32 (one row, or one per token with all_logits); reset() empties it; n_past
+        and n_ctx count tokens; backend names where it runs; set_capture(fn) calls fn(layer,
+        site, x) with the input rows of each decoder linear layer during feeds (CPU only; None
+        stops it). Model.sampler(...).sample(ctx) picks a next token from it.
+
+            with model.context() as ctx:
+                ctx.feed(model.tokenize("Once upon a time"), False)
+                token = model.sampler(temperature=0).sample(ctx)
+        """
         ctx = self._acquire()
         try:
             yield ctx
@@ -241,7 +267,7 @@ class Model:
         return out
 
     def tensors(self) -> list:
-        """One dict per tensor: name, dtype, dims, n_elements, n_bytes."""
+        """One dict per tensor: name, dtype, dims, n_elements, n_bytes, n_cols_4bit, n_outliers."""
         return self._model.tensors()
 
     # ---- tokenizer --------------------------------------------------------------------------
@@ -258,7 +284,7 @@ class Model:
     # ---- evaluation ------------------------------------------------------------------------
     def eval_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) of a fresh context over ids, in one batched pass."""
-        with self._context() as ctx:
+        with self.context() as ctx:
             ctx.feed(list(ids), True)
             return ctx.logits()
 
@@ -300,10 +326,11 @@ class Model:
                 "tokens": len(tokens)}
 
     # ---- generation ------------------------------------------------------------------------
-    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
-                 top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                 seed: Optional[int] = None, stop: Optional[Union[str, Sequence[str]]] = None,
-                 stream: bool = False, special: bool = False) -> Union[Completion, CompletionStream]:
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = _D["temperature"],
+                 top_k: int = _D["top_k"], top_p: float = _D["top_p"], min_p: float = _D["min_p"],
+                 repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None,
+                 stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
+                 special: bool = False) -> Union[Completion, CompletionStream]:
         """The continuation of prompt (not the prompt itself): a Completion (a str with
         finish_reason and token counts), or with stream=True a CompletionStream of text pieces.
         temperature=0 is greedy. Stops at the end-of-sequence token, at a stop string (not
@@ -314,8 +341,12 @@ class Model:
         return self._generate(ids, max_tokens, stream, stop, temperature=temperature, top_k=top_k,
                               top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
 
-    def _sampler(self, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
-                 seed=None) -> _core.Sampler:
+    def sampler(self, temperature: float = _D["temperature"], top_k: int = _D["top_k"],
+                top_p: float = _D["top_p"], min_p: float = _D["min_p"],
+                repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None) -> _core.Sampler:
+        """A sampler with generate()'s settings (seed None: a fresh one), whose sample(ctx) picks
+        the next token from the last logits of a context (Model.context()) and the tokens fed to
+        it. temperature=0 is greedy (argmax)."""
         temperature = _float_arg("temperature", temperature, 0.0)
         top_k = _int_arg("top_k", top_k, 0)
         top_p = _float_arg("top_p", top_p, 0.0, 1.0, low_open=True)
@@ -324,14 +355,15 @@ class Model:
         if seed is None:
             seed = secrets.randbits(64)
         seed = _int_arg("seed", seed, -(2**63))
-        return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, 64, seed & (2**64 - 1))
+        return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, _D["repeat_last_n"],
+                             seed & (2**64 - 1))
 
     def _generate(self, prompt_ids: list, max_tokens, stream: bool, stop, **sampling):
         max_tokens = _int_arg("max_tokens", max_tokens, 0, allowed=(UNTIL_END,))
         if max_tokens == UNTIL_END:
             max_tokens = max(0, self.n_ctx - len(prompt_ids))
         stops = _stop_arg(stop)
-        sampler = self._sampler(**sampling)
+        sampler = self.sampler(**sampling)
         pieces = CompletionStream(self, self._acquire(), sampler, list(prompt_ids), max_tokens, stops)
         if stream:
             return pieces
@@ -344,8 +376,8 @@ class Model:
                      seed: Optional[int] = None, **sampling) -> list:
         """Token ids generated after prompt_ids (stops at EOS or max_tokens)."""
         max_tokens = _int_arg("max_tokens", max_tokens, 0)
-        sampler = self._sampler(temperature=temperature, seed=seed, **sampling)
-        with self._context() as ctx:
+        sampler = self.sampler(temperature=temperature, seed=seed, **sampling)
+        with self.context() as ctx:
             if len(prompt_ids) + max_tokens > ctx.n_ctx:
                 raise MixrtError(f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) "
                                  f"exceed the context of {ctx.n_ctx} tokens")
@@ -391,9 +423,10 @@ class Model:
         ids = self.chat_prompt_ids(messages, special=special)
         return self._generate(ids, max_tokens, stream, stop, **sampling)
 
-    def create_chat_completion(self, messages, max_tokens: Optional[int] = None, temperature: float = 0.8,
-                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
-                               repeat_penalty: float = 1.0, seed: Optional[int] = None,
+    def create_chat_completion(self, messages, max_tokens: Optional[int] = None,
+                               temperature: float = _D["temperature"], top_p: float = _D["top_p"],
+                               top_k: int = _D["top_k"], min_p: float = _D["min_p"],
+                               repeat_penalty: float = _D["repeat_penalty"], seed: Optional[int] = None,
                                stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False):
         """An OpenAI-shaped chat completion, as llama-cpp-python returns it: a dict with id,
         object "chat.completion", created, model, choices[0].message {role, content},
@@ -460,10 +493,10 @@ _cache_lock = threading.Lock()
 
 
 def generate(prompt: str, model: Optional[Union[str, os.PathLike]] = None, max_tokens: int = 128,
-             temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-             repeat_penalty: float = 1.0, seed: Optional[int] = None,
-             stop: Optional[Union[str, Sequence[str]]] = None, stream: bool = False,
-             special: bool = False) -> Union[Completion, CompletionStream]:
+             temperature: float = _D["temperature"], top_k: int = _D["top_k"], top_p: float = _D["top_p"],
+             min_p: float = _D["min_p"], repeat_penalty: float = _D["repeat_penalty"],
+             seed: Optional[int] = None, stop: Optional[Union[str, Sequence[str]]] = None,
+             stream: bool = False, special: bool = False) -> Union[Completion, CompletionStream]:
     """Model.generate with a model loaded once and cached by path. Without model, uses the file
     named by the environment variable MIXRT_MODEL."""
     path = model if model is not None else os.environ.get("MIXRT_MODEL")

@@ -236,7 +236,7 @@ def summary(values: list) -> dict | None:
 READ_BUFFER_BYTES = 1 << 29  # 512 MiB: far beyond any last-level cache
 
 
-def gemv_rows(model, threads: int, reps: int) -> list:
+def gemv_rows(model, reps: int) -> list:
     """Per matrix role and dtype: the time of a matmul at batch 1 over that role's matrices of every
     layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read."""
     from . import _internal
@@ -251,7 +251,7 @@ def gemv_rows(model, threads: int, reps: int) -> list:
         embd = next(t for t in model.tensors() if t["name"] == "token_embd.weight")
         groups[("output.weight", embd["dtype"], tuple(embd["dims"]))] = [dict(embd, name="output.weight")]
     rows = []
-    times = _internal.time_gemv(model.path, [[t["name"] for t in ts] for ts in groups.values()], threads, 1, reps)
+    times = _internal.time_gemv(model.path, [[t["name"] for t in ts] for ts in groups.values()], model.threads, 1, reps)
     for ((role, dtype, dims), ts), passes in zip(groups.items(), times):
         seconds = summary(passes)["median"]
         nbytes = sum(t["n_bytes"] for t in ts)
@@ -267,7 +267,7 @@ def cmd_bench(args) -> int:
     same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
     from . import _core, _internal
 
-    model = _load(args)
+    model = _load(args, n_ctx=max(args.p, 32 + args.n))
     if args.gemv and model.backend == "cuda":
         raise ValueError("--gemv times the CPU kernels: expected --backend cpu, found the CUDA "
                          "backend (GPU kernels: tools/bench_cuda_gemv.py)")
@@ -281,26 +281,26 @@ def cmd_bench(args) -> int:
               "command": " ".join(["mixrt", *map(str, args.argv)]),
               "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
     if args.gemv:
-        result["gemv"] = gemv_rows(model, threads, args.repeats)
+        result["gemv"] = gemv_rows(model, args.repeats)
     else:
         rng = np.random.default_rng(0)
         ids = [int(t) for t in rng.integers(0, model.n_vocab, size=max(args.p, 32))]
-        ctx = _core.Context(model._model, max(args.p, 32 + args.n), threads)
-        sampler = _core.Sampler(0.0, 0, 1.0, 0.0, 1.0, 64, 0)
+        greedy = model.sampler(temperature=0, repeat_penalty=1.0)
         prompt_rates, decode_rates = [], []
-        for _ in range(args.repeats):
-            if args.p > 0:
-                ctx.reset()
-                start = time.perf_counter()
-                ctx.feed(ids[: args.p], False)
-                prompt_rates.append(args.p / (time.perf_counter() - start))
-            if args.n > 0:
-                ctx.reset()
-                ctx.feed(ids[:32], False)
-                start = time.perf_counter()
-                for _ in range(args.n):
-                    ctx.feed([sampler.sample(ctx)], False)
-                decode_rates.append(args.n / (time.perf_counter() - start))
+        with model.context() as ctx:
+            for _ in range(args.repeats):
+                if args.p > 0:
+                    ctx.reset()
+                    start = time.perf_counter()
+                    ctx.feed(ids[: args.p], False)
+                    prompt_rates.append(args.p / (time.perf_counter() - start))
+                if args.n > 0:
+                    ctx.reset()
+                    ctx.feed(ids[:32], False)
+                    start = time.perf_counter()
+                    for _ in range(args.n):
+                        ctx.feed([greedy.sample(ctx)], False)
+                    decode_rates.append(args.n / (time.perf_counter() - start))
         prompt, decode = summary(prompt_rates), summary(decode_rates)
         result.update({"prompt_tokens": args.p, "decode_tokens": args.n, "repeats": args.repeats,
                        "prompt_tokens_per_s": prompt["median"] if prompt else None,
@@ -382,20 +382,24 @@ def build_parser() -> argparse.ArgumentParser:
                              "else the CPU)")
 
     def sampling(sp, n_default):
+        from .api import SAMPLER_DEFAULTS as d
+
         sp.add_argument("-n", type=_at_least(0, -1), default=n_default,
                         help=f"tokens to generate at most; -1: until the end-of-sequence token or the end "
                              f"of the context (default {n_default})")
         sp.add_argument("-c", "--ctx", type=_at_least(1), default=None,
                         help="context size in tokens: prompt plus generated text (default: the model's)")
-        sp.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-        sp.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens; "
-                        "0 = off (default 40)")
-        sp.add_argument("--top-p", type=float, default=0.95, help="sample within this probability mass "
-                        "(nucleus); 1 = off (default 0.95)")
-        sp.add_argument("--min-p", type=float, default=0.05, help="drop tokens below this fraction of the "
-                        "most likely one's probability; 0 = off (default 0.05)")
-        sp.add_argument("--repeat-penalty", type=float, default=1.0, help="make the last 64 tokens less "
-                        "likely by this factor; 1 = off (default 1.0)")
+        sp.add_argument("--temp", type=float, default=d["temperature"],
+                        help="temperature; 0 = greedy (default %(default)s)")
+        sp.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k most likely tokens; "
+                        "0 = off (default %(default)s)")
+        sp.add_argument("--top-p", type=float, default=d["top_p"], help="sample within this probability mass "
+                        "(nucleus); 1 = off (default %(default)s)")
+        sp.add_argument("--min-p", type=float, default=d["min_p"], help="drop tokens below this fraction of the "
+                        "most likely one's probability; 0 = off (default %(default)s)")
+        sp.add_argument("--repeat-penalty", type=float, default=d["repeat_penalty"],
+                        help=f"make the last {d['repeat_last_n']} tokens less likely by this factor; 1 = off "
+                             "(default %(default)s)")
         sp.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one)")
         sp.add_argument("--stop", action="append", default=None,
                         help="stop before this string (repeatable)")

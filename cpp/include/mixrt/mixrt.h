@@ -164,6 +164,8 @@ typedef struct mixrt_sampler_params {
     uint64_t seed;
 } mixrt_sampler_params;
 
+/* The default sampling settings, seed 0. The Python API and the mixrt command take theirs from
+   here (with a fresh seed each time). */
 MIXRT_API mixrt_sampler_params mixrt_sampler_default_params(void);
 MIXRT_API mixrt_status mixrt_sampler_create(const mixrt_sampler_params *params,
                                             mixrt_sampler **out_sampler);

@@ -1,5 +1,5 @@
 # calibration.py: second moments of the inputs of every decoder linear layer, collected by running
-# the model itself through the runtime (mixrt._core.Context.set_capture), for the calibrated
+# the model itself through the runtime (set_capture of a Model.context()), for the calibrated
 # quantizer (quant/gptq.py); and calibration windows, cut from a text or written by the model
 # itself when no text is given. Tested by tests/test_gptq.py.
 #
@@ -160,7 +160,7 @@ def collect_hessians(model_path, text: Optional[str] = None, n_tokens: int = DEF
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=sum(len(w) for w in windows), unit="tok", desc="calibration")
-    with model._context() as context:
+    with model.context() as context:
         try:
             context.set_capture(capture)
             for window in windows:
@@ -204,7 +204,7 @@ class LayerStack:
         for layer in range(n_layers):
             H = stack.gram(stack.attn_input(attn_norm))   # then quantize q, k, v
             ...
-    The intended driver is calibrated_layers() below.
+    The intended driver is run_layer_stack() below.
     """
 
     def __init__(self, hparams: dict, token_embd: np.ndarray, windows: list):

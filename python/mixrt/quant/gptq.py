@@ -22,7 +22,8 @@ from .rtn import SUPER_FLOOR, f16_up, group_ranges
 
 MAXQ2 = 3
 MAXQ4 = 15
-# Smallest super-scale (the smallest normal f16): no 2-bit scale decodes to 0 (METHOD.md pitfall 2).
+# Smallest super-scale (the smallest normal f16): no 2-bit scale decodes to 0 (pitfall 2 of
+# ../shared/docs/METHOD.md).
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from .layouts import (GROUP, SCALE_CODES, SUPER_GROUPS, MixParts, decode_scales2
                       pack_q4, pack_q8, padded_k2)
 
 # Smallest second-level scale S: the smallest normal f16, so that no 2-bit scale decodes to 0
-# (METHOD.md pitfall 2) even for blocks of groups that are all zero.
+# (pitfall 2 of ../shared/docs/METHOD.md) even for blocks of groups that are all zero.
 SUPER_FLOOR = np.float16(2.0 ** -14)
 # Range shrink factors the clipping search tries for each 2-bit group (1.0 = no clipping).
 CLIP_FACTORS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
@@ -79,7 +79,7 @@ def group_ranges(wg: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.nda
     """(lo, hi) of each group of wg [..., n] along its last axis, ignoring entries where mask is
     True (outliers, padding), and widened to include 0: the grid (q - z) s with an integer zero z
     always holds 0, so a group whose values exclude 0 still needs a range that reaches it
-    (METHOD.md pitfall 1). A group that is all masked gets (0, 0)."""
+    (pitfall 1 of ../shared/docs/METHOD.md). A group that is all masked gets (0, 0)."""
     if mask is None:
         return np.minimum(wg.min(axis=-1), 0), np.maximum(wg.max(axis=-1), 0)
     return (np.minimum(np.where(mask, 0, wg).min(axis=-1), 0),
@@ -218,7 +218,7 @@ def quantize_mix_rtn(w: np.ndarray, k4: int, n_outliers: int,
     the rows) become 4-bit strips (q4 groups); the rest are 2-bit groups with second-level scales
     (clipping search if clip_search); the n_outliers 2-bit weights of the largest outlier_gains
     after a first pass are masked out of the group statistics, the groups refitted, and their
-    residuals w - w' kept as fp16 outliers (METHOD.md pitfall 3)."""
+    residuals w - w' kept as fp16 outliers (pitfall 3 of ../shared/docs/METHOD.md)."""
     w = np.asarray(w, np.float32)
     m, k = w.shape
     perm = strip_permutation(w.max(axis=0) - w.min(axis=0), k4)

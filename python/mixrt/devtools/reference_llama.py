@@ -1,6 +1,7 @@
 # reference_llama.py: an independent numpy implementation of the Llama forward pass, read straight
 # from a GGUF file, used as the float64 ground truth for the runtime's logits, greedy output and
-# perplexity. It deliberately shares no code with mixrt.
+# perplexity (tests/test_forward_reference.py, tools/reference_perplexity.py). It deliberately
+# shares no code with the rest of mixrt: it imports numpy and gguf only.
 import math
 
 import numpy as np
