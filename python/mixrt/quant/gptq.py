@@ -304,15 +304,48 @@ def mix_permutation(w: np.ndarray, h: Optional[np.ndarray], k4: int, select: str
     return np.concatenate([part2, part4]).astype(np.int64)
 
 
-def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
-                     opts: GptqOptions) -> np.ndarray:
-    """bool [M, K2]: n_outliers weights of the 2-bit part t [M, K2] (the original weights, or as a
-    first sweep reached them), hw [K2] the column weights of the loss, chosen greedily by the
-    loss each removal saves: every group
-    of 32 is refitted without one more entry up to `outlier_rounds` times (the entry, among its
-    largest, smallest and worst-fitting, whose removal saves most), and the removals with the
-    largest savings per outlier win (upper concave envelope of each group's cumulative savings,
-    so that two range-setting weights count together), taken in order within a group."""
+# ---- outliers -----------------------------------------------------------------------------------
+
+def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int, rounds: int, n_clip: int,
+                     clip_min: float) -> np.ndarray:
+    """bool [M, K2]: n_outliers weights of the 2-bit part t [M, K2] (hw [K2] the column weights of
+    the loss), chosen greedily by the loss each removal saves: every group of 32 is refitted
+    without one more entry up to `rounds` times (the entry, among its largest, smallest and
+    worst-fitting, whose removal saves most; refits with n_clip clipping candidates down to
+    clip_min), and the removals with the largest savings per outlier win (upper concave envelope
+    of each group's cumulative savings, so that two range-setting weights count together), taken
+    in order within a group."""
+    m, k2 = t.shape
+    wg, keep, hw_rows = _outlier_groups(t, hw)
+    loss, err = _group_losses_rows(wg, keep, hw_rows, n_clip, clip_min)
+    loss1, idx1, err1, keep1 = _removal_round(wg, keep, hw_rows, err, n_clip, clip_min)
+    gain1 = loss - loss1
+    # groups of the envelope: the promising ones with all rounds, the others with one removal
+    active = _promising_groups(loss, loss1, n_outliers)
+    passive = np.setdiff1d(np.arange(wg.shape[0]), active)
+    cum, removed = _later_removals(wg[active], keep1[active], hw_rows[active], err1[active],
+                                   loss[active], loss1[active], idx1[active], rounds, n_clip,
+                                   clip_min)
+    slope, start, end, local = _envelope_segments(cum)
+    slope = np.concatenate([slope, gain1[passive]])
+    start = np.concatenate([start, np.zeros(passive.size, np.int64)])
+    end = np.concatenate([end, np.ones(passive.size, np.int64)])
+    group = np.concatenate([active[local], passive])
+    local = np.concatenate([local, -1 - passive])  # negative: index into idx1 by group
+    valid = np.isfinite(slope) & (end > start) & (slope > 0)
+    chosen, taken = _take_removals(slope[valid], start[valid], end[valid], group[valid],
+                                   local[valid], idx1, removed, n_outliers, wg.size)
+    if taken < n_outliers:  # more outliers than the rounds give: the largest remaining errors
+        left = np.where(chosen.reshape(wg.shape) | ~keep, -1, err).ravel()
+        need = n_outliers - taken
+        chosen[np.argpartition(left, left.size - need)[left.size - need:]] = True
+    return chosen.reshape(m, -1)[:, :k2]
+
+
+def _outlier_groups(t: np.ndarray, hw: np.ndarray):
+    """The 2-bit part t [M, K2] as groups [M x G, 32] (zero padding to whole groups), which of
+    their entries are real (bool, same shape) and each group's column weights (hw [K2], float32,
+    0 on the padding)."""
     m, k2 = t.shape
     g = -(-k2 // GROUP)
     pad = g * GROUP - k2
@@ -320,64 +353,76 @@ def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
     keep = np.pad(np.ones((m, k2), bool), ((0, 0), (0, pad))).reshape(m * g, GROUP)
     hwp = np.pad(hw.astype(np.float32), (0, pad)).reshape(g, GROUP)
     hw_rows = np.broadcast_to(hwp[None], (m, g, GROUP)).reshape(m * g, GROUP)
-    rounds = max(1, opts.outlier_rounds)
-    keep0 = keep
-    loss, err = _group_losses_rows(wg, keep, hw_rows, opts.outlier_clip, opts.clip2_min)
-    err0 = err
-    rows_all = np.arange(m * g)
+    return wg, keep, hw_rows
 
-    def removal_round(wa, ka, ha, ea, rows):
-        """One more removal per group: among its largest and smallest kept entries (they set the
-        range) and its worst-fitting one, the entry whose removal leaves the lowest loss."""
-        best_loss = best_idx = best_err = None
-        for idx in (np.where(ka, wa, -np.inf).argmax(axis=1),
-                    np.where(ka, wa, np.inf).argmin(axis=1),
-                    np.where(ka, ea, -1).argmax(axis=1)):
-            trial = ka.copy()
-            trial[rows, idx] = False
-            cand, cand_err = _group_losses_rows(wa, trial, ha, opts.outlier_clip, opts.clip2_min)
-            if best_loss is None:
-                best_loss, best_idx, best_err = cand, idx, cand_err
-            else:
-                better = cand < best_loss
-                best_loss = np.where(better, cand, best_loss)
-                best_idx = np.where(better, idx, best_idx)
-                best_err = np.where(better[:, None], cand_err, best_err)
-        ka = ka.copy()
-        ka[rows, best_idx] = False
-        return best_loss, best_idx, best_err, ka
 
-    loss1, idx1, err1, keep1 = removal_round(wg, keep, hw_rows, err, rows_all)
-    # Later removals only matter in groups that can still beat the n-th best first removal tau:
-    # a segment of the envelope after the first saves at most loss1 per outlier, one starting at
-    # 0 and longer than 1 at most loss / 2.
+def _removal_round(wg, keep, hw_rows, err, n_clip, clip_min):
+    """One more removal per group of wg [N, 32] (keep: the entries still in, err: their weighted
+    errors in the current fit): among its largest and smallest kept entries (they set the range)
+    and its worst-fitting one, the entry whose removal leaves the lowest loss. Returns the groups'
+    new (loss, removed entry, errors, keep)."""
+    rows = np.arange(wg.shape[0])
+    best_loss = best_idx = best_err = None
+    for idx in (np.where(keep, wg, -np.inf).argmax(axis=1),
+                np.where(keep, wg, np.inf).argmin(axis=1),
+                np.where(keep, err, -1).argmax(axis=1)):
+        trial = keep.copy()
+        trial[rows, idx] = False
+        cand, cand_err = _group_losses_rows(wg, trial, hw_rows, n_clip, clip_min)
+        if best_loss is None:
+            best_loss, best_idx, best_err = cand, idx, cand_err
+        else:
+            better = cand < best_loss
+            best_loss = np.where(better, cand, best_loss)
+            best_idx = np.where(better, idx, best_idx)
+            best_err = np.where(better[:, None], cand_err, best_err)
+    keep = keep.copy()
+    keep[rows, best_idx] = False
+    return best_loss, best_idx, best_err, keep
+
+
+def _promising_groups(loss: np.ndarray, loss1: np.ndarray, n_outliers: int) -> np.ndarray:
+    """Indices of the groups whose later removals can still matter: those that can beat tau, the
+    n-th best first removal (loss - loss1). A segment of the envelope after the first removal
+    saves at most loss1 per outlier, one starting at 0 and longer than 1 at most loss / 2."""
     gain1 = loss - loss1
     tau = np.partition(gain1, gain1.size - n_outliers)[gain1.size - n_outliers] \
         if n_outliers <= gain1.size else 0.0
-    active = np.flatnonzero(np.maximum(loss / 2, loss1) > tau) if rounds > 1 else \
-        np.zeros(0, np.int64)
-    # groups of the envelope: the active ones with all rounds, the others with one removal
-    passive = np.setdiff1d(rows_all, active)
-    rows = np.arange(active.size)
-    wa, ka, ha, ea = wg[active], keep1[active], hw_rows[active], err1[active]
-    losses = [loss[active], loss1[active]]
-    removed = [idx1[active]]
-    for r in range(1, rounds):
-        la, ia, ea, ka = removal_round(wa, ka, ha, ea, rows)
+    return np.flatnonzero(np.maximum(loss / 2, loss1) > tau)
+
+
+def _later_removals(wg, keep1, hw_rows, err1, loss, loss1, idx1, rounds, n_clip, clip_min):
+    """The removal rounds 2..rounds of the groups wg [N, 32] after their first (keep1, err1,
+    loss1, idx1; loss: before any): cum [N, rounds + 1], the cumulative savings C_r of removing a
+    group's first r entries (C_0 = 0), and removed [N, rounds], the entries in removal order."""
+    losses = [loss, loss1]
+    removed = [idx1]
+    ka, ea = keep1, err1
+    for _ in range(1, rounds):
+        la, ia, ea, ka = _removal_round(wg, ka, hw_rows, ea, n_clip, clip_min)
         losses.append(la)
         removed.append(ia)
-    # cumulative savings C_r of removing a group's first r worst entries; removals whose savings
-    # only come together (two large weights that both set the range) count through the upper
-    # concave envelope of C: segments p -> q with savings per outlier (C_q - C_p) / (q - p)
-    cum = np.stack([np.zeros_like(losses[0])] + [losses[0] - losses[r] for r in
-                                                  range(1, len(losses))], axis=1)  # [N, R+1]
+    savings = [losses[0] - losses[r] for r in range(1, len(losses))]
+    cum = np.stack([np.zeros_like(losses[0])] + savings, axis=1)
+    removed = np.stack(removed, axis=1) if wg.shape[0] else np.zeros((0, rounds), np.int64)
+    return cum, removed
+
+
+def _envelope_segments(cum: np.ndarray):
+    """The upper concave envelope of each row of cum [N, R + 1] (cumulative savings, C_0 = 0) as
+    segments p -> q with their savings per outlier (C_q - C_p) / (q - p), so that removals whose
+    savings only come together (two large weights that both set the range) count together.
+    Returns arrays over the envelope steps (step-major, then rows): slope (-inf where a row's
+    envelope has ended), start p, end q and the row."""
+    n, rounds = cum.shape[0], cum.shape[1] - 1
+    rows = np.arange(n)
     segments = [(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))]  # slope, start, end
-    at = np.zeros(active.size, np.int64)
+    at = np.zeros(n, np.int64)
     while True:
         going = at < rounds
         if not going.any():
             break
-        best_slope = np.full(active.size, -np.inf)
+        best_slope = np.full(n, -np.inf)
         best_end = at.copy()
         for q in range(1, rounds + 1):
             ok = going & (q > at)
@@ -387,40 +432,35 @@ def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
             best_end = np.where(better & ok, q, best_end)
         segments.append((np.where(going, best_slope, -np.inf), at.copy(), best_end))
         at = np.where(going, best_end, at)
-    slope = np.concatenate([s_ for s_, _, _ in segments])
-    start = np.concatenate([a_ for _, a_, _ in segments])
-    end = np.concatenate([e_ for _, _, e_ in segments])
-    group = np.tile(active, len(segments) - 1)
-    local = np.tile(rows, len(segments) - 1)
-    # the passive groups: their first removal only
-    slope = np.concatenate([slope, gain1[passive]])
-    start = np.concatenate([start, np.zeros(passive.size, np.int64)])
-    end = np.concatenate([end, np.ones(passive.size, np.int64)])
-    group = np.concatenate([group, passive])
-    local = np.concatenate([local, -1 - passive])  # negative: index into idx1 by group
-    valid = np.isfinite(slope) & (end > start) & (slope > 0)
-    slope, start, end, group, local = (slope[valid], start[valid], end[valid], group[valid],
-                                       local[valid])
-    order = np.argsort(-slope, kind="stable")
-    chosen = np.zeros(m * g * GROUP, bool)
+    return (np.concatenate([s for s, _, _ in segments]),
+            np.concatenate([a for _, a, _ in segments]),
+            np.concatenate([e for _, _, e in segments]),
+            np.tile(rows, len(segments) - 1))
+
+
+def _take_removals(slope, start, end, group, local, idx1, removed, n_outliers: int,
+                   size: int):
+    """(chosen bool [size] over the group entries, count): the removals start..end of the
+    candidate segments by decreasing slope (ties: the earlier candidate) until n_outliers are
+    taken; local >= 0 is the segment's row in removed [N, R], local < 0 a group's first removal
+    idx1[group]."""
+    chosen = np.zeros(size, bool)
     taken = 0
-    removed = np.stack(removed, axis=1) if active.size else np.zeros((0, rounds), np.int64)
-    for i in order:
+    for i in np.argsort(-slope, kind="stable"):
         if taken >= n_outliers:
             break
         for r in range(start[i], min(end[i], start[i] + n_outliers - taken)):
             entry = idx1[group[i]] if local[i] < 0 else removed[local[i], r]
             chosen[group[i] * GROUP + entry] = True
             taken += 1
-    if taken < n_outliers:  # more outliers than the rounds give: the largest remaining errors
-        left = np.where(chosen.reshape(m * g, GROUP) | ~keep0, -1, err0).ravel()
-        need = n_outliers - taken
-        chosen[np.argpartition(left, left.size - need)[left.size - need:]] = True
-    return chosen.reshape(m, g * GROUP)[:, :k2]
+    return chosen, taken
 
 
 def _group_losses_rows(wg, keep, hw_rows, n_clip, clip_min):
-    """_group_losses with per-group column weights hw_rows [N, n]."""
+    """(loss [N], err [N, n]) of 2-bit groups wg [N, n] refitted over their kept entries (float
+    scales from the min-max one down to clip_min of it, n_clip candidates, each with the two
+    integer zeros around the centring one, as _fit2 but without super-scale): the lowest loss
+    sum_j hw_rows_j (w - w')^2 and the weighted squared errors of its fit (all entries)."""
     n_groups, n = wg.shape
     lo, hi = _range_with_zero(wg, keep)
     factors = np.linspace(1.0, clip_min, n_clip, dtype=np.float32) if n_clip > 1 else \
@@ -656,7 +696,8 @@ def quantize_mix_gptq(w: np.ndarray, h: np.ndarray, k4: int, n_outliers: int,
         elif opts.outlier_select in ("greedy", "greedy0"):
             weight2 = col_weight[:k2] if opts.sweep == "2first" else col_weight[k4:]
             start2 = run(None).target[:, :k2] if opts.outlier_select == "greedy" else wp[:, :k2]
-            outlier = _greedy_outliers(start2, weight2, n_outliers, opts)
+            outlier = _greedy_outliers(start2, weight2, n_outliers, max(1, opts.outlier_rounds),
+                                       opts.outlier_clip, opts.clip2_min)
         elif opts.outlier_select == "rtn":
             loss = _rtn_errors(wp[:, :k2], 2) * np.diagonal(hd)[perm[:k2]][None, :]
         else:
