@@ -2,7 +2,9 @@
 # cached in tests/.cache/ (each conversion happens once per checkout), and generated models whose
 # tokenizers are trained here on the repository's text (mixrt.devtools), so that everything but
 # the real-model tests runs without ../shared.
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,16 @@ def require(path: Path) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def tool_module(name: str):
+    """The script tools/<name>.py imported as a module (tools/ is a folder of scripts, not a
+    package), for tests of what a tool does."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered as an import is (dataclasses look it up)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cached_conversion(name: str, make) -> Path:

@@ -1,15 +1,21 @@
 # test_gptq.py: the calibrated mix quantizer (mixrt.quant.gptq) and the calibration that feeds it
 # (mixrt.quant.calibration): GPTQ against round-to-nearest on identity and correlated Hessians,
-# the outlier budget and residuals, the validity of what it returns, and the Hessians captured
+# the outlier budget and residuals, the validity of what it returns (also for the alternatives of
+# tools/ablate_gptq.py, whose default reproduces it bit for bit), and the Hessians captured
 # through the runtime (and the numpy layer stack used for sequential quantization) on the tiny
 # generated model.
 import numpy as np
 import pytest
 
-from mixrt.quant.gptq import (GptqOptions, column_gains, hessian_weighted_error,
-                              mix_permutation, quantize_mix_gptq)
-from mixrt.quant.layouts import dequantize_mix, padded_k2
+from mixrt.quant.gptq import (column_gains, hessian_weighted_error, mix_permutation,
+                              quantize_mix_gptq)
+from mixrt.quant.layouts import dequantize_mix, pack_mix, padded_k2
 from mixrt.quant.rtn import quantize_mix_rtn
+
+from conftest import tool_module
+
+ablate_gptq = tool_module("ablate_gptq")
+VARIANTS, quantize_variant = ablate_gptq.VARIANTS, ablate_gptq.quantize_variant
 
 # [M, K, k4]: square, K not a multiple of 64 (2-bit padding), a partial last 2-bit group,
 # no 4-bit columns, and a 2-bit part longer than one block of 16 groups (two super-scales).
@@ -41,12 +47,12 @@ def test_identity_hessian_matches_or_beats_rtn(m, k, k4):
     w = weights(rng, m, k)
     n_out = m * k // 200
     rtn = quantize_mix_rtn(w, k4, n_out)
-    gptq = quantize_mix_gptq(w, np.eye(k), k4, n_out, select="range")
+    gptq = quantize_variant(w, np.eye(k), k4, n_out, select="range")
     # same strips as the range-chosen ones of round-to-nearest (identity: no act-order)
     np.testing.assert_array_equal(gptq.perm, rtn.perm)
     assert frobenius(w, gptq) <= frobenius(w, rtn) * (1 + 1e-6)
     # the clipping searches only lower the error
-    plain = quantize_mix_gptq(w, np.eye(k), k4, 0, select="range", clip2=1, clip4=1)
+    plain = quantize_variant(w, np.eye(k), k4, 0, select="range", clip2=1, clip4=1)
     assert frobenius(w, plain) >= frobenius(w, gptq)
 
 
@@ -66,16 +72,16 @@ def test_correlated_hessian_lowers_weighted_error(m, k, k4):
     assert 0 < info["error_rel"] < 1
 
 
-@pytest.mark.parametrize("options", [{}, {"sweep": "4first"}, {"order": "natural"},
-                                     {"super_mode": "static"}, {"outlier_select": "rtn"},
-                                     {"clip_weight": "none"}, {"select": "hrange"}])
+@pytest.mark.parametrize("variant", [None, *VARIANTS])
 @pytest.mark.parametrize("m,k,k4", CASES)
-def test_result_is_valid_with_exact_outliers(m, k, k4, options):
+def test_result_is_valid_with_exact_outliers(m, k, k4, variant):
+    """The quantizer (variant None) and each alternative of tools/ablate_gptq.py."""
     rng = np.random.default_rng(7 + k)
     w = weights(rng, m, k)
     h = correlated_hessian(rng, k)
     n_out = m * k // 100 + 1
-    mix = quantize_mix_gptq(w, h, k4, n_out, **options)
+    mix = quantize_mix_gptq(w, h, k4, n_out) if variant is None else \
+        quantize_variant(w, h, k4, n_out, **VARIANTS[variant])
     mix.validate()  # shapes, code ranges, CSR rules, finite values, super-scales > 0
     np.testing.assert_array_equal(np.sort(mix.perm), np.arange(k))
     assert mix.k4 == k4 and mix.q2.shape == (m, k - k4)
@@ -119,13 +125,28 @@ def test_strip_choice_and_gains():
     h2 = h.copy()
     h2[5, 5] *= 10
     assert column_gains(w, h2)[5] == pytest.approx(10 * gains[5])
-    perm = mix_permutation(w, h, 32, select="gain", order="act")
+    perm = mix_permutation(w, h, 32)
     np.testing.assert_array_equal(np.sort(perm[-32:]), np.sort(np.argsort(-gains)[:32]))
     # act-order: decreasing H_jj inside each part
     assert np.all(np.diff(diag[perm[:-32]]) <= 0) and np.all(np.diff(diag[perm[-32:]]) <= 0)
     with pytest.raises(TypeError):
         quantize_mix_gptq(w, h, 32, 0, no_such_option=1)
-    assert GptqOptions().select == "gain"
+    np.testing.assert_array_equal(quantize_mix_gptq(w, h, 32, 0).perm, perm)
+
+
+@pytest.mark.parametrize("m,k,k4", CASES)
+def test_ablation_default_is_the_quantizer(m, k, k4):
+    """tools/ablate_gptq.py rebuilds the quantizer from its steps: without options it gives the
+    same packed parts, so its variants differ from the quantizer only where they say."""
+    rng = np.random.default_rng(20 + k)
+    w = weights(rng, m, k)
+    h = correlated_hessian(rng, k)
+    n_out = m * k // 100 + 1
+    for a, b in zip(pack_mix(quantize_mix_gptq(w, h, k4, n_out)),
+                    pack_mix(quantize_variant(w, h, k4, n_out))):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError, match="sweep: expected one of 2first, 4first, found 'x'"):
+        quantize_variant(w, h, k4, n_out, sweep="x")
 
 
 def test_dead_inputs_and_singular_hessian():

@@ -136,10 +136,9 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                                 "range" if sensitivities is None else "hessian_gain",
                             "mixrt.recipe.clip_search": int(clip_search)})
         if sensitivities is not None:
-            from ..quant.gptq import DEFAULT_OPTIONS
+            from ..quant.gptq import RECIPE
 
-            recipe_keys.update({f"mixrt.recipe.gptq.{field.name}": getattr(DEFAULT_OPTIONS, field.name)
-                                for field in dataclasses.fields(DEFAULT_OPTIONS)})
+            recipe_keys.update({f"mixrt.recipe.gptq.{key}": value for key, value in RECIPE.items()})
     if recipe in ("q8", "q4", "mix"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
                                           storage[name].nnz))

@@ -1,98 +1,51 @@
-# gptq.py: the calibrated mix quantizer (paper v4 plus what measurably helps): Hessian-weighted
-# choice of the 4-bit column strips, act-order permutation, one GPTQ sweep (error feedback through
-# the inverse Hessian, lazy blocked updates) over the 2-bit groups (second-level scales fixed when
-# the sweep reaches their block, Hessian-weighted clipping search) and then the 4-bit strips (q4
-# groups, clipping search), and exactly n_outliers fp16 outliers in the 2-bit columns, chosen
-# before the sweep by the weighted group loss their removal saves and stored as residuals.
-# Also the per-column sensitivities with which the planner (plan.py) spreads 4-bit columns
-# unevenly over the matrices, and the whole-model sequential driver (calibrated_mix). Tested by tests/test_gptq.py.
+# gptq.py: the calibrated mix quantizer (paper v4 plus what measurably helps), one path: the 4-bit
+# column strips chosen by Hessian-weighted gain, act-order permutation, exactly n_outliers fp16
+# outliers in the 2-bit columns chosen first (greedily, by the weighted group loss their removal
+# saves; stored as residuals), then one GPTQ sweep (error feedback through the inverse Hessian,
+# lazy blocked updates) over the 2-bit groups (second-level scale of each block of 16 fixed when
+# the sweep reaches it, Hessian-weighted clipping search) and then the 4-bit strips (q4 groups,
+# clipping search). The alternatives measured against these steps, with their figures, are in
+# tools/ablate_gptq.py. Also the per-column sensitivities with which the planner (plan.py) spreads
+# 4-bit columns unevenly over the matrices, and the whole-model sequential driver (calibrated_mix).
+# Tested by tests/test_gptq.py.
 #
 #   H = hessians[(layer, site)]                        # quant/calibration.py
 #   mix = quantize_mix_gptq(W, H, k4=128, n_outliers=500)
 #   scores = sensitivities(W, H)                       # plan_mix(..., sensitivities=[scores, ...])
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from .layouts import GROUP, SCALE_CODES, SUPER_GROUPS, MixParts, padded_k2
-from .rtn import SUPER_FLOOR, f16_up, group_ranges
+from .rtn import SUPER_FLOOR, f16_up, group_ranges, strip_permutation
 
 MAXQ2 = 3
 MAXQ4 = 15
-# Smallest super-scale (the smallest normal f16): no 2-bit scale decodes to 0 (pitfall 2 of
-# ../shared/docs/METHOD.md).
 
-
-@dataclass(frozen=True)
-class GptqOptions:
-    """Every choice of the calibrated quantizer, with the default measured best on SmolLM2-135M
-    (see the report of this module's tests / the project notes for the figures)."""
-
-    # Dampening added to the Hessian diagonal, relative to its mean (GPTQ's percdamp).
-    damp: float = 0.01
-    # Shrinkage of the Hessian towards its diagonal, (1 - shrink) H + shrink diag(H): a
-    # scale-aware regulariser against the noise of a small calibration set.
-    shrink: float = 0.0
-    # How the k4 4-bit columns are chosen:
-    #   "gain": H_jj x sum_r (e2_rj^2 - e4_rj^2), the weighted error a column saves at 4 bits
-    #           (e2, e4: round-to-nearest 2-bit/4-bit errors of groups of 32 along K) (paper v4)
-    #   "hrange": H_jj x (max_r w_rj - min_r w_rj)^2
-    #   "range": max_r w_rj - min_r w_rj (paper v1-v3, no data needed)
-    select: str = "gain"
-    # Column order inside each part (groups are 32 consecutive columns of the permuted order):
-    #   "act": decreasing H_jj (act-order; free here, the permutation is stored anyway)
-    #   "natural": increasing original index
-    order: str = "act"
-    # Sweep the 2-bit part first ("2first": the 4-bit strips absorb the 2-bit errors last) or
-    # the 4-bit strips first ("4first").
-    sweep: str = "2first"
-    # Columns per lazy update block (whole groups).
-    block: int = 32
-    # Clipping search of the 2-bit groups: clip2 scales from the min-max one down to clip2_min of
-    # it, each with the two integer zeros around the centring one; 1 = plain min-max. (Measured:
-    # the search lowers the Hessian-weighted error by a third; 12 vs 20 candidates: 0.1%.)
-    clip2: int = 12
-    clip2_min: float = 0.45
-    # Clipping search of the 4-bit groups: clip4 range factors down to clip4_min, each with the
-    # range anchored at the min, centred and anchored at the max.
-    clip4: int = 6
-    clip4_min: float = 0.75
-    # Weights of the squared error in the clipping searches: "hinv" (1 / [H^-1 Cholesky]_jj^2,
-    # the exact GPTQ loss of quantizing column j next), "hdiag" (H_jj) or "none".
-    clip_weight: str = "hinv"
-    # When each block of 16 2-bit groups fixes its super-scale S: "lazy" (when the sweep reaches
-    # the block, from the weights updated so far) or "static" (from the original weights).
-    super_mode: str = "lazy"
-    # S = headroom x (largest min-max group scale of the block) / 64: room for the growth of the
-    # later groups of the block under error feedback.
-    super_headroom: float = 1.0
-    # Outlier choice (exactly n_outliers, 2-bit columns only, excluded from the group statistics
-    # of the sweep and stored as residuals):
-    #   "greedy0": the removals that save the most weighted group loss (each group refitted
-    #              without up to outlier_rounds of its entries, see _greedy_outliers), on the
-    #              original weights with the sweep's column weights
-    #   "greedy": the same on the weights as a first sweep (without outliers) reached them
-    #   "gptq": a first sweep; the n largest per-weight losses e_rj^2
-    #   "rtn": the n largest H_jj x round-to-nearest 2-bit errors
-    outlier_select: str = "greedy0"
-    # greedy choice: removals tried per group, and clipping candidates of its refits
-    outlier_rounds: int = 3
-    outlier_clip: int = 4
-
-
-DEFAULT_OPTIONS = GptqOptions()
-
-
-def _options(options: Optional[GptqOptions], overrides: dict) -> GptqOptions:
-    base = options or DEFAULT_OPTIONS
-    known = {f.name for f in fields(GptqOptions)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"unknown GPTQ options: {', '.join(unknown)}")
-    return replace(base, **overrides) if overrides else base
+# The parameters of the one path (the alternatives measured against them: tools/ablate_gptq.py).
+# Dampening added to the Hessian diagonal, relative to its mean (GPTQ's percdamp).
+DAMP = 0.01
+# Columns per lazy update block (whole groups).
+BLOCK = 32
+# Clipping search of the 2-bit groups: CLIP2 scales from the min-max one down to CLIP2_MIN of it,
+# each with the two integer zeros around the centring one. (Measured: the search lowers the
+# Hessian-weighted error by a third; 12 vs 20 candidates: 0.1%.)
+CLIP2 = 12
+CLIP2_MIN = 0.45
+# Clipping search of the 4-bit groups: CLIP4 range factors down to CLIP4_MIN, each with the range
+# anchored at the min, centred and anchored at the max.
+CLIP4 = 6
+CLIP4_MIN = 0.75
+# Greedy outlier choice: removals tried per group, and clipping candidates of its refits.
+OUTLIER_ROUNDS = 3
+OUTLIER_CLIP = 4
+# What mixrt-convert records of this path as mixrt.recipe.gptq.*: the dampening, and the outlier
+# choice by name ("greedy0": greedy, on the original weights).
+RECIPE = {"damp": DAMP, "outlier_select": "greedy0"}
 
 
 def hessian_weighted_error(w: np.ndarray, w_q: np.ndarray, h: np.ndarray) -> float:
@@ -102,13 +55,11 @@ def hessian_weighted_error(w: np.ndarray, w_q: np.ndarray, h: np.ndarray) -> flo
     return float(np.einsum("ij,ij->", d @ h, d))
 
 
-def _damped(h: np.ndarray, damp: float, shrink: float = 0.0) -> np.ndarray:
-    """(1 - shrink) H + shrink diag(H), plus damp x mean(diag H) on the diagonal; dead inputs
-    (H_jj = 0) get 1 on the diagonal and no correlations."""
+def _damped(h: np.ndarray, damp: float) -> np.ndarray:
+    """H plus damp x mean(diag H) on the diagonal; dead inputs (H_jj = 0) get 1 on the diagonal
+    and no correlations."""
     h = np.array(h, np.float64, copy=True)
     diag = np.diagonal(h).copy()
-    if shrink:
-        h *= 1.0 - shrink
     dead = diag <= 0
     diag[dead] = 1.0
     h[dead, :] = 0
@@ -266,54 +217,64 @@ def sensitivities(w: np.ndarray, h: np.ndarray, alpha: float = 1.0) -> np.ndarra
     return column_gains(w, h) / max(energy, 1e-300) ** alpha
 
 
-def column_scores(w: np.ndarray, h: Optional[np.ndarray], select: str) -> np.ndarray:
-    """The score by which the 4-bit columns are chosen (highest first), see GptqOptions.select."""
-    w = np.asarray(w, np.float32)
-    col_range = (w.max(axis=0) - w.min(axis=0)).astype(np.float64)
-    if select == "range" or h is None:
-        return col_range
-    diag = np.clip(np.diagonal(np.asarray(h, np.float64)), 0, None)
-    if select == "hrange":
-        return diag * col_range ** 2
-    if select == "gain":
-        return column_gains(w, h)
-    raise ValueError(f"select: expected gain, hrange or range, found {select!r}")
+def mix_permutation(w: np.ndarray, h: np.ndarray, k4: int) -> np.ndarray:
+    """perm [K]: the K - k4 2-bit columns, then the k4 4-bit columns (those of highest
+    column_gains, ties: the lower index), each part in act order (decreasing H_jj; free here, the
+    permutation is stored anyway)."""
+    perm = strip_permutation(column_gains(w, h), k4)
+    return order_parts(perm, w.shape[1] - k4, np.diagonal(np.asarray(h, np.float64)))
 
 
-def mix_permutation(w: np.ndarray, h: Optional[np.ndarray], k4: int, select: str = "gain",
-                    order: str = "act") -> np.ndarray:
-    """perm [K]: the K - k4 2-bit columns, then the k4 4-bit columns (those of highest score),
-    each part in `order` (GptqOptions.order)."""
-    k = w.shape[1]
-    scores = column_scores(w, h, select)
-    is4 = np.zeros(k, bool)
-    is4[np.argsort(-scores, kind="stable")[:k4]] = True
-    part2, part4 = np.flatnonzero(~is4), np.flatnonzero(is4)
-    if order in ("act", "norm", "hnorm", "range") and (h is not None or order in ("norm", "range")):
-        if order == "act":
-            key = np.diagonal(np.asarray(h, np.float64))
-        elif order == "norm":
-            key = np.sqrt((w.astype(np.float64) ** 2).mean(axis=0))
-        elif order == "range":
-            key = np.abs(w).max(axis=0).astype(np.float64)
-        else:
-            key = np.diagonal(np.asarray(h, np.float64)) * (w.astype(np.float64) ** 2).mean(axis=0)
-        part2 = part2[np.argsort(-key[part2], kind="stable")]
-        part4 = part4[np.argsort(-key[part4], kind="stable")]
-    elif order not in ("act", "natural"):
-        raise ValueError(f"order: expected act, norm, hnorm, range or natural, found {order!r}")
-    return np.concatenate([part2, part4]).astype(np.int64)
+def order_parts(perm: np.ndarray, k2: int, key: np.ndarray) -> np.ndarray:
+    """perm with each of its parts (the first k2 columns, the rest) sorted by decreasing key [K]
+    (stable: ties keep their order)."""
+    part2, part4 = perm[:k2], perm[k2:]
+    return np.concatenate([part2[np.argsort(-key[part2], kind="stable")],
+                           part4[np.argsort(-key[part4], kind="stable")]]).astype(np.int64)
 
 
-def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
-                     opts: GptqOptions) -> np.ndarray:
-    """bool [M, K2]: n_outliers weights of the 2-bit part t [M, K2] (the original weights, or as a
-    first sweep reached them), hw [K2] the column weights of the loss, chosen greedily by the
-    loss each removal saves: every group
-    of 32 is refitted without one more entry up to `outlier_rounds` times (the entry, among its
-    largest, smallest and worst-fitting, whose removal saves most), and the removals with the
-    largest savings per outlier win (upper concave envelope of each group's cumulative savings,
-    so that two range-setting weights count together), taken in order within a group."""
+# ---- outliers -----------------------------------------------------------------------------------
+
+def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int, rounds: int, n_clip: int,
+                     clip_min: float) -> np.ndarray:
+    """bool [M, K2]: n_outliers weights of the 2-bit part t [M, K2] (hw [K2] the column weights of
+    the loss), chosen greedily by the loss each removal saves: every group of 32 is refitted
+    without one more entry up to `rounds` times (the entry, among its largest, smallest and
+    worst-fitting, whose removal saves most; refits with n_clip clipping candidates down to
+    clip_min), and the removals with the largest savings per outlier win (upper concave envelope
+    of each group's cumulative savings, so that two range-setting weights count together), taken
+    in order within a group."""
+    m, k2 = t.shape
+    wg, keep, hw_rows = _outlier_groups(t, hw)
+    loss, err = _group_losses_rows(wg, keep, hw_rows, n_clip, clip_min)
+    loss1, idx1, err1, keep1 = _removal_round(wg, keep, hw_rows, err, n_clip, clip_min)
+    gain1 = loss - loss1
+    # groups of the envelope: the promising ones with all rounds, the others with one removal
+    active = _promising_groups(loss, loss1, n_outliers)
+    passive = np.setdiff1d(np.arange(wg.shape[0]), active)
+    cum, removed = _later_removals(wg[active], keep1[active], hw_rows[active], err1[active],
+                                   loss[active], loss1[active], idx1[active], rounds, n_clip,
+                                   clip_min)
+    slope, start, end, local = _envelope_segments(cum)
+    slope = np.concatenate([slope, gain1[passive]])
+    start = np.concatenate([start, np.zeros(passive.size, np.int64)])
+    end = np.concatenate([end, np.ones(passive.size, np.int64)])
+    group = np.concatenate([active[local], passive])
+    local = np.concatenate([local, -1 - passive])  # negative: index into idx1 by group
+    valid = np.isfinite(slope) & (end > start) & (slope > 0)
+    chosen, taken = _take_removals(slope[valid], start[valid], end[valid], group[valid],
+                                   local[valid], idx1, removed, n_outliers, wg.size)
+    if taken < n_outliers:  # more outliers than the rounds give: the largest remaining errors
+        left = np.where(chosen.reshape(wg.shape) | ~keep, -1, err).ravel()
+        need = n_outliers - taken
+        chosen[np.argpartition(left, left.size - need)[left.size - need:]] = True
+    return chosen.reshape(m, -1)[:, :k2]
+
+
+def _outlier_groups(t: np.ndarray, hw: np.ndarray):
+    """The 2-bit part t [M, K2] as groups [M x G, 32] (zero padding to whole groups), which of
+    their entries are real (bool, same shape) and each group's column weights (hw [K2], float32,
+    0 on the padding)."""
     m, k2 = t.shape
     g = -(-k2 // GROUP)
     pad = g * GROUP - k2
@@ -321,64 +282,76 @@ def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
     keep = np.pad(np.ones((m, k2), bool), ((0, 0), (0, pad))).reshape(m * g, GROUP)
     hwp = np.pad(hw.astype(np.float32), (0, pad)).reshape(g, GROUP)
     hw_rows = np.broadcast_to(hwp[None], (m, g, GROUP)).reshape(m * g, GROUP)
-    rounds = max(1, opts.outlier_rounds)
-    keep0 = keep
-    loss, err = _group_losses_rows(wg, keep, hw_rows, opts.outlier_clip, opts.clip2_min)
-    err0 = err
-    rows_all = np.arange(m * g)
+    return wg, keep, hw_rows
 
-    def removal_round(wa, ka, ha, ea, rows):
-        """One more removal per group: among its largest and smallest kept entries (they set the
-        range) and its worst-fitting one, the entry whose removal leaves the lowest loss."""
-        best_loss = best_idx = best_err = None
-        for idx in (np.where(ka, wa, -np.inf).argmax(axis=1),
-                    np.where(ka, wa, np.inf).argmin(axis=1),
-                    np.where(ka, ea, -1).argmax(axis=1)):
-            trial = ka.copy()
-            trial[rows, idx] = False
-            cand, cand_err = _group_losses_rows(wa, trial, ha, opts.outlier_clip, opts.clip2_min)
-            if best_loss is None:
-                best_loss, best_idx, best_err = cand, idx, cand_err
-            else:
-                better = cand < best_loss
-                best_loss = np.where(better, cand, best_loss)
-                best_idx = np.where(better, idx, best_idx)
-                best_err = np.where(better[:, None], cand_err, best_err)
-        ka = ka.copy()
-        ka[rows, best_idx] = False
-        return best_loss, best_idx, best_err, ka
 
-    loss1, idx1, err1, keep1 = removal_round(wg, keep, hw_rows, err, rows_all)
-    # Later removals only matter in groups that can still beat the n-th best first removal tau:
-    # a segment of the envelope after the first saves at most loss1 per outlier, one starting at
-    # 0 and longer than 1 at most loss / 2.
+def _removal_round(wg, keep, hw_rows, err, n_clip, clip_min):
+    """One more removal per group of wg [N, 32] (keep: the entries still in, err: their weighted
+    errors in the current fit): among its largest and smallest kept entries (they set the range)
+    and its worst-fitting one, the entry whose removal leaves the lowest loss. Returns the groups'
+    new (loss, removed entry, errors, keep)."""
+    rows = np.arange(wg.shape[0])
+    best_loss = best_idx = best_err = None
+    for idx in (np.where(keep, wg, -np.inf).argmax(axis=1),
+                np.where(keep, wg, np.inf).argmin(axis=1),
+                np.where(keep, err, -1).argmax(axis=1)):
+        trial = keep.copy()
+        trial[rows, idx] = False
+        cand, cand_err = _group_losses_rows(wg, trial, hw_rows, n_clip, clip_min)
+        if best_loss is None:
+            best_loss, best_idx, best_err = cand, idx, cand_err
+        else:
+            better = cand < best_loss
+            best_loss = np.where(better, cand, best_loss)
+            best_idx = np.where(better, idx, best_idx)
+            best_err = np.where(better[:, None], cand_err, best_err)
+    keep = keep.copy()
+    keep[rows, best_idx] = False
+    return best_loss, best_idx, best_err, keep
+
+
+def _promising_groups(loss: np.ndarray, loss1: np.ndarray, n_outliers: int) -> np.ndarray:
+    """Indices of the groups whose later removals can still matter: those that can beat tau, the
+    n-th best first removal (loss - loss1). A segment of the envelope after the first removal
+    saves at most loss1 per outlier, one starting at 0 and longer than 1 at most loss / 2."""
     gain1 = loss - loss1
     tau = np.partition(gain1, gain1.size - n_outliers)[gain1.size - n_outliers] \
         if n_outliers <= gain1.size else 0.0
-    active = np.flatnonzero(np.maximum(loss / 2, loss1) > tau) if rounds > 1 else \
-        np.zeros(0, np.int64)
-    # groups of the envelope: the active ones with all rounds, the others with one removal
-    passive = np.setdiff1d(rows_all, active)
-    rows = np.arange(active.size)
-    wa, ka, ha, ea = wg[active], keep1[active], hw_rows[active], err1[active]
-    losses = [loss[active], loss1[active]]
-    removed = [idx1[active]]
-    for r in range(1, rounds):
-        la, ia, ea, ka = removal_round(wa, ka, ha, ea, rows)
+    return np.flatnonzero(np.maximum(loss / 2, loss1) > tau)
+
+
+def _later_removals(wg, keep1, hw_rows, err1, loss, loss1, idx1, rounds, n_clip, clip_min):
+    """The removal rounds 2..rounds of the groups wg [N, 32] after their first (keep1, err1,
+    loss1, idx1; loss: before any): cum [N, rounds + 1], the cumulative savings C_r of removing a
+    group's first r entries (C_0 = 0), and removed [N, rounds], the entries in removal order."""
+    losses = [loss, loss1]
+    removed = [idx1]
+    ka, ea = keep1, err1
+    for _ in range(1, rounds):
+        la, ia, ea, ka = _removal_round(wg, ka, hw_rows, ea, n_clip, clip_min)
         losses.append(la)
         removed.append(ia)
-    # cumulative savings C_r of removing a group's first r worst entries; removals whose savings
-    # only come together (two large weights that both set the range) count through the upper
-    # concave envelope of C: segments p -> q with savings per outlier (C_q - C_p) / (q - p)
-    cum = np.stack([np.zeros_like(losses[0])] + [losses[0] - losses[r] for r in
-                                                  range(1, len(losses))], axis=1)  # [N, R+1]
+    savings = [losses[0] - losses[r] for r in range(1, len(losses))]
+    cum = np.stack([np.zeros_like(losses[0])] + savings, axis=1)
+    removed = np.stack(removed, axis=1) if wg.shape[0] else np.zeros((0, rounds), np.int64)
+    return cum, removed
+
+
+def _envelope_segments(cum: np.ndarray):
+    """The upper concave envelope of each row of cum [N, R + 1] (cumulative savings, C_0 = 0) as
+    segments p -> q with their savings per outlier (C_q - C_p) / (q - p), so that removals whose
+    savings only come together (two large weights that both set the range) count together.
+    Returns arrays over the envelope steps (step-major, then rows): slope (-inf where a row's
+    envelope has ended), start p, end q and the row."""
+    n, rounds = cum.shape[0], cum.shape[1] - 1
+    rows = np.arange(n)
     segments = [(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))]  # slope, start, end
-    at = np.zeros(active.size, np.int64)
+    at = np.zeros(n, np.int64)
     while True:
         going = at < rounds
         if not going.any():
             break
-        best_slope = np.full(active.size, -np.inf)
+        best_slope = np.full(n, -np.inf)
         best_end = at.copy()
         for q in range(1, rounds + 1):
             ok = going & (q > at)
@@ -388,40 +361,35 @@ def _greedy_outliers(t: np.ndarray, hw: np.ndarray, n_outliers: int,
             best_end = np.where(better & ok, q, best_end)
         segments.append((np.where(going, best_slope, -np.inf), at.copy(), best_end))
         at = np.where(going, best_end, at)
-    slope = np.concatenate([s_ for s_, _, _ in segments])
-    start = np.concatenate([a_ for _, a_, _ in segments])
-    end = np.concatenate([e_ for _, _, e_ in segments])
-    group = np.tile(active, len(segments) - 1)
-    local = np.tile(rows, len(segments) - 1)
-    # the passive groups: their first removal only
-    slope = np.concatenate([slope, gain1[passive]])
-    start = np.concatenate([start, np.zeros(passive.size, np.int64)])
-    end = np.concatenate([end, np.ones(passive.size, np.int64)])
-    group = np.concatenate([group, passive])
-    local = np.concatenate([local, -1 - passive])  # negative: index into idx1 by group
-    valid = np.isfinite(slope) & (end > start) & (slope > 0)
-    slope, start, end, group, local = (slope[valid], start[valid], end[valid], group[valid],
-                                       local[valid])
-    order = np.argsort(-slope, kind="stable")
-    chosen = np.zeros(m * g * GROUP, bool)
+    return (np.concatenate([s for s, _, _ in segments]),
+            np.concatenate([a for _, a, _ in segments]),
+            np.concatenate([e for _, _, e in segments]),
+            np.tile(rows, len(segments) - 1))
+
+
+def _take_removals(slope, start, end, group, local, idx1, removed, n_outliers: int,
+                   size: int):
+    """(chosen bool [size] over the group entries, count): the removals start..end of the
+    candidate segments by decreasing slope (ties: the earlier candidate) until n_outliers are
+    taken; local >= 0 is the segment's row in removed [N, R], local < 0 a group's first removal
+    idx1[group]."""
+    chosen = np.zeros(size, bool)
     taken = 0
-    removed = np.stack(removed, axis=1) if active.size else np.zeros((0, rounds), np.int64)
-    for i in order:
+    for i in np.argsort(-slope, kind="stable"):
         if taken >= n_outliers:
             break
         for r in range(start[i], min(end[i], start[i] + n_outliers - taken)):
             entry = idx1[group[i]] if local[i] < 0 else removed[local[i], r]
             chosen[group[i] * GROUP + entry] = True
             taken += 1
-    if taken < n_outliers:  # more outliers than the rounds give: the largest remaining errors
-        left = np.where(chosen.reshape(m * g, GROUP) | ~keep0, -1, err0).ravel()
-        need = n_outliers - taken
-        chosen[np.argpartition(left, left.size - need)[left.size - need:]] = True
-    return chosen.reshape(m, g * GROUP)[:, :k2]
+    return chosen, taken
 
 
 def _group_losses_rows(wg, keep, hw_rows, n_clip, clip_min):
-    """_group_losses with per-group column weights hw_rows [N, n]."""
+    """(loss [N], err [N, n]) of 2-bit groups wg [N, n] refitted over their kept entries (float
+    scales from the min-max one down to clip_min of it, n_clip candidates, each with the two
+    integer zeros around the centring one, as _fit2 but without super-scale): the lowest loss
+    sum_j hw_rows_j (w - w')^2 and the weighted squared errors of its fit (all entries)."""
     n_groups, n = wg.shape
     lo, hi = _range_with_zero(wg, keep)
     factors = np.linspace(1.0, clip_min, n_clip, dtype=np.float32) if n_clip > 1 else \
@@ -454,6 +422,8 @@ def _group_losses_rows(wg, keep, hw_rows, n_clip, clip_min):
 
 @dataclass
 class _Result:
+    """What the sweep decides, in the layouts of MixParts."""
+
     q2: np.ndarray
     code2: np.ndarray
     zero2: np.ndarray
@@ -462,152 +432,155 @@ class _Result:
     scale4: np.ndarray
     min4: np.ndarray
     residual: np.ndarray  # float16 [M, K2]: outlier residuals (0 elsewhere)
-    loss: np.ndarray  # float32 [M, K]: e^2 per weight (sweep order), the GPTQ loss terms
-    target: np.ndarray  # float32 [M, K]: each weight as the sweep reached it (error fed in)
+
+    @classmethod
+    def empty(cls, m: int, k2: int, k4: int) -> _Result:
+        g2 = padded_k2(k2) // GROUP
+        return cls(q2=np.zeros((m, k2), np.uint8), code2=np.zeros((m, g2), np.uint8),
+                   zero2=np.zeros((m, g2), np.uint8),
+                   super2=np.full((m, -(-g2 // SUPER_GROUPS)), SUPER_FLOOR, np.float16),
+                   q4=np.zeros((m, k4), np.uint8), scale4=np.zeros((m, k4 // GROUP), np.float16),
+                   min4=np.zeros((m, k4 // GROUP), np.float16),
+                   residual=np.zeros((m, k2), np.float16))
 
 
-def _super_scales(w2: np.ndarray, keep: Optional[np.ndarray], headroom: float) -> np.ndarray:
-    """f16 [M] super-scale of one block of 2-bit groups w2 [M, n <= 512]: headroom x the largest
-    min-max group scale / 64, rounded up to f16, at least SUPER_FLOOR."""
+def _super_scales(w2: np.ndarray, keep: Optional[np.ndarray]) -> np.ndarray:
+    """f16 [M] super-scale of one block of 2-bit groups w2 [M, n <= 512]: the largest min-max
+    group scale (over the kept entries) / 64, rounded up to f16, at least SUPER_FLOOR."""
     m, n = w2.shape
     g = -(-n // GROUP)
     pad = g * GROUP - n
     wp = np.pad(w2, ((0, 0), (0, pad))).reshape(m, g, GROUP)
     kp = None if keep is None else np.pad(keep, ((0, 0), (0, pad))).reshape(m, g, GROUP)
     lo, hi = _range_with_zero(wp, kp)
-    top = headroom * (hi - lo).max(axis=1) / MAXQ2 / SCALE_CODES
+    top = (hi - lo).max(axis=1) / MAXQ2 / SCALE_CODES
     return np.maximum(f16_up(top), SUPER_FLOOR)
 
 
-def _sweep(wp: np.ndarray, u: np.ndarray, col_weight: np.ndarray, k2: int, sweep: str,
-           outlier: Optional[np.ndarray], static_super: Optional[np.ndarray],
-           opts: GptqOptions) -> _Result:
-    """One GPTQ pass over wp [M, K] (float32, columns in storage order: 2-bit part then 4-bit
-    part). u: upper Cholesky factor of H^-1 and col_weight [K] the clipping-search weights, both
-    in the *sweep* order. outlier: bool [M, K2] of 2-bit weights kept as fp16 residuals (excluded
-    from group statistics). static_super: f16 [M, B2] super-scales fixed in advance, or None to
-    decide each when the sweep reaches its block."""
-    m, k = wp.shape
-    k4 = k - k2
-    g2 = padded_k2(k2) // GROUP
-    b2 = -(-g2 // SUPER_GROUPS)
-    res = _Result(q2=np.zeros((m, k2), np.uint8), code2=np.zeros((m, g2), np.uint8),
-                  zero2=np.zeros((m, g2), np.uint8),
-                  super2=np.full((m, b2), SUPER_FLOOR, np.float16),
-                  q4=np.zeros((m, k4), np.uint8), scale4=np.zeros((m, k4 // GROUP), np.float16),
-                  min4=np.zeros((m, k4 // GROUP), np.float16),
-                  residual=np.zeros((m, k2), np.float16), loss=np.zeros((m, k), np.float32),
-                  target=np.zeros((m, k), np.float32))
-    # the sweep order: storage positions, 2-bit part first or last
-    order = (np.arange(k) if sweep == "2first" else
-             np.concatenate([np.arange(k2, k), np.arange(k2)]))
-    w = np.ascontiguousarray(wp[:, order])  # sweep order
-    diag_u = np.diagonal(u).astype(np.float32)
-    col_weight = np.asarray(col_weight, np.float32)
-    if static_super is not None:
-        res.super2[:] = static_super
+def _groups(k2: int, k4: int) -> list:
+    """(start, end, bits, index in its part) of every group in storage order: the 2-bit groups
+    (the last one partial when k2 is not a multiple of 32), then those of the 4-bit strips."""
+    return ([(g * GROUP, min((g + 1) * GROUP, k2), 2, g) for g in range(-(-k2 // GROUP))]
+            + [(k2 + g * GROUP, k2 + (g + 1) * GROUP, 4, g) for g in range(k4 // GROUP)])
 
-    # segments in sweep order: (start, end, kind, index of the group in its part)
-    segments = []
-    start2 = 0 if sweep == "2first" else k4
-    start4 = k2 if sweep == "2first" else 0
-    for g in range(-(-k2 // GROUP)):
-        segments.append((start2 + g * GROUP, start2 + min((g + 1) * GROUP, k2), 2, g))
-    for g in range(k4 // GROUP):
-        segments.append((start4 + g * GROUP, start4 + (g + 1) * GROUP, 4, g))
-    segments.sort()
-    # lazy blocks: whole segments, at most opts.block columns, a new block at each 2-bit
-    # super-block start (so that its scale sees every update made so far) and at the part change
+
+def _lazy_blocks(groups: list, block: int) -> list:
+    """The groups (in sweep order) cut into lazy update blocks: whole groups, at most `block`
+    columns, a new block at each 2-bit super-block start (so that its scale sees every update made
+    so far) and where the part changes."""
     blocks, current = [], []
-    for seg in segments:
+    for group in groups:
         size = sum(e - s for s, e, _, _ in current)
-        new_super = seg[2] == 2 and seg[3] % SUPER_GROUPS == 0
-        if current and (size + seg[1] - seg[0] > opts.block or new_super
-                        or current[-1][2] != seg[2]):
+        new_super = group[2] == 2 and group[3] % SUPER_GROUPS == 0
+        if current and (size + group[1] - group[0] > block or new_super
+                        or current[-1][2] != group[2]):
             blocks.append(current)
             current = []
-        current.append(seg)
+        current.append(group)
     if current:
         blocks.append(current)
+    return blocks
 
-    keep_all = None if outlier is None else ~outlier
+
+def _round2(res: _Result, outlier: Optional[np.ndarray], j0: int, scale: np.ndarray,
+            zero: np.ndarray):
+    """round_column of a 2-bit group whose first column is j0 of the 2-bit part, with float32
+    scales and zeros [M]: codes clamp(round(w / s) + z, 0, 3) into res.q2; the outliers among
+    them keep the fp16 residual w - w' (res.residual) and so dequantize to w up to its rounding."""
+    def round_column(i: int, col: np.ndarray) -> np.ndarray:
+        j = j0 + i
+        q = np.clip(np.rint(col / scale) + zero, 0, MAXQ2)
+        deq = (q - zero) * scale
+        res.q2[:, j] = q
+        if outlier is not None:
+            rows = np.flatnonzero(outlier[:, j])
+            if rows.size:
+                r16 = (col[rows] - deq[rows]).astype(np.float16)
+                res.residual[rows, j] = r16
+                deq[rows] += r16.astype(np.float32)
+        return deq
+    return round_column
+
+
+def _round4(res: _Result, j0: int, scale: np.ndarray, mn: np.ndarray):
+    """round_column of a 4-bit group whose first column is j0 of the 4-bit part, with f16 scales
+    and mins [M]: codes clamp(round((w - min) / scale), 0, 15) into res.q4 (0 where scale = 0)."""
+    scf, mnf = scale.astype(np.float32), mn.astype(np.float32)
+    safe = np.where(scf > 0, scf, 1.0)
+
+    def round_column(i: int, col: np.ndarray) -> np.ndarray:
+        q = np.where(scf > 0, np.clip(np.rint((col - mnf) / safe), 0, MAXQ4), 0)
+        res.q4[:, j0 + i] = q
+        return q * scf + mnf
+    return round_column
+
+
+def _quantize_group(w1: np.ndarray, e1: np.ndarray, u1: np.ndarray, diag_u: np.ndarray, c0: int,
+                    c1: int, round_column) -> None:
+    """GPTQ's column step over the columns c0..c1 (one group) of a lazy block w1 [M, B]: each
+    column, as the feedback so far has left it, is rounded by round_column(i, col) (i counting
+    from 0 in the group; it stores the codes and returns the dequantized column); its error
+    divided by U_cc goes to e1[:, c] and, through row c of the block's U u1 [B, B], onto the
+    block's later columns. diag_u [B]: the diagonal of u1."""
+    for c in range(c0, c1):
+        col = w1[:, c]
+        err = (col - round_column(c - c0, col)) / diag_u[c]
+        if c + 1 < w1.shape[1]:
+            w1[:, c + 1:] -= err[:, None] * u1[c, c + 1:]
+        e1[:, c] = err
+
+
+def _sweep(wp: np.ndarray, u: np.ndarray, col_weight: np.ndarray, k2: int,
+           outlier: Optional[np.ndarray]) -> _Result:
+    """One GPTQ pass over wp [M, K] (float32, columns in storage order: the 2-bit part, then the
+    4-bit strips), u the upper Cholesky factor of H^-1 and col_weight [K] the clipping-search
+    weights, both in that order. outlier: bool [M, K2] of 2-bit weights kept as fp16 residuals
+    (excluded from group statistics), or None. Each block of 16 2-bit groups fixes its
+    super-scale when the sweep reaches it, from the weights as updated so far."""
+    m, k = wp.shape
+    res = _Result.empty(m, k2, k - k2)
+    w = np.array(wp, np.float32, order="C")
+    keep = None if outlier is None else ~outlier
     u32 = u.astype(np.float32)
-    for block in blocks:
+    diag_u = np.diagonal(u).astype(np.float32)
+    col_weight = np.asarray(col_weight, np.float32)
+    for block in _lazy_blocks(_groups(k2, k - k2), BLOCK):
         b0, b1 = block[0][0], block[-1][1]
+        if block[0][2] == 2 and block[0][3] % SUPER_GROUPS == 0:
+            end = min(b0 + SUPER_GROUPS * GROUP, k2)
+            res.super2[:, block[0][3] // SUPER_GROUPS] = _super_scales(
+                w[:, b0:end], None if keep is None else keep[:, b0:end])
         w1 = w[:, b0:b1].copy()
         e1 = np.zeros_like(w1)
-        u1 = u32[b0:b1, b0:b1]
-        for s0, s1, kind, gi in block:
-            j0 = s0 - start2 if kind == 2 else s0 - start4  # position in its part
-            if kind == 2:
-                keep = None if keep_all is None else keep_all[:, j0:j0 + s1 - s0]
-                if keep is not None and keep.all():
-                    keep = None
-                if gi % SUPER_GROUPS == 0 and opts.super_mode == "lazy":
-                    end = min(s0 + SUPER_GROUPS * GROUP, start2 + k2)
-                    span = np.concatenate([w1[:, s0 - b0:], w[:, b1:end]], axis=1) \
-                        if end > b1 else w1[:, s0 - b0:end - b0]
-                    keep_span = None if keep_all is None else keep_all[:, j0:j0 + end - s0]
-                    res.super2[:, gi // SUPER_GROUPS] = _super_scales(span, keep_span,
-                                                                      opts.super_headroom)
-                sup = res.super2[:, gi // SUPER_GROUPS].astype(np.float32)
-                code, zero = _fit2(w1[:, s0 - b0:s1 - b0], keep, col_weight[s0:s1], sup,
-                                   opts.clip2, opts.clip2_min)
-                res.code2[:, gi], res.zero2[:, gi] = code, zero
-                scale = ((code.astype(np.float32) + 1) * sup).astype(np.float32)
-                zf = zero.astype(np.float32)
+        for s0, s1, bits, g in block:
+            wg, hw = w1[:, s0 - b0:s1 - b0], col_weight[s0:s1]
+            if bits == 2:
+                sup = res.super2[:, g // SUPER_GROUPS].astype(np.float32)
+                kg = None if keep is None or keep[:, s0:s1].all() else keep[:, s0:s1]
+                code, zero = _fit2(wg, kg, hw, sup, CLIP2, CLIP2_MIN)
+                res.code2[:, g], res.zero2[:, g] = code, zero
+                round_column = _round2(res, outlier, s0, ((code.astype(np.float32) + 1) * sup
+                                                          ).astype(np.float32),
+                                       zero.astype(np.float32))
             else:
-                sc, mn = _fit4(w1[:, s0 - b0:s1 - b0], col_weight[s0:s1], opts.clip4,
-                               opts.clip4_min)
-                res.scale4[:, gi], res.min4[:, gi] = sc, mn
-                scf, mnf = sc.astype(np.float32), mn.astype(np.float32)
-                safe = np.where(scf > 0, scf, 1.0)
-            for i in range(s0, s1):
-                c = i - b0
-                col = w1[:, c]
-                j = j0 + i - s0
-                if kind == 2:
-                    q = np.clip(np.rint(col / scale) + zf, 0, MAXQ2)
-                    deq = (q - zf) * scale
-                    res.q2[:, j] = q
-                    if outlier is not None:
-                        rows = np.flatnonzero(outlier[:, j])
-                        if rows.size:
-                            r16 = (col[rows] - deq[rows]).astype(np.float16)
-                            res.residual[rows, j] = r16
-                            deq[rows] += r16.astype(np.float32)
-                else:
-                    q = np.where(scf > 0, np.clip(np.rint((col - mnf) / safe), 0, MAXQ4), 0)
-                    deq = q * scf + mnf
-                    res.q4[:, j] = q
-                err = (col - deq) / diag_u[i]
-                res.loss[:, i] = err * err
-                res.target[:, i] = col
-                if c + 1 < b1 - b0:
-                    w1[:, c + 1:] -= err[:, None] * u1[c, c + 1:]
-                e1[:, c] = err
+                res.scale4[:, g], res.min4[:, g] = _fit4(wg, hw, CLIP4, CLIP4_MIN)
+                round_column = _round4(res, s0 - k2, res.scale4[:, g], res.min4[:, g])
+            _quantize_group(w1, e1, u32[b0:b1, b0:b1], diag_u[b0:b1], s0 - b0, s1 - b0,
+                            round_column)
         if b1 < k:
             w[:, b1:] -= e1 @ u32[b0:b1, b1:]
-    # loss back to storage order
-    for name in ("loss", "target"):
-        back = np.empty_like(getattr(res, name))
-        back[:, order] = getattr(res, name)
-        setattr(res, name, back)
     return res
 
 
+# ---- the quantizer ------------------------------------------------------------------------------
+
 def quantize_mix_gptq(w: np.ndarray, h: np.ndarray, k4: int, n_outliers: int,
-                      options: Optional[GptqOptions] = None, info: Optional[dict] = None,
-                      **overrides) -> MixParts:
+                      info: Optional[dict] = None) -> MixParts:
     """W [M, K] float32 and H [K, K] (the mean x x^T of the layer's inputs) -> MixParts with k4
     4-bit columns (a multiple of 32) and exactly n_outliers fp16 outliers, all in 2-bit columns,
-    stored as residuals w - dequantized(w). options / keyword overrides: GptqOptions. info, if
-    given, receives the Hessian-weighted error ('error', and 'error_rel' relative to tr(W H W^T))
-    and the seconds taken."""
-    import time
-
+    stored as residuals w - dequantized(w). info, if given, receives the Hessian-weighted error
+    ('error', and 'error_rel' relative to tr(W H W^T)) and the seconds taken."""
     start = time.perf_counter()
-    opts = _options(options, overrides)
     w = np.asarray(w, np.float32)
     m, k = w.shape
     h = np.asarray(h, np.float64)
@@ -619,80 +592,43 @@ def quantize_mix_gptq(w: np.ndarray, h: np.ndarray, k4: int, n_outliers: int,
     if not 0 <= n_outliers <= m * k2:
         raise ValueError(f"n_outliers: expected 0..{m * k2} (the 2-bit weights), found "
                          f"{n_outliers}")
-    if opts.sweep not in ("2first", "4first"):
-        raise ValueError(f"sweep: expected 2first or 4first, found {opts.sweep!r}")
-    if opts.super_mode not in ("lazy", "static"):
-        raise ValueError(f"super_mode: expected lazy or static, found {opts.super_mode!r}")
 
-    perm = mix_permutation(w, h, k4, opts.select, opts.order)
-    hd = _damped(h, opts.damp, opts.shrink)
-    order = perm if opts.sweep == "2first" else np.concatenate([perm[k2:], perm[:k2]])
-    u = _inverse_cholesky(hd[np.ix_(order, order)])
-    if opts.clip_weight == "hinv":
-        col_weight = 1.0 / np.diagonal(u) ** 2
-    elif opts.clip_weight == "hdiag":
-        col_weight = np.diagonal(hd)[order]
-    elif opts.clip_weight == "none":
-        col_weight = np.ones(k)
-    else:
-        raise ValueError(f"clip_weight: expected hinv, hdiag or none, found {opts.clip_weight!r}")
+    perm = mix_permutation(w, h, k4)
+    u = _inverse_cholesky(_damped(h, DAMP)[np.ix_(perm, perm)])
+    # the exact GPTQ loss weight of quantizing column j next
+    col_weight = 1.0 / np.diagonal(u) ** 2
     wp = w[:, perm]
-
-    def run(outlier):
-        static = None
-        if opts.super_mode == "static":
-            keep = None if outlier is None else ~outlier
-            static = np.stack([_super_scales(wp[:, b:min(b + SUPER_GROUPS * GROUP, k2)],
-                                             None if keep is None else
-                                             keep[:, b:min(b + SUPER_GROUPS * GROUP, k2)],
-                                             opts.super_headroom)
-                               for b in range(0, k2, SUPER_GROUPS * GROUP)], axis=1) \
-                if k2 else None
-        return _sweep(wp, u, col_weight, k2, opts.sweep, outlier, static, opts)
-
-    outlier = None
-    if n_outliers:
-        if opts.outlier_select == "gptq":
-            loss = run(None).loss[:, :k2]
-        elif opts.outlier_select in ("greedy", "greedy0"):
-            weight2 = col_weight[:k2] if opts.sweep == "2first" else col_weight[k4:]
-            start2 = run(None).target[:, :k2] if opts.outlier_select == "greedy" else wp[:, :k2]
-            outlier = _greedy_outliers(start2, weight2, n_outliers, opts)
-        elif opts.outlier_select == "rtn":
-            loss = _rtn_errors(wp[:, :k2], 2) * np.diagonal(hd)[perm[:k2]][None, :]
-        else:
-            raise ValueError(f"outlier_select: expected greedy0, greedy, gptq or rtn, found "
-                             f"{opts.outlier_select!r}")
-        if outlier is None:
-            flat = np.argpartition(loss.ravel(), loss.size - n_outliers)[loss.size - n_outliers:]
-            outlier = np.zeros((m, k2), bool)
-            outlier.ravel()[flat] = True
-    res = run(outlier)
-
-    rows, pos = (np.nonzero(outlier) if outlier is not None
-                 else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-    cols = perm[pos]
-    vals = res.residual[rows, pos]
-    sort = np.lexsort((cols, rows))
-    mix = MixParts(perm=perm, q2=res.q2, scale_code2=res.code2, zero2=res.zero2,
-                   super2=res.super2, q4=res.q4, scale4=res.scale4, min4=res.min4,
-                   row_ptr=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))]
-                                          ).astype(np.uint32),
-                   cols=cols[sort].astype(np.uint16), vals=vals[sort].astype(np.float16))
+    outlier = _greedy_outliers(wp[:, :k2], col_weight[:k2], n_outliers, OUTLIER_ROUNDS,
+                               OUTLIER_CLIP, CLIP2_MIN) if n_outliers else None
+    mix = mix_parts(perm, _sweep(wp, u, col_weight, k2, outlier), outlier)
     if info is not None:
         from .layouts import dequantize_mix
 
-        w_q = dequantize_mix(mix)
-        err = hessian_weighted_error(w, w_q, h)
+        err = hessian_weighted_error(w, dequantize_mix(mix), h)
         info.update(error=err, error_rel=err / max(hessian_weighted_error(w, 0 * w, h), 1e-300),
                     seconds=time.perf_counter() - start)
     return mix
 
 
+def mix_parts(perm: np.ndarray, res: _Result, outlier: Optional[np.ndarray]) -> MixParts:
+    """MixParts of a sweep's result: the outliers (bool [M, K2], or None) as CSR rows with their
+    columns in original indices, sorted."""
+    m = res.q2.shape[0]
+    rows, pos = (np.nonzero(outlier) if outlier is not None
+                 else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    cols = perm[pos]
+    vals = res.residual[rows, pos]
+    sort = np.lexsort((cols, rows))
+    return MixParts(perm=perm, q2=res.q2, scale_code2=res.code2, zero2=res.zero2,
+                    super2=res.super2, q4=res.q4, scale4=res.scale4, min4=res.min4,
+                    row_ptr=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))]
+                                           ).astype(np.uint32),
+                    cols=cols[sort].astype(np.uint16), vals=vals[sort].astype(np.float16))
+
+
 # ---- whole models -------------------------------------------------------------------------------
 
-def calibrated_mix(hparams: dict, load, windows: list, storage: dict,
-                   sequential: bool = True, options: Optional[GptqOptions] = None,
+def calibrated_mix(hparams: dict, load, windows: list, storage: dict, sequential: bool = True,
                    progress: bool = False, report: Optional[dict] = None,
                    pack: bool = False) -> dict:
     """Quantizes every decoder linear weight named in `storage` (name -> (k4, n_outliers), e.g.
@@ -703,10 +639,8 @@ def calibrated_mix(hparams: dict, load, windows: list, storage: dict,
     calibrated on the outputs of the already quantized layers before it (measured slightly better
     than collect_hessians' Hessians of the unquantized model, and needs no model file). Returns
     name -> MixParts (pack=True: their packed parts, pack_mix, so that a large model's results
-    take no more memory than its file); report, if given, receives per-tensor 'errors' (relative Hessian-weighted
-    error), 'seconds' and 'n_tokens'."""
-    import time
-
+    take no more memory than its file); report, if given, receives per-tensor 'errors' (relative
+    Hessian-weighted error), 'seconds' and 'n_tokens'."""
     from .calibration import run_layer_stack
     from .layouts import dequantize_mix, pack_mix
 
@@ -719,7 +653,7 @@ def calibrated_mix(hparams: dict, load, windows: list, storage: dict,
             return w
         k4, n_outliers = storage[name]
         info = {} if report is not None else None
-        mix = quantize_mix_gptq(w, h, int(k4), int(n_outliers), options=options, info=info)
+        mix = quantize_mix_gptq(w, h, int(k4), int(n_outliers), info=info)
         out[name] = pack_mix(mix) if pack else mix
         if info is not None:
             errors[name] = info["error_rel"]
