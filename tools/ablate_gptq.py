@@ -19,9 +19,9 @@
 # tokens of the wikitext calibration half, their uniform 2.9-bit plan; 2-core Intel Xeon,
 # 2026-12-05). "before": the project's history: (a) gptq.py's option comments (commit af16eba),
 # (b) the prototype table of ../shared/docs/BENCHMARKS.md (perplexity at 2.5 code bits, 2-bit
-# groups of 16). The first calibrated conversions (4096 tokens, closing note of issue 3's first session) moved the
-# perplexity ratio between 1.88 and 2.2 with strip allocation, outlier selection, dampening and
-# sequential calibration, without figures per option. Perplexity of the variants: not
+# groups of 16). The first calibrated conversions (4096 tokens, issue 3's first closing note)
+# moved the perplexity ratio between 1.88 and 2.2 with strip allocation, outlier selection,
+# dampening and sequential calibration, without figures per option. Perplexity of the variants: not
 # re-measured (--convert/--text does it).
 #
 #   variant             what it changes                                 before       now
