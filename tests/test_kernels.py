@@ -1,24 +1,59 @@
-# test_kernels.py: every fast CPU kernel against its scalar twin on the same data, and both against
-# a float64 numpy product. Shapes include the real model's K (576, 1536), odd K and M, and batches
-# of 1 (decode) to 70 (prefill, crossing the 64-token block).
+# test_kernels.py: the kernel ladder (which table the CPU gets, MIXRT_CPU_KERNELS), and every fast
+# float/attention kernel against its scalar twin on the same data, and both against a float64 numpy
+# product. Shapes include the real model's K (576, 1536), odd K and M, and batches of 1 (decode) to
+# 70 (prefill, crossing the 64-token block). The quantized kernels: tests/test_quant_kernels.py.
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from mixrt import _internal
 
-HAS_AVX2 = _internal.best_kernels() == "avx2"
-IMPLS = ["scalar"] + (["avx2"] if HAS_AVX2 else [])
+IMPLS = _internal.available_kernels()
+HAS_AVX2 = "avx2" in IMPLS
 SHAPES = [(1, 1, 1), (1, 7, 5), (1, 576, 576), (3, 192, 576), (5, 1536, 576), (1, 576, 1536), (70, 37, 1536),
           (2, 13, 577)]
 
 
-def test_the_machine_uses_the_avx2_kernels():
-    # This project's development and CI machines have AVX2/FMA/F16C: the fast path must be active.
-    import subprocess
+def cpu_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        line = next((l for l in f if l.startswith("flags")), "flags :")
+    return set(line.split(":", 1)[1].split())
 
-    flags = subprocess.run(["grep", "-m1", "-o", "avx2", "/proc/cpuinfo"], capture_output=True, text=True).stdout
-    if "avx2" in flags:
-        assert _internal.best_kernels() == "avx2"
+
+def test_the_machine_uses_its_highest_kernel_table():
+    # This project's machines have AVX2/FMA/F16C, some also AVX-512 VNNI: the best path must be active.
+    flags = cpu_flags()
+    expected = ["scalar"]
+    if {"avx2", "fma", "f16c"} <= flags:
+        expected.append("avx2")
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+            expected.append("avx512")
+    assert IMPLS == expected
+    if "MIXRT_CPU_KERNELS" not in os.environ:
+        assert _internal.best_kernels() == expected[-1]
+
+
+def best_kernels_with(value: str) -> subprocess.CompletedProcess:
+    code = "from mixrt import _internal; print(_internal.best_kernels())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, MIXRT_CPU_KERNELS=value))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_environment_forces_a_kernel_table(impl):
+    result = best_kernels_with(impl)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == impl
+
+
+def test_environment_naming_an_unavailable_table_is_refused():
+    result = best_kernels_with("avx1024")
+    assert result.returncode != 0
+    assert "MIXRT_CPU_KERNELS is 'avx1024', expected one of the kernel tables this CPU can run: " + ", ".join(IMPLS) \
+        in result.stderr
 
 
 def products(W, x):
@@ -54,7 +89,7 @@ def test_matmul_matches_float64(impl, dtype, n, M, K):
 @pytest.mark.skipif(not HAS_AVX2, reason="no AVX2 on this CPU: only the scalar kernels exist")
 @pytest.mark.parametrize("n,M,K", SHAPES)
 @pytest.mark.parametrize("dtype", ["f32", "f16"])
-def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):
+def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):  # the avx512 table uses these too
     rng = np.random.default_rng(7 + n + M + K)
     W = rng.standard_normal((M, K)).astype(np.float32)
     x = rng.standard_normal((n, K)).astype(np.float32)

@@ -1,16 +1,19 @@
 # test_quant_kernels.py: the C++ side of the quantized dtypes on the same packed bytes as the numpy
 # reference (python/mixrt/quant/layouts.py): the C++ reference decode equals the numpy decode bit
 # for bit; the input rounding x -> x^ (8-bit groups of 32, cpu/quantized_input.h) is within half a
-# step of x; every kernel (scalar and AVX2) equals the dequantized W times x^ in fp32 accuracy, and
-# the AVX2 kernels equal their scalar twins. Random codes cover padding (K not a multiple of
-# 32/64), K4 = 0, outliers, token tiles, the real widths 576, 1536, 11008 and M not a multiple of 8.
+# step of x; every kernel table the machine can run (scalar, avx2, avx512: their fast kernels read
+# the row tiles repacked from these bytes) equals the dequantized W times x^ in fp32 accuracy, and
+# each fast table equals its scalar twin. Random codes cover padding (K not a multiple of 32/64),
+# K4 = 0, outliers, token tiles (1 to 17 tokens: whole and partial tiles of 2 and 4, the 16-token
+# block), the real widths 576, 1536, 11008 and M not a multiple of the 16-row tile.
 import numpy as np
 import pytest
 
 from mixrt import _internal
 from mixrt.quant import layouts
 
-IMPLS = ["scalar"] + (["avx2"] if _internal.best_kernels() == "avx2" else [])
+IMPLS = _internal.available_kernels()
+FAST = [impl for impl in IMPLS if impl != "scalar"]
 SHAPES = [(5, 576), (7, 1536), (3, 577), (16, 64), (4, 32), (9, 100), (2, 1), (11, 11008)]
 
 
@@ -133,13 +136,14 @@ def test_kernel_equals_dequantized_product(impl, n, dtype, m, k, k4):
     assert np.all(err <= bound)
 
 
-@pytest.mark.skipif("avx2" not in IMPLS, reason="no AVX2 on this CPU: only the scalar kernels exist")
-@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.skipif(not FAST, reason="no AVX2 on this CPU: only the scalar kernels exist")
+@pytest.mark.parametrize("impl", FAST)
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 17])
 @pytest.mark.parametrize("dtype,m,k,k4", list(cases()))
-def test_avx2_kernel_matches_scalar_twin(n, dtype, m, k, k4):
+def test_fast_kernel_matches_scalar_twin(impl, n, dtype, m, k, k4):
     parts = packed(dtype, m, k, k4, seed=7 * m + k + k4)
     x = np.random.default_rng(n + k).standard_normal((n, k)).astype(np.float32)
-    fast, xhat_fast = _internal.kernel_matmul_quant("avx2", dtype, parts, m, k, x)
+    fast, xhat_fast = _internal.kernel_matmul_quant(impl, dtype, parts, m, k, x)
     ref, xhat_ref = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
     np.testing.assert_array_equal(xhat_fast, xhat_ref)  # the same rounded input
     # Both are within (K + 8) * 2^-24 * sum |term| of the exact W x^, so within twice that apart.

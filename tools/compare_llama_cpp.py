@@ -175,9 +175,11 @@ def main(argv=None) -> int:
                      "decode_tokens_per_s": statistics.median(decode_rates[name]),
                      "decode_min": min(decode_rates[name]), "decode_max": max(decode_rates[name])})
     by = {r["runtime"]: r for r in rows}
-    print(f"CPU: {cpu_name()}; {args.threads} threads; prompt {args.p} tokens, decode {args.n} tokens after 32; "
+    print(f"CPU: {cpu_description()}; mixrt kernels: {mixrt_kernels()}; {args.threads} threads; "
+          f"prompt {args.p} tokens, decode {args.n} tokens after 32; "
           f"median of {args.repeats} interleaved repeats; load average {load_before:.2f} -> {load_after:.2f}")
     print("command: python " + " ".join([sys.argv[0], *map(str, argv if argv is not None else sys.argv[1:])]))
+    print(f"llama.cpp {llama_cpp_version()} system info: {llama_cpp_system_info()}")
     print(f"llama.cpp files made in {prep_s:.0f} s (F16 GGUF written with the gguf package, then llama_model_quantize)")
     print(f"\n| runtime | file MB | prompt tok/s | decode tok/s (min-max) | decode vs {ref} | decode vs mixrt f16 |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -193,10 +195,29 @@ def main(argv=None) -> int:
     return 0
 
 
-def cpu_name() -> str:
-    from mixrt.cli import cpu_name as name
+def cpu_description() -> str:
+    from mixrt.cli import cpu_description as describe
 
-    return name()
+    return describe()
+
+
+def mixrt_kernels() -> str:
+    from mixrt import _internal
+
+    return _internal.best_kernels()
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
+
+
+def llama_cpp_system_info() -> str:
+    """What llama.cpp was built with and uses on this CPU (its llama_print_system_info)."""
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode().strip()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -46,17 +45,6 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
     return cmd
 
 
-def cpu_description() -> str:
-    """The CPU's model name and its vector extensions that the kernels care about."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    lines = info.splitlines()
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                platform.processor() or platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
-
-
 def text_name(path: str) -> str:
     """A text's name in the table: its directory and file name (input.txt alone says little)."""
     return f"{Path(path).parent.name}/{Path(path).name}"
@@ -83,6 +71,8 @@ def main() -> int:
     p.add_argument("--convert-arg", action="append", default=[], help="extra mixrt-convert argument")
     args = p.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    from mixrt.cli import cpu_description
+
     machine = f"{cpu_description()}, {args.threads} threads"
     print(f"machine: {machine}; perplexity: first {args.tokens} tokens, windows of {args.ctx}, no BOS",
           flush=True)

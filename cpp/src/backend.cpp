@@ -2,6 +2,7 @@
 #include "backend.h"
 
 #include "cpu/context.h"
+#include "cpu/cpu_model.h"
 #include "error.h"
 
 namespace mixrt {
@@ -10,14 +11,15 @@ namespace {
 
 class CpuModel : public PreparedModel {
 public:
-    explicit CpuModel(const LlamaModel &model) : model_(model) {}
+    explicit CpuModel(const LlamaModel &model) : model_(model), weights_(model) {}
     mixrt_backend backend() const override { return MIXRT_BACKEND_CPU; }
     std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads) const override {
-        return std::make_unique<Context>(model_, n_ctx, n_threads);
+        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads);
     }
 
 private:
     const LlamaModel &model_;
+    const CpuWeights weights_;
 };
 
 }  // namespace

@@ -1,8 +1,8 @@
 // backend.h: the seam between the core and its backends, and the one place that knows which
-// backends this build has. A backend prepares a loaded model once (the CPU needs nothing; CUDA
-// uploads the weights) and then makes inference contexts (Engines) over it. The CUDA backend
-// (cuda/) defines the functions of namespace mixrt::cuda declared here; a build without it never
-// references them.
+// backends this build has. A backend prepares a loaded model once (the CPU repacks the quantized
+// weights into its row tiles, cpu/cpu_model.h; CUDA uploads the weights) and then makes inference
+// contexts (Engines) over it. The CUDA backend (cuda/) defines the functions of namespace
+// mixrt::cuda declared here; a build without it never references them.
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_model.h"
 #include "cpu/kernels.h"
 #include "cpu/quantized_input.h"
 #include "cpu/speed_probe.h"
@@ -46,12 +47,8 @@ auto raising_mixrt_error(F &&f) -> decltype(f()) {
 }
 
 const mixrt::CpuKernels &kernel_table(const std::string &impl) {
-    if (impl == "scalar") return mixrt::scalar_kernels();
-    if (impl == "avx2") {
-        if (!mixrt::avx2_kernels()) throw nb::value_error("the avx2 kernels are not available on this CPU/build");
-        return *mixrt::avx2_kernels();
-    }
-    throw nb::value_error(("unknown kernel table '" + impl + "', expected scalar or avx2").c_str());
+    if (const mixrt::CpuKernels *k = mixrt::kernels_named(impl)) return *k;
+    throw nb::value_error(("kernel table '" + impl + "' is unknown or not available on this CPU/build").c_str());
 }
 
 using FloatMatrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
@@ -128,23 +125,23 @@ nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype,
     auto result = new_matrix(n, M, &out);
     auto rounded = new_matrix(n, K, &xhat);
     std::memcpy(xhat, xq.xhat, sizeof(float) * n * K);
-    if (w.dtype == mixrt::DType::q8) k.matmul_q8(w, xq, out, n, 0, M);
-    else if (w.dtype == mixrt::DType::q4) k.matmul_q4(w, xq, out, n, 0, M);
-    else k.matmul_mix(w, xq, out, n, 0, M);
+    const mixrt::TiledMatrix tiled(w);
+    if (w.dtype == mixrt::DType::q8) k.matmul_q8(tiled, xq, out, n, 0, M);
+    else if (w.dtype == mixrt::DType::q4) k.matmul_q4(tiled, xq, out, n, 0, M);
+    else k.matmul_mix(tiled, xq, out, n, 0, M);
     return nb::make_tuple(result, rounded);
 }
 
-// The weight called `name` (FORMAT.md 4.1) of a loaded model.
-const mixrt::Weight &weight_by_name(const mixrt::LlamaModel &m, const std::string &name) {
-    if (name == "token_embd.weight") return m.token_embd();
-    if (name == "output.weight") return m.output();
+// The matrix called `name` (FORMAT.md 4.1) of a model prepared for the CPU.
+const mixrt::TiledMatrix &weight_by_name(const mixrt::CpuWeights &m, const std::string &name) {
+    if (name == "output.weight") return m.output;  // the tied token embedding too
     const std::string prefix = "blk.";
     if (name.compare(0, prefix.size(), prefix) == 0) {
         const size_t dot = name.find('.', prefix.size());
         const int layer = std::stoi(name.substr(prefix.size(), dot - prefix.size()));
         const std::string role = name.substr(dot + 1);
-        if (layer >= 0 && size_t(layer) < m.layers().size()) {
-            const mixrt::LayerWeights &l = m.layers()[layer];
+        if (layer >= 0 && size_t(layer) < m.layers.size()) {
+            const mixrt::LayerOf<mixrt::TiledMatrix> &l = m.layers[layer];
             for (const auto &[n, w] : {std::pair{"attn_q.weight", &l.attn_q}, {"attn_k.weight", &l.attn_k},
                                       {"attn_v.weight", &l.attn_v}, {"attn_output.weight", &l.attn_output},
                                       {"ffn_gate.weight", &l.ffn_gate}, {"ffn_up.weight", &l.ffn_up},
@@ -160,9 +157,10 @@ const mixrt::Weight &weight_by_name(const mixrt::LlamaModel &m, const std::strin
 std::vector<std::vector<double>> time_gemv(const std::string &path, const std::vector<std::vector<std::string>> &groups,
                                            int threads, int n, int reps) {
     const mixrt::LlamaModel model = raising_mixrt_error([&] { return mixrt::LlamaModel(path); });
-    std::vector<std::vector<const mixrt::Weight *>> weights(groups.size());
+    const mixrt::CpuWeights cpu = raising_mixrt_error([&] { return mixrt::CpuWeights(model); });
+    std::vector<std::vector<const mixrt::TiledMatrix *>> weights(groups.size());
     for (size_t g = 0; g < groups.size(); ++g)
-        for (const std::string &name : groups[g]) weights[g].push_back(&weight_by_name(model, name));
+        for (const std::string &name : groups[g]) weights[g].push_back(&weight_by_name(cpu, name));
     nb::gil_scoped_release release;
     std::vector<std::vector<double>> seconds;
     for (const auto &group : weights) seconds.push_back(mixrt::time_matmuls(group, threads, n, reps));
@@ -321,7 +319,8 @@ NB_MODULE(_internal, m) {
     register_gemv_hooks(m);
     register_cuda_op_hooks(m);
 #endif
-    m.def("best_kernels", [] { return std::string(mixrt::best_kernels().name); });
+    m.def("best_kernels", [] { return raising_mixrt_error([] { return std::string(mixrt::best_kernels().name); }); });
+    m.def("available_kernels", &mixrt::available_kernels);
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
     m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a);

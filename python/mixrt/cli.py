@@ -204,16 +204,28 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+# The CPU flags that decide which kernel table runs (cpu/kernels.cpp) or that peers use.
+KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_info() -> tuple:
+    """(the CPU's model name, those of its flags in KERNEL_FLAGS)."""
     import platform
 
-    return platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return name, [f for f in KERNEL_FLAGS if f in flags]
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its kernel-relevant flags, e.g. "Intel(R) Xeon(R) (avx2, fma, ...)"."""
+    name, flags = cpu_info()
+    return f"{name} ({', '.join(flags) or 'no AVX2'})"
 
 
 def weight_bytes_per_token(tensors: list) -> int:
@@ -238,7 +250,8 @@ READ_BUFFER_BYTES = 1 << 29  # 512 MiB: far beyond any last-level cache
 
 def gemv_rows(model, reps: int) -> list:
     """Per matrix role and dtype: the time of a matmul at batch 1 over that role's matrices of every
-    layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read."""
+    layer in turn (so they stream from memory as in decode), as GB/s of weight bytes read and as
+    weights per second per thread (the kernels' compute rate)."""
     from . import _internal
 
     groups = {}
@@ -256,7 +269,8 @@ def gemv_rows(model, reps: int) -> list:
         seconds = summary(passes)["median"]
         nbytes = sum(t["n_bytes"] for t in ts)
         rows.append({"matrix": role, "dtype": dtype, "M": dims[0], "K": dims[1], "count": len(ts),
-                     "bytes": nbytes, "us_per_matrix": 1e6 * seconds / len(ts), "GBps": nbytes / seconds / 1e9})
+                     "bytes": nbytes, "us_per_matrix": 1e6 * seconds / len(ts), "GBps": nbytes / seconds / 1e9,
+                     "Gweights_per_s_per_thread": len(ts) * dims[0] * dims[1] / seconds / 1e9 / model.threads})
     return rows
 
 
@@ -277,7 +291,8 @@ def cmd_bench(args) -> int:
     bytes_per_token = weight_bytes_per_token(model.tensors())
     result = {"model": args.model, "backend": model.backend, "backend_note": model.backend_note,
               "cuda_device": _internal.cuda_device() if model.backend == "cuda" else None,
-              "cpu": cpu_name(), "threads": threads, "kernels": _internal.best_kernels(),
+              "cpu": cpu_info()[0], "cpu_flags": cpu_info()[1], "threads": threads,
+              "kernels": _internal.best_kernels(), "kernels_available": _internal.available_kernels(),
               "command": " ".join(["mixrt", *map(str, args.argv)]),
               "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
     if args.gemv:
@@ -325,14 +340,17 @@ def cmd_bench(args) -> int:
         print(f"{args.model} on {result['cpu']}, {threads} threads, {result['kernels']} kernels"
               + (f" ({model.backend_note})" if model.backend_note else "")
               + f", load average {load_before:.2f} -> {result['load_average_1m'][1]:.2f}")
+        print(f"  CPU flags: {' '.join(result['cpu_flags']) or 'none of ' + ' '.join(KERNEL_FLAGS)}; kernel tables "
+              f"available: {', '.join(result['kernels_available'])} (MIXRT_CPU_KERNELS picks one)")
     print(f"  weights read per token: {bytes_per_token / 1e6:.1f} MB (file {result['file_bytes'] / 1e6:.1f} MB); "
           f"machine read bandwidth {bw:.1f} GB/s (best of {len(bandwidth)} passes of "
           f"{READ_BUFFER_BYTES >> 20} MiB)")
     if args.gemv:
-        print(f"  {'matrix':<20} {'dtype':<5} {'M x K':>13} {'us/matrix':>10} {'GB/s':>7} {'of read bw':>10}")
+        print(f"  {'matrix':<20} {'dtype':<5} {'M x K':>13} {'us/matrix':>10} {'GB/s':>7} {'of read bw':>10} "
+              f"{'G weights/s/thread':>18}")
         for r in result["gemv"]:
             print(f"  {r['matrix']:<20} {r['dtype']:<5} {r['M']:>6} x {r['K']:<6} {r['us_per_matrix']:>10.1f} "
-                  f"{r['GBps']:>7.1f} {r['GBps'] / bw:>9.0%}")
+                  f"{r['GBps']:>7.1f} {r['GBps'] / bw:>9.0%} {r['Gweights_per_s_per_thread']:>18.1f}")
         return 0
     if result["prompt"]:
         p = result["prompt"]

@@ -36,9 +36,10 @@ FloatBuffer calloc_floats(size_t count, const char *what) {
 
 }  // namespace
 
-Context::Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads)
+Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads)
     : Engine(model, n_ctx),
       p_(model.params()),
+      weights_(weights),
       kernels_(best_kernels()),
       pool_(n_threads <= 0 ? default_threads() : n_threads),
       xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
@@ -75,7 +76,7 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-void Context::matmul(const Weight &w, const float *x, float *out, int32_t n) {
+void Context::matmul(const TiledMatrix &w, const float *x, float *out, int32_t n) {
     parallel_matmul(kernels_, pool_, xq_[0], w, x, out, n);
 }
 
@@ -162,13 +163,13 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
     for (int32_t t = 0; t < n; ++t) dequantize_row(model_.token_embd(), tokens[t], x_.data() + size_t(t) * d);
 
     for (int32_t l = 0; l < p_.n_layers; ++l) {
-        const LayerWeights &w = model_.layers()[l];
+        const LayerOf<TiledMatrix> &w = weights_.layers[l];
         // Attention block.
-        rmsnorm(x_.data(), w.attn_norm, xb_.data(), n);
-        capture(l, MIXRT_SITE_ATTN_IN, xb_.data(), n, w.attn_q.cols);
+        rmsnorm(x_.data(), w.attn_norm.weight(), xb_.data(), n);
+        capture(l, MIXRT_SITE_ATTN_IN, xb_.data(), n, w.attn_q.weight().cols);
         {
             QuantizedInputBuffer *const xq[] = {&xq_[0], &xq_[1], &xq_[2]};
-            const Weight *const ws[] = {&w.attn_q, &w.attn_k, &w.attn_v};
+            const TiledMatrix *const ws[] = {&w.attn_q, &w.attn_k, &w.attn_v};
             float *const outs[] = {q_.data(), k_.data(), v_.data()};
             parallel_matmuls(kernels_, pool_, xq, ws, outs, 3, xb_.data(), n);
         }
@@ -179,15 +180,15 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
         std::memcpy(k_layer + size_t(pos0) * kv_width, k_.data(), size_t(n) * kv_width * sizeof(float));
         std::memcpy(v_layer + size_t(pos0) * kv_width, v_.data(), size_t(n) * kv_width * sizeof(float));
         attention(l, n, pos0);
-        capture(l, MIXRT_SITE_ATTN_OUT, att_.data(), n, w.attn_output.cols);
+        capture(l, MIXRT_SITE_ATTN_OUT, att_.data(), n, w.attn_output.weight().cols);
         matmul(w.attn_output, att_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
 
         // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
-        rmsnorm(x_.data(), w.ffn_norm, xb_.data(), n);
-        capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.cols);
+        rmsnorm(x_.data(), w.ffn_norm.weight(), xb_.data(), n);
+        capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.weight().cols);
         parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, xb_.data(), gate_.data(), up_.data(), n);
-        capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.cols);
+        capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.weight().cols);
         matmul(w.ffn_down, gate_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
     }
@@ -196,7 +197,7 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
     // Final norm and lm_head, for every row or only the last.
     const int32_t first = logits.rows == ChunkLogits::all ? 0 : n - 1, rows = n - first;
     rmsnorm(x_.data() + size_t(first) * d, model_.output_norm(), xb_.data(), rows);
-    matmul(model_.output(), xb_.data(), logits_.data() + logits.row0 * p_.vocab_size, rows);
+    matmul(weights_.output, xb_.data(), logits_.data() + logits.row0 * p_.vocab_size, rows);
 }
 
 }  // namespace mixrt

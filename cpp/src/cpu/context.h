@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/cpu_model.h"
 #include "cpu/kernels.h"
 #include "cpu/quantized_input.h"
 #include "engine.h"
@@ -25,7 +26,8 @@ public:
     // Tokens per forward pass; longer feeds are processed in chunks of this size.
     static constexpr int32_t kMaxBatch = 512;
 
-    Context(const LlamaModel &model, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
+    // weights: the model's weights as the CPU reads them (cpu_model.h); both must outlive this.
+    Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
 
     const char *backend_name() const override { return "cpu"; }
     int32_t n_threads() const { return pool_.size(); }
@@ -42,7 +44,7 @@ private:
     void forward(const int32_t *tokens, int32_t n, ChunkLogits logits);
 
     // Kernel helpers, parallel over output rows.
-    void matmul(const Weight &w, const float *x, float *out, int32_t n);
+    void matmul(const TiledMatrix &w, const float *x, float *out, int32_t n);
     void rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const;
     void rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const;
     void attention(int layer, int32_t n, int32_t pos0);
@@ -51,6 +53,7 @@ private:
     }
 
     const LlamaParams &p_;
+    const CpuWeights &weights_;
     const CpuKernels &kernels_;
     ThreadPool pool_;
 

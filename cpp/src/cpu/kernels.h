@@ -1,12 +1,18 @@
-// kernels.h: the CPU kernel table. Every entry has a scalar reference (kernels_ref.cpp) and an
-// AVX2/FMA/F16C twin (kernels_avx2.cpp); tests/test_kernels.py compares them on the same data.
-// The table is picked once, at first use, from the CPU's features.
+// kernels.h: the CPU kernel tables, a ladder from the scalar reference (kernels_ref.cpp) to
+// AVX2/FMA/F16C (kernels_avx2.cpp) and AVX-512 VNNI (kernels_avx512.cpp, its quantized matmuls;
+// the rest is AVX2's). tests/test_kernels.py and tests/test_quant_kernels.py compare every table the
+// machine can run with the scalar one on the same data. The table used is picked once, at first
+// use: the highest the CPU supports, or the one named by the environment variable
+// MIXRT_CPU_KERNELS (scalar, avx2, avx512), which may only name a table the CPU can run.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "format/quant_layout.h"
 #include "cpu/quantized_input.h"
+#include "cpu/tiled_matrix.h"
 
 namespace mixrt {
 
@@ -18,11 +24,13 @@ struct CpuKernels {
                        int64_t r0, int64_t r1);
     void (*matmul_f16)(const uint16_t *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,
                        int64_t r0, int64_t r1);
-    // The quantized dtypes (FORMAT.md 5.3-5.5): rows [r0, r1) of out = x^ W^T, out is [n, W.rows],
-    // with x^ the input rounded to 8-bit groups (quantized_input.h) in the layout of W's dtype.
-    void (*matmul_q8)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
-    void (*matmul_q4)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
-    void (*matmul_mix)(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    // The quantized dtypes (FORMAT.md 5.3-5.5): rows [r0, r1) of out = x^ W^T, out is
+    // [n, W.weight().rows], with x^ the input rounded to 8-bit groups (quantized_input.h) in the
+    // layout of W's dtype. r0 is a multiple of kTileRows. The scalar table reads the canonical
+    // parts (W.weight()), the others the row tiles (W.tiles()).
+    void (*matmul_q8)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_q4)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_mix)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     // Attention of nq queries (the query heads that share one KV head, rows `q_stride` floats
     // apart) over len cached positions of that head (rows of width hd, `stride` floats apart), so
     // each cached row is read once for all of them: scores[h * len + j] = q_h . K[j];
@@ -33,10 +41,13 @@ struct CpuKernels {
                         int64_t out_stride);
 };
 
-// Exported (though not part of the public C API) so that the kernel tests can reach both tables.
 const CpuKernels &scalar_kernels();
-// nullptr when the library was built without AVX2 support or the CPU lacks AVX2/FMA/F16C.
-const CpuKernels *avx2_kernels();
+// The table called `name` (scalar, avx2, avx512), or nullptr when this build or CPU cannot run it.
+const CpuKernels *kernels_named(const std::string &name);
+// The names of the tables this build and CPU can run, lowest first.
+std::vector<std::string> available_kernels();
+// The table every context uses: MIXRT_CPU_KERNELS if set, else the highest available. Throws
+// mixrt::Error naming the variable's value and the available tables when it cannot be used.
 const CpuKernels &best_kernels();
 
 }  // namespace mixrt

@@ -1,6 +1,7 @@
 // kernels_ref.cpp: the scalar reference of every CPU kernel: plain loops, fp32 accumulation in
 // index order; quantized rows are decoded by the reference dequantize_row (quant_layout.cpp) and
-// then multiplied with the rounded input x^ (quantized_input.h). The fast kernels are tested against these (tests/test_kernels.py,
+// then multiplied with the rounded input x^ (quantized_input.h), from the canonical parts
+// (never the row tiles). The fast kernels are tested against these (tests/test_kernels.py,
 // tests/test_quant_kernels.py).
 #include <vector>
 
@@ -33,7 +34,8 @@ void matmul_ref(const T *W, const float *x, float *out, int64_t n, int64_t M, in
 
 // Quantized rows: decode each row, then the same fp32 dot as above with x^ in the original column
 // order (the same for every quantized dtype).
-void matmul_q_ref(const Weight &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1) {
+void matmul_q_ref(const TiledMatrix &tiled, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1) {
+    const Weight &W = tiled.weight();
     thread_local std::vector<float> row;
     row.resize(W.cols);
     for (int64_t r = r0; r < r1; ++r) {

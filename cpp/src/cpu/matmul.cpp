@@ -11,39 +11,40 @@ namespace mixrt {
 
 namespace {
 
-constexpr int64_t kRowBlock = 16;  // rows per unit of work: keeps the 4-row tiles whole
+constexpr int64_t kRowBlock = kTileRows;  // rows per unit of work: whole row tiles
 
-int64_t row_blocks(const Weight &w) { return (w.rows + kRowBlock - 1) / kRowBlock; }
+int64_t row_blocks(const TiledMatrix &w) { return (w.weight().rows + kRowBlock - 1) / kRowBlock; }
 
-QuantizedInput round_input(ThreadPool &pool, QuantizedInputBuffer &xq, const Weight &w, const float *x, int64_t n) {
-    return is_quantized(w.dtype) ? xq.quantize(w, x, n, &pool) : QuantizedInput{};
+QuantizedInput round_input(ThreadPool &pool, QuantizedInputBuffer &xq, const TiledMatrix &w, const float *x, int64_t n) {
+    return is_quantized(w.weight().dtype) ? xq.quantize(w.weight(), x, n, &pool) : QuantizedInput{};
 }
 
 // Rows [r0, r1) of out = x W^T.
-void matmul_rows(const CpuKernels &kernels, const Weight &w, const QuantizedInput &xq, const float *x, float *out,
-                 int64_t n, int64_t r0, int64_t r1) {
+void matmul_rows(const CpuKernels &kernels, const TiledMatrix &tiled, const QuantizedInput &xq, const float *x,
+                 float *out, int64_t n, int64_t r0, int64_t r1) {
+    const Weight &w = tiled.weight();
     const int64_t M = w.rows, K = w.cols;
     switch (w.dtype) {
         case DType::f32: kernels.matmul_f32(static_cast<const float *>(w.data), x, out, n, M, K, r0, r1); break;
         case DType::f16: kernels.matmul_f16(static_cast<const uint16_t *>(w.data), x, out, n, M, K, r0, r1); break;
-        case DType::q8: kernels.matmul_q8(w, xq, out, n, r0, r1); break;
-        case DType::q4: kernels.matmul_q4(w, xq, out, n, r0, r1); break;
-        case DType::mix: kernels.matmul_mix(w, xq, out, n, r0, r1); break;
+        case DType::q8: kernels.matmul_q8(tiled, xq, out, n, r0, r1); break;
+        case DType::q4: kernels.matmul_q4(tiled, xq, out, n, r0, r1); break;
+        case DType::mix: kernels.matmul_mix(tiled, xq, out, n, r0, r1); break;
     }
 }
 
 }  // namespace
 
-void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_buffer, const Weight &w,
+void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_buffer, const TiledMatrix &w,
                      const float *x, float *out, int64_t n) {
     QuantizedInputBuffer *const xq[] = {&xq_buffer};
-    const Weight *const ws[] = {&w};
+    const TiledMatrix *const ws[] = {&w};
     float *const outs[] = {out};
     parallel_matmuls(kernels, pool, xq, ws, outs, 1, x, n);
 }
 
 void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer *const xq[],
-                      const Weight *const w[], float *const out[], int count, const float *x, int64_t n) {
+                      const TiledMatrix *const w[], float *const out[], int count, const float *x, int64_t n) {
     constexpr int kMaxCount = 3;
     if (count < 1 || count > kMaxCount)
         fail(MIXRT_ERR_INTERNAL, "parallel_matmuls: expected 1 to 3 matmuls, found " + std::to_string(count));
@@ -58,15 +59,15 @@ void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInpu
             const int64_t lo = std::max(b0, first[i]), hi = std::min(b1, first[i + 1]);
             if (lo < hi)
                 matmul_rows(kernels, *w[i], in[i], x, out[i], n, (lo - first[i]) * kRowBlock,
-                            std::min(w[i]->rows, (hi - first[i]) * kRowBlock));
+                            std::min(w[i]->weight().rows, (hi - first[i]) * kRowBlock));
         }
     });
 }
 
 void parallel_swiglu(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_gate,
-                     QuantizedInputBuffer &xq_up, const Weight &gate_w, const Weight &up_w, const float *x, float *gate,
-                     float *up, int64_t n) {
-    const int64_t f = gate_w.rows;
+                     QuantizedInputBuffer &xq_up, const TiledMatrix &gate_w, const TiledMatrix &up_w, const float *x,
+                     float *gate, float *up, int64_t n) {
+    const int64_t f = gate_w.weight().rows;
     const QuantizedInput in_gate = round_input(pool, xq_gate, gate_w, x, n), in_up = round_input(pool, xq_up, up_w, x, n);
     pool.parallel_for(row_blocks(gate_w), [&](int64_t b0, int64_t b1) {
         const int64_t r0 = b0 * kRowBlock, r1 = std::min(f, b1 * kRowBlock);

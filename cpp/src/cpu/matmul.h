@@ -11,20 +11,21 @@
 #include "cpu/thread_pool.h"
 #include "cpu/kernels.h"
 #include "cpu/quantized_input.h"
+#include "cpu/tiled_matrix.h"
 
 namespace mixrt {
 
 // x is [n, w.cols], out is [n, w.rows]; xq is the scratch of the rounded input (n rows).
-void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq, const Weight &w,
-                               const float *x, float *out, int64_t n);
+void parallel_matmul(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq, const TiledMatrix &w,
+                     const float *x, float *out, int64_t n);
 
 // out[i] = x w[i]^T for i < count (<= 3), all reading x [n, K]; xq[i] rounds the input of w[i].
 void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer *const xq[],
-                      const Weight *const w[], float *const out[], int count, const float *x, int64_t n);
+                      const TiledMatrix *const w[], float *const out[], int count, const float *x, int64_t n);
 
 // gate = silu(x gate_w^T) * (x up_w^T), [n, gate_w.rows]; up is scratch of the same size.
 void parallel_swiglu(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq_gate,
-                     QuantizedInputBuffer &xq_up, const Weight &gate_w, const Weight &up_w, const float *x, float *gate,
-                     float *up, int64_t n);
+                     QuantizedInputBuffer &xq_up, const TiledMatrix &gate_w, const TiledMatrix &up_w, const float *x,
+                     float *gate, float *up, int64_t n);
 
 }  // namespace mixrt

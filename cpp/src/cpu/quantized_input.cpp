@@ -25,7 +25,6 @@ QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K)
     : max_rows_(max_rows),
       max_K_(max_K),
       q_(size_t(max_rows) * (max_K + 64)),
-      pairs_(size_t(max_rows) * (max_K + 128)),
       d_(size_t(max_rows) * (max_K + 64) / kGroup + kGroupSlack),
       sum_(d_.size()),
       qsum_(d_.size()),
@@ -40,7 +39,6 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     in.K = K;
     in.stride = mix ? m.K2p + m.K4 : w.Kp;
     in.groups = in.stride / kGroup;
-    in.pair_stride = (in.groups + 1) / 2 * 2 * kGroup;
     if (n > max_rows_ || K > max_K_)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "quantized input of " + std::to_string(n) + " rows of " + std::to_string(K) +
                                              " columns exceeds the buffer of " + std::to_string(max_rows_) + " rows of " +
@@ -54,7 +52,6 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     in.sum = sum_.data();
     in.qsum = qsum_.data();
     in.xhat = xhat_.data();
-    in.pairs = pairs_.data();
     return in;
 }
 
@@ -98,15 +95,6 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         }
         g0 = g1;
     }
-    // The group pairs' layout (quantized_input.h), read by the q4 and mix kernels.
-    int8_t *pairs = pairs_.data() + t * in.pair_stride;
-    for (int64_t g = 0; w.dtype != DType::q8 && g < in.pair_stride / kGroup; g += 2)
-        for (int half = 0; half < 2; ++half)        // columns 0..15, then 16..31
-            for (int member = 0; member < 2; ++member)  // group g, then g + 1
-                for (int i = 0; i < 16; ++i) {
-                    const int64_t gm = g + member;
-                    *pairs++ = gm < in.groups ? q[gm * kGroup + half * 16 + i] : int8_t(0);
-                }
     // x^ in the original column order.
     float *xhat = xhat_.data() + t * K;
     auto value = [&](int64_t pos) { return d[pos / kGroup] * static_cast<float>(q[pos]); };

@@ -27,12 +27,7 @@ struct QuantizedInput {
     const float *sum = nullptr;  // [n, groups] d * (sum of the group's codes) = the sum of x^ there
     const int32_t *qsum = nullptr;  // [n, groups] sum of the group's codes
     const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
-    // [n, pair_stride] the codes again, each group pair (2p, 2p+1) as the 64 bytes
-    // g[0..15], g+1[0..15], g[16..31], g+1[16..31]: the column order in which the fast kernels
-    // decode a pair of weight groups into two registers (zero padded to whole pairs; q4 and mix
-    // only: the q8 kernels take groups one at a time).
-    const int8_t *pairs = nullptr;
-    int64_t stride = 0, groups = 0, K = 0, pair_stride = 0;
+    int64_t stride = 0, groups = 0, K = 0;
 };
 
 // Storage for the quantized inputs of up to max_rows rows of width at most max_K; allocated once
@@ -48,7 +43,7 @@ private:
     void quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in);
 
     int64_t max_rows_, max_K_;
-    std::vector<int8_t> q_, pairs_;
+    std::vector<int8_t> q_;
     std::vector<float> d_, sum_;
     std::vector<int32_t> qsum_;
     std::vector<float> xhat_, row_;

@@ -58,11 +58,11 @@ std::vector<double> read_bandwidth(int threads, size_t bytes, int reps) {
     return rates;
 }
 
-std::vector<double> time_matmuls(const std::vector<const Weight *> &weights, int threads, int n, int reps) {
+std::vector<double> time_matmuls(const std::vector<const TiledMatrix *> &weights, int threads, int n, int reps) {
     int64_t max_K = 1, max_M = 1;
-    for (const Weight *w : weights) {
-        max_K = std::max(max_K, w->cols);
-        max_M = std::max(max_M, w->rows);
+    for (const TiledMatrix *w : weights) {
+        max_K = std::max(max_K, w->weight().cols);
+        max_M = std::max(max_M, w->weight().rows);
     }
     std::vector<float> x(size_t(n) * max_K), out(size_t(n) * max_M);
     for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 2654435761u % 2001) - 1000) / 1000.0f;
@@ -72,7 +72,7 @@ std::vector<double> time_matmuls(const std::vector<const Weight *> &weights, int
     std::vector<double> times;
     for (int rep = -1; rep < reps; ++rep) {
         const auto start = std::chrono::steady_clock::now();
-        for (const Weight *w : weights) parallel_matmul(kernels, pool, xq, *w, x.data(), out.data(), n);
+        for (const TiledMatrix *w : weights) parallel_matmul(kernels, pool, xq, *w, x.data(), out.data(), n);
         if (rep >= 0) times.push_back(seconds_since(start));
     }
     return times;

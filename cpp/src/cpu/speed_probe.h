@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "format/quant_layout.h"
+#include "cpu/tiled_matrix.h"
 
 namespace mixrt {
 
@@ -17,6 +17,6 @@ std::vector<double> read_bandwidth(int threads, size_t bytes, int reps);
 // Seconds of one pass of matmuls (n tokens, the best kernel table, `threads` threads) over each of
 // `weights` in turn, for each of `reps` passes after one warm-up pass. Passing the same-shaped
 // weights of every layer streams them from memory as decode does.
-std::vector<double> time_matmuls(const std::vector<const Weight *> &weights, int threads, int n, int reps);
+std::vector<double> time_matmuls(const std::vector<const TiledMatrix *> &weights, int threads, int n, int reps);
 
 }  // namespace mixrt

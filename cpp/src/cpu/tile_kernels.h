@@ -1,0 +1,224 @@
+// tile_kernels.h: the quantized matmuls (q8, q4, mix) over row tiles (tiled_matrix.h), written once
+// for every vector instruction set. A kernel file includes this header after defining a struct V
+// of the few vector operations the kernels use on 16 int32 / float lanes (one per row of a tile):
+// kernels_avx2.cpp (two 256-bit halves, maddubs), kernels_avx512.cpp (512-bit, vpdpbusd). Everything
+// here has internal linkage, so each file gets its own copy compiled for its instruction set.
+//
+// Per tile of 16 rows and up to V::kTokens tokens (prefill decodes each 64-byte chunk once for all
+// of them): codes times input codes are summed in integers per group (exact); the mix 2-bit part
+// then applies its integer group scales and zeros in integers too, and floats appear once per
+// input block of 8 groups (one input scale, one super-scale); q4 and the 4-bit strip scale each
+// group's sum in fp32 and add mins times the input's group sums; q8 scales each group. The results
+// equal the scalar reference (kernels_ref.cpp) on the same rounded input up to fp32 rounding.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/kernels.h"
+#include "cpu/tiled_matrix.h"
+
+namespace mixrt {
+namespace {
+
+// The input of token t (rows of x^ are independent).
+inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
+    QuantizedInput r = in;
+    r.q += t * in.stride;
+    r.d += t * in.groups;
+    r.sum += t * in.groups;
+    r.qsum += t * in.groups;
+    r.xhat += t * in.K;
+    return r;
+}
+
+template <int T>
+struct Tokens {  // T consecutive tokens' inputs
+    const int8_t *q[T];
+    const float *d[T], *sum[T];
+    const int32_t *qsum[T];
+    explicit Tokens(const QuantizedInput &in) {
+        for (int t = 0; t < T; ++t) {
+            q[t] = in.q + t * in.stride;
+            d[t] = in.d + t * in.groups;
+            sum[t] = in.sum + t * in.groups;
+            qsum[t] = in.qsum + t * in.groups;
+        }
+    }
+};
+
+// Walks the next tile's record while this one is computed: `step()` asks for the next few of its
+// cache lines, so the record arrives in L1 over the course of this tile (the records of a matrix
+// are contiguous, so this continues the stream the hardware prefetchers start; they alone leave
+// the first lines of every record late).
+class Prefetcher {
+public:
+    Prefetcher(const uint8_t *next, int64_t bytes, int64_t steps)
+        : p_(next), end_(next + bytes), lines_((bytes / 64 + steps - 1) / steps) {}
+    void step() {
+        for (int64_t i = 0; i < lines_ && p_ < end_; ++i, p_ += 64) _mm_prefetch(reinterpret_cast<const char *>(p_), _MM_HINT_T0);
+    }
+
+private:
+    const uint8_t *p_, *end_;
+    int64_t lines_;
+};
+
+template <typename P>
+inline const uint16_t *halves(const uint8_t *record, P offset) {
+    return reinterpret_cast<const uint16_t *>(record + offset);
+}
+
+// The 4-bit groups of a tile (q4 or the mix strip): groups 0 .. G4 of the tile's q4 part against
+// input groups g_in .. g_in + G4. acc += code sums x scale x input scale; bias += min x input sum.
+template <class V, int T>
+inline void q4_groups(const uint8_t *rec, const RowTiles &rt, int64_t G4, int64_t g_in, const Tokens<T> &x,
+                      Prefetcher &next, typename V::F acc[T], typename V::F bias[T]) {
+    const uint8_t *codes = rec + rt.q4;
+    const uint16_t *scales = halves(rec, rt.scale4), *mins = halves(rec, rt.min4);
+    for (int64_t g = 0; g < G4; ++g) {
+        next.step();
+        typename V::Acc a[T];
+        for (int t = 0; t < T; ++t) a[t] = V::acc_zero();
+        for (int c = 0; c < 4; ++c) {  // 8 columns per chunk: low nibbles 0..3, high nibbles 4..7
+            const typename V::I v = V::load(codes + (4 * g + c) * 64);
+            const typename V::I lo = V::mask(v, 0x0F), hi = V::mask(V::template shr<4>(v), 0x0F);
+            for (int t = 0; t < T; ++t) {
+                const int8_t *xc = x.q[t] + (g_in + g) * kGroup + 8 * c;
+                a[t] = V::acc_add(V::acc_add(a[t], lo, V::bcast(xc)), hi, V::bcast(xc + 4));
+            }
+        }
+        const typename V::F s = V::f16(scales + g * kTileRows), mn = V::f16(mins + g * kTileRows);
+        for (int t = 0; t < T; ++t) {
+            acc[t] = V::fmadd(V::to_float(V::acc_sum(a[t])), V::mul(s, V::set1f(x.d[t][g_in + g])), acc[t]);
+            bias[t] = V::fmadd(mn, V::set1f(x.sum[t][g_in + g]), bias[t]);
+        }
+    }
+}
+
+// Mix rows of one tile, T tokens: out[t][i] for row 16 tile + i, outliers not included.
+template <class V, int T>
+inline void mix_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    const MixView &m = W.mix;
+    const uint8_t *rec = rt.tile(tile);
+    const uint8_t *q2 = rec + rt.q2, *meta = rec + rt.meta2;
+    Prefetcher next(rt.tile(tile + 1), rt.record, m.G2 + m.K4 / kGroup);
+    const uint16_t *super = halves(rec, rt.super2);
+    typename V::F acc[T], bias[T];
+    for (int t = 0; t < T; ++t) acc[t] = bias[t] = V::zerof();
+    for (int64_t g0 = 0; g0 < m.G2; g0 += kMixBlockGroups) {  // one input block: 8 groups, one input scale
+        const int64_t g1 = std::min(g0 + kMixBlockGroups, m.G2);
+        typename V::I block[T];
+        for (int t = 0; t < T; ++t) block[t] = V::set1(0);
+        for (int64_t g = g0; g < g1; ++g) {
+            next.step();
+            typename V::Acc a[T];
+            for (int t = 0; t < T; ++t) a[t] = V::acc_zero();
+            for (int c = 0; c < 2; ++c) {  // 16 columns per chunk, 4 per plane
+                const typename V::I v = V::load(q2 + (2 * g + c) * 64);
+                const typename V::I p0 = V::mask(v, 3), p1 = V::mask(V::template shr<2>(v), 3),
+                                    p2 = V::mask(V::template shr<4>(v), 3), p3 = V::mask(V::template shr<6>(v), 3);
+                for (int t = 0; t < T; ++t) {
+                    const int8_t *xc = x.q[t] + g * kGroup + 16 * c;
+                    a[t] = V::acc_add(V::acc_add(a[t], p0, V::bcast(xc)), p1, V::bcast(xc + 4));
+                    a[t] = V::acc_add(V::acc_add(a[t], p2, V::bcast(xc + 8)), p3, V::bcast(xc + 12));
+                }
+            }
+            // (c + 1) (q . xq - z sum(xq)): |q . xq - z sum(xq)| <= 2 * 3 * 32 * 127 fits the low
+            // 16 bits of each lane (sign-extended above), c + 1 and z have zero high halves, so
+            // madd (lo * lo + hi * hi) multiplies them exactly; the block sum stays below 2^24.
+            const typename V::I mi = V::bytes(meta + g * kTileRows);
+            const typename V::I scale = V::add(V::and32(mi, 63), V::set1(1)), zero = V::template shr32<6>(mi);
+            for (int t = 0; t < T; ++t) {
+                const typename V::I zq = V::madd(zero, V::set1(x.qsum[t][g]));
+                block[t] = V::add(block[t], V::madd(V::sub(V::acc_sum(a[t]), zq), scale));
+            }
+        }
+        const typename V::F S = V::f16(super + (g0 / kMixSuperGroups) * kTileRows);
+        for (int t = 0; t < T; ++t) acc[t] = V::fmadd(V::to_float(block[t]), V::mul(S, V::set1f(x.d[t][g0])), acc[t]);
+    }
+    q4_groups<V, T>(rec, rt, m.K4 / kGroup, m.G2, x, next, acc, bias);
+    for (int t = 0; t < T; ++t) V::store(out[t], V::addf(acc[t], bias[t]));
+}
+
+template <class V, int T>
+inline void q4_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    typename V::F acc[T], bias[T];
+    for (int t = 0; t < T; ++t) acc[t] = bias[t] = V::zerof();
+    Prefetcher next(rt.tile(tile + 1), rt.record, W.G);
+    q4_groups<V, T>(rt.tile(tile), rt, W.G, 0, x, next, acc, bias);
+    for (int t = 0; t < T; ++t) V::store(out[t], V::addf(acc[t], bias[t]));
+}
+
+// q8: per group, the code products (V::dot_q8 sums (w + V::kQ8Offset) x, corrected with the
+// group's input code sum) scaled by the weight and input scales.
+template <class V, int T>
+inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    const uint8_t *rec = rt.tile(tile), *codes = rec + rt.q8;
+    const uint16_t *scales = halves(rec, rt.scale8);
+    typename V::F acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = V::zerof();
+    Prefetcher next(rt.tile(tile + 1), rt.record, W.G);
+    for (int64_t g = 0; g < W.G; ++g) {
+        next.step();
+        typename V::I a[T];
+        for (int t = 0; t < T; ++t) a[t] = V::set1(0);
+        for (int c = 0; c < 8; ++c) {  // 4 columns per chunk
+            const typename V::I v = V::load(codes + (8 * g + c) * 64);
+            for (int t = 0; t < T; ++t) a[t] = V::dot_q8(a[t], v, V::bcast(x.q[t] + g * kGroup + 4 * c));
+        }
+        const typename V::F s = V::f16(scales + g * kTileRows);
+        for (int t = 0; t < T; ++t) {
+            const typename V::I exact = V::sub(a[t], V::set1(V::kQ8Offset * x.qsum[t][g]));
+            acc[t] = V::fmadd(V::to_float(exact), V::mul(s, V::set1f(x.d[t][g])), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
+}
+
+// The fp16 outliers of row r against x^ in the original column order.
+inline float outliers(const MixView &m, int64_t r, const float *xhat) {
+    float s = 0.0f;
+    for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) s += _cvtsh_ss(m.vals[o]) * xhat[m.cols[o]];
+    return s;
+}
+
+enum class TileKind { q8, q4, mix };
+
+template <class V, TileKind kind, int T>
+inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &in, float *out, int64_t r1) {
+    const Weight &w = W.weight();
+    const Tokens<T> x(in);
+    alignas(64) float result[T][kTileRows];
+    if constexpr (kind == TileKind::mix) mix_tile<V, T>(w, W.tiles(), tile, x, result);
+    if constexpr (kind == TileKind::q4) q4_tile<V, T>(w, W.tiles(), tile, x, result);
+    if constexpr (kind == TileKind::q8) q8_tile<V, T>(w, W.tiles(), tile, x, result);
+    const int64_t r0 = tile * kTileRows, rows = std::min(r1 - r0, kTileRows);
+    for (int t = 0; t < T; ++t)
+        for (int64_t i = 0; i < rows; ++i) {
+            float v = result[t][i];
+            if constexpr (kind == TileKind::mix) v += outliers(w.mix, r0 + i, in.xhat + t * in.K);
+            out[t * w.rows + r0 + i] = v;
+        }
+}
+
+// Rows [r0, r1) (r0 a multiple of 16) of out = x^ W^T for n tokens: tiles in order, tokens in
+// tiles of V::kTokens; token blocks of 16 keep their input codes in L1 while the tiles pass.
+template <class V, TileKind kind>
+void matmul_tiled(const TiledMatrix &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
+    constexpr int64_t kTokenBlock = 16;
+    for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+        const int64_t t1 = std::min(n, t0 + kTokenBlock);
+        for (int64_t tile = r0 / kTileRows; tile * kTileRows < r1; ++tile) {
+            int64_t t = t0;
+            for (; t + V::kTokens <= t1; t += V::kTokens)
+                run_tile<V, kind, V::kTokens>(W, tile, token(in, t), out + t * W.weight().rows, r1);
+            for (; t < t1; ++t) run_tile<V, kind, 1>(W, tile, token(in, t), out + t * W.weight().rows, r1);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace mixrt

@@ -1,0 +1,118 @@
+// tiled_matrix.cpp: see tiled_matrix.h. The repack reads each row's canonical codes once
+// (decoded to one byte per code), then writes them to their tile positions.
+#include "cpu/tiled_matrix.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "error.h"
+
+namespace mixrt {
+
+namespace {
+
+int64_t round64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Codes of row r in column order, one byte each, from the canonical 2-bit blocks (FORMAT.md 5.5).
+void unpack_q2_row(const MixView &m, int64_t r, uint8_t *codes) {
+    const uint8_t *row = m.q2 + r * (m.K2p / 4);
+    for (int64_t b = 0; b < m.K2p / kMixBlock; ++b)
+        for (int i = 0; i < 16; ++i) {
+            const uint8_t byte = row[b * 16 + i];
+            for (int p = 0; p < 4; ++p) codes[b * kMixBlock + 16 * p + i] = (byte >> (2 * p)) & 3;
+        }
+}
+
+// Codes of row r of a q4 layout of `groups` groups (FORMAT.md 5.4).
+void unpack_q4_row(const Q4View &v, int64_t groups, int64_t r, uint8_t *codes) {
+    const uint8_t *row = v.codes + r * groups * 16;
+    for (int64_t g = 0; g < groups; ++g)
+        for (int i = 0; i < 16; ++i) {
+            codes[g * kGroup + i] = row[g * 16 + i] & 0x0F;
+            codes[g * kGroup + 16 + i] = row[g * 16 + i] >> 4;
+        }
+}
+
+// The byte of row `lane_row` (0..15) inside a 64-byte chunk that holds 4 of its columns.
+inline int64_t lane_byte(int64_t lane_row) { return 32 * (lane_row / 8) + 4 * (lane_row % 8); }
+
+// Per-row values of `per_row` entries each (bytes of `size`), side by side: dst[e][lane_row].
+template <typename T>
+void interleave(const T *src_row, int64_t per_row, int64_t lane_row, T *dst) {
+    for (int64_t e = 0; e < per_row; ++e) dst[e * kTileRows + lane_row] = src_row[e];
+}
+
+}  // namespace
+
+void TiledMatrix::Free::operator()(uint8_t *p) const { std::free(p); }
+
+TiledMatrix::TiledMatrix(const Weight &w) : w_(w) {
+    if (!is_quantized(w.dtype)) return;
+    RowTiles &t = tiles_;
+    t.count = (w.rows + kTileRows - 1) / kTileRows;
+    const MixView &m = w.mix;
+    const int64_t G4 = w.dtype == DType::mix ? m.K4 / kGroup : w.G;
+    int64_t at = 0;
+    auto part = [&](int64_t &offset, int64_t bytes) {
+        offset = at;
+        at += round64(bytes);
+    };
+    if (w.dtype == DType::mix) {
+        part(t.q2, m.K2p / 16 * 64);
+        part(t.meta2, m.G2 * kTileRows);
+        part(t.super2, m.B2 * kTileRows * 2);
+    }
+    if (w.dtype == DType::mix || w.dtype == DType::q4) {
+        part(t.q4, G4 * kGroup / 8 * 64);
+        part(t.scale4, G4 * kTileRows * 2);
+        part(t.min4, G4 * kTileRows * 2);
+    }
+    if (w.dtype == DType::q8) {
+        part(t.q8, w.Kp / 4 * 64);
+        part(t.scale8, w.G * kTileRows * 2);
+    }
+    t.record = at;
+    const size_t total = size_t(t.count) * size_t(t.record);
+    uint8_t *p = static_cast<uint8_t *>(std::aligned_alloc(64, total));
+    if (!p)
+        fail(MIXRT_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(total >> 20) + " MiB for the CPU layout of a " +
+                                          dtype_name(w.dtype) + " matrix");
+    storage_.reset(p);
+    std::memset(p, 0, total);
+    t.data = p;
+
+    const Q4View q4 = w.dtype == DType::mix ? m.w4 : w.q4;
+    std::vector<uint8_t> codes(size_t(w.dtype == DType::mix ? m.K2p : 0) + size_t(G4) * kGroup);
+    for (int64_t r = 0; r < w.rows; ++r) {
+        uint8_t *tile = p + (r / kTileRows) * t.record;
+        const int64_t lr = r % kTileRows, lb = lane_byte(lr);
+        if (w.dtype == DType::mix) {
+            unpack_q2_row(m, r, codes.data());
+            for (int64_t c = 0; c < m.K2p / 16; ++c)
+                for (int b = 0; b < 4; ++b) {
+                    uint8_t byte = 0;
+                    for (int pl = 0; pl < 4; ++pl) byte |= codes[16 * c + 4 * pl + b] << (2 * pl);
+                    tile[t.q2 + 64 * c + lb + b] = byte;
+                }
+            interleave(m.meta2 + r * m.G2, m.G2, lr, tile + t.meta2);
+            interleave(m.super2 + r * m.B2, m.B2, lr, reinterpret_cast<uint16_t *>(tile + t.super2));
+        }
+        if (w.dtype == DType::mix || w.dtype == DType::q4) {
+            unpack_q4_row(q4, G4, r, codes.data());
+            for (int64_t c = 0; c < G4 * kGroup / 8; ++c)
+                for (int b = 0; b < 4; ++b)
+                    tile[t.q4 + 64 * c + lb + b] = uint8_t(codes[8 * c + b] | codes[8 * c + 4 + b] << 4);
+            interleave(q4.scales + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.scale4));
+            interleave(q4.mins + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.min4));
+        }
+        if (w.dtype == DType::q8) {
+            const int8_t *row = w.q8.codes + r * w.Kp;
+            for (int64_t c = 0; c < w.Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, row + 4 * c, 4);
+            interleave(w.q8.scales + r * w.G, w.G, lr, reinterpret_cast<uint16_t *>(tile + t.scale8));
+        }
+    }
+}
+
+}  // namespace mixrt

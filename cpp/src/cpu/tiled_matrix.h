@@ -1,0 +1,65 @@
+// tiled_matrix.h: a weight matrix as the CPU kernels read it. Quantized q8, q4 and mix matrices
+// are repacked once, at load, from the file's canonical layout (FORMAT.md 5.3-5.5, which stays
+// backend-neutral) into row tiles: 16 consecutive rows whose codes are interleaved so that one
+// 64-byte load holds the same few columns of all 16 rows. After a shift and a mask, every 32-bit
+// lane of that vector holds 4 codes of one row, and the 4 matching input codes are one broadcast
+// 32-bit value: a single multiply-add of unsigned codes by signed input bytes (vpdpbusd, or
+// maddubs on AVX2) advances all 16 rows, and each lane ends the row's integer sum with no
+// horizontal reduction. Per-group scales of the 16 rows sit side by side, so one vector op
+// applies them.
+//
+// A tile is one contiguous record (the kernels stream tile after tile), for mix:
+//   q2     [K2p/16][64]  2-bit codes, columns 16c..16c+15 of x2 per 64 bytes: byte 32h + 4l + b
+//                        holds, in bits 2p+1..2p, the code of row 8h + l, column 16c + 4p + b
+//   meta2  [G2][16]      the 2-bit groups' scale code | zero << 6 (FORMAT.md 5.5), one per row
+//   super2 [B2][16]      f16 super-scales, one per row
+//   q4     [K4/8][64]    4-bit codes, columns 8c..8c+7 of x4 per 64 bytes: byte 32h + 4l + b
+//                        holds column 8c + b in its low nibble and 8c + 4 + b in its high nibble
+//   scale4 [G4][16]      f16 4-bit group scales, one per row
+//   min4   [G4][16]      f16 4-bit group mins, one per row
+// q4 is the 4-bit part alone over [M, Kp]; q8 is
+//   q8     [Kp/4][64]    signed codes, columns 4c..4c+3 per 64 bytes: byte 32h + 4l + b is
+//                        column 4c + b of row 8h + l
+//   scale8 [G][16]       f16 group scales, one per row
+// Parts start at 64-byte boundaries; rows past M (the last tile) are zero. Outliers and the
+// permutation stay in the canonical views (w.mix).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "format/quant_layout.h"
+
+namespace mixrt {
+
+constexpr int64_t kTileRows = 16;
+
+struct RowTiles {
+    int64_t count = 0;        // tiles: ceil(M / 16); 0 for f32 / f16
+    int64_t record = 0;       // bytes per tile
+    const uint8_t *data = nullptr;
+    // Byte offsets of the parts inside a tile record (those of absent parts are 0).
+    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0;
+    const uint8_t *tile(int64_t t) const { return data + t * record; }
+};
+
+class TiledMatrix {
+public:
+    // Repacks w (q8, q4, mix; f32 and f16 are used in place). w's parts must outlive this.
+    explicit TiledMatrix(const Weight &w);
+    TiledMatrix() = default;
+
+    const Weight &weight() const { return w_; }
+    const RowTiles &tiles() const { return tiles_; }
+    int64_t bytes() const { return tiles_.count * tiles_.record; }
+
+private:
+    struct Free {
+        void operator()(uint8_t *p) const;
+    };
+    Weight w_{};
+    RowTiles tiles_{};
+    std::unique_ptr<uint8_t, Free> storage_;
+};
+
+}  // namespace mixrt
