@@ -1,9 +1,9 @@
 # test_api.py: the Python API's contract on a generated model: results carry finish_reason and
 # token counts, streams hand their context back when they end, are closed or dropped (no call ever
 # waits on an abandoned stream), two threads on one model, close() and the context manager, the
-# argument checks (each error names its argument), step-by-step use through Model.context() and
-# Model.sampler(), sampling defaults that are the C API's, and the module surface (dir,
-# signatures, -m).
+# argument checks (each error names its argument), the f16 and f32 KV caches, step-by-step use
+# through Model.context() and Model.sampler(), sampling defaults that are the C API's, and the
+# module surface (dir, signatures, -m).
 import gc
 import inspect
 import subprocess
@@ -133,10 +133,26 @@ def test_bad_prompts_name_themselves(model):
     (dict(n_ctx="big"), TypeError, "n_ctx: expected an integer, found str"),
     (dict(threads=0), ValueError, "threads: expected an integer >= 1, found 0"),
     (dict(backend="tpu"), ValueError, "backend: expected one of auto, cpu, cuda, found 'tpu'"),
+    (dict(kv_cache="q8"), ValueError, "kv_cache: expected one of f16, f32, found 'q8'"),
+    (dict(kv_cache="f32", backend="cuda"), ValueError, r"kv_cache: 'f32' runs on the CPU backend only"),
 ])
 def test_bad_load_arguments_name_themselves(random_model, kwargs, error, message):
     with pytest.raises(error, match=message):
         mixrt.load(random_model, **kwargs)
+
+
+def test_kv_cache_types_agree(random_model):
+    # The f16 cache rounds each cached key and value by at most 2^-11 of itself; on this small model
+    # the logits of the two caches stay within 1% of their range (tests/test_forward_reference.py
+    # bounds it on the real model), while both runs are deterministic.
+    f16, f32 = mixrt.load(random_model), mixrt.load(random_model, kv_cache="f32")
+    assert (f16.kv_cache, f32.kv_cache) == ("f16", "f32")
+    assert f32.backend == "cpu"
+    ids = f16.tokenize("the cache holds keys and values", add_bos=True)
+    a, b = f16.eval_logits(ids), f32.eval_logits(ids)
+    assert np.array_equal(a, f16.eval_logits(ids))
+    assert not np.array_equal(a, b)
+    assert np.abs(a - b).max() <= 0.01 * np.abs(b).max()
 
 
 def test_control_tokens_in_a_prompt_are_text_unless_special(random_chat_model):

@@ -1,6 +1,8 @@
 # test_forward_reference.py: the runtime against the independent float64 numpy reference
 # (mixrt.devtools.reference_llama) on the real SmolLM2: logits of the f32 and f16 files on real prompts,
-# and greedy token ids. Prompts are tokenized by the Hugging Face tokenizer, not by the runtime.
+# and greedy token ids, with an f32 KV cache; and the default f16 KV cache against the reference with
+# and without its cached keys and values rounded to f16. Prompts are tokenized by the Hugging Face
+# tokenizer, not by the runtime.
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -56,6 +58,16 @@ ATOL_F32 = 1e-3
 # through 30 residual layers. 0.15 is 3.5x the largest measured effect. The runtime must in addition
 # match the f16-rounded reference within ATOL_F32: both compute with the same f16 weights.
 ATOL_F16 = 0.15
+# Tolerances of the f16 KV cache (f32 file). Rounding every cached key and value to f16 (relative
+# error <= 2^-11) moves the reference's own logits by 1.2e-2 to 4.6e-2 on these prompts (measured:
+# float64 reference with and without the rounding), like rounding the weights: ATOL_F16 applies.
+# Against the reference that rounds its cache too, the runtime differs by 0.9e-2 to 1.3e-2
+# (measured), not by fp32 roundoff alone: a cached value whose fp32 and float64 forms lie on either
+# side of a half-way point rounds to neighbouring halves, and each such flip moves the later layers'
+# inputs, so the two caches part by a few more. ATOL_KV16 = 0.04 is 3x the largest measured, yet 4x
+# below the effect of not rounding the cache at all, so a cache that stored the wrong values
+# (or none) cannot pass.
+ATOL_KV16 = 0.04
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +90,12 @@ def reference_f16_weights(reference):
     weights = {name: w.astype(np.float16).astype(np.float64) if w.ndim == 2 else w
                for name, w in reference.weights.items()}
     return ReferenceLlama(reference.config, weights)
+
+
+@pytest.fixture(scope="session")
+def reference_kv16(reference):
+    """The reference with its cached keys and values rounded to f16, as the default cache stores them."""
+    return ReferenceLlama(reference.config, reference.weights, cache_dtype=np.float16)
 
 
 @pytest.fixture(scope="session")
@@ -106,14 +124,21 @@ def reference_greedy(reference, hf_tokenizer):
 def runtime_f32(smollm2_f32):
     import mixrt
 
-    return mixrt.load(smollm2_f32)
+    return mixrt.load(smollm2_f32, kv_cache="f32")
 
 
 @pytest.fixture(scope="module")
 def runtime_f16(smollm2_f16):
     import mixrt
 
-    return mixrt.load(smollm2_f16)
+    return mixrt.load(smollm2_f16, kv_cache="f32")
+
+
+@pytest.fixture(scope="module")
+def runtime_kv16(smollm2_f32):
+    import mixrt
+
+    return mixrt.load(smollm2_f32)  # the default f16 KV cache
 
 
 def top2_gap(logits: np.ndarray) -> np.ndarray:
@@ -167,6 +192,18 @@ def test_f16_logits_match_reference(runtime_f16, prompt_ids, reference_logits, r
               f"against the f16-rounded reference {err_same_weights:.2e}")
         assert err < ATOL_F16, name
         assert err_same_weights < ATOL_F32, name
+
+
+def test_f16_kv_cache_logits_match_reference(runtime_kv16, prompt_ids, reference_logits, reference_kv16):
+    assert runtime_kv16.kv_cache == "f16"
+    for name, ids in prompt_ids.items():
+        got = runtime_kv16.eval_logits(ids)
+        err, _ = max_errors(got, reference_logits[name])
+        err_same_cache, _ = max_errors(got, reference_kv16.logits(ids))
+        print(f"f16 KV cache {name} ({len(ids)} tokens): max abs error {err:.2e}; against the reference "
+              f"with an f16 cache {err_same_cache:.2e}")
+        assert err < ATOL_F16, name
+        assert err_same_cache < ATOL_KV16, name
 
 
 def test_f32_greedy_matches_reference(runtime_f32, reference_greedy):

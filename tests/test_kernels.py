@@ -105,22 +105,63 @@ def test_avx2_matmul_matches_scalar_twin(dtype, n, M, K):  # the avx512 table us
     assert np.all(diff <= 2 * K * 2.0**-24 * scale + 1e-30)
 
 
+def f16_bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.astype(np.float16).view(np.uint16))
+
+
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("cache", ["f16", "f32"])
 @pytest.mark.parametrize("hd", [1, 7, 8, 15, 16, 17, 64, 100, 128])
 @pytest.mark.parametrize("length", [1, 5, 33])
 @pytest.mark.parametrize("nq", [1, 2, 3, 5, 8])
-def test_attention_kernels(impl, hd, length, nq):
-    # scores = q K^T and out = p V for nq queries sharing the keys and values, against float64.
+def test_attention_kernels(impl, cache, hd, length, nq):
+    # scores = q K^T and out = p V for nq queries sharing the cached keys and values (f16 or f32, as
+    # a KV cache stores them), against float64 on the same values.
     rng = np.random.default_rng(hd * 100 + length * 10 + nq)
     q = rng.standard_normal((nq, hd)).astype(np.float32)
-    K = rng.standard_normal((length, hd)).astype(np.float32)
-    V = rng.standard_normal((length, hd)).astype(np.float32)
-    scores, out = _internal.kernel_attention(impl, q, K, V)
+    K = rng.standard_normal((length, hd)).astype(np.float16 if cache == "f16" else np.float32)
+    V = rng.standard_normal((length, hd)).astype(K.dtype)
+    stored = (lambda a: f16_bits(a)) if cache == "f16" else (lambda a: a)
+    scores, out = _internal.kernel_attention(impl, q, stored(K), stored(V))
     exact_scores, scale = products(K, q)
     # fp32 sums of hd (resp. length) products: within that many roundings of sum |a||b|.
     assert np.all(np.abs(scores - exact_scores) <= hd * 2.0**-24 * scale + 1e-30)
     exact_out, scale = products(V.T, scores)
     assert np.all(np.abs(out - exact_out) <= length * 2.0**-24 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_f16_cache_against_f32_cache(impl):
+    # The cache rounds keys and values to f16: each value moves by at most 2^-11 of itself
+    # (relative half step, normal range), so a score moves by at most 2^-11 sum |q||k| and an output
+    # by at most 2^-11 sum p |v| over the f32 cache's exact result, plus the fp32 sums' roundoff.
+    rng = np.random.default_rng(11)
+    hd, length, nq = 64, 300, 3
+    q = rng.standard_normal((nq, hd)).astype(np.float32)
+    K = rng.standard_normal((length, hd)).astype(np.float32)
+    V = rng.standard_normal((length, hd)).astype(np.float32)
+    scores, out = _internal.kernel_attention(impl, q, f16_bits(K), f16_bits(V))
+    exact_scores, scale = products(K, q)
+    assert np.all(np.abs(scores - exact_scores) <= (2.0**-11 + hd * 2.0**-24) * scale)
+    exact_out, scale = products(V.T, scores)  # with the kernel's own scores as probabilities
+    assert np.all(np.abs(out - exact_out) <= (2.0**-11 + length * 2.0**-24) * scale)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cache_store_rounds_to_nearest_even_half(impl):
+    # Every exponent from subnormal halves to overflow, ties, and values around the limits: the
+    # kernel's rounding (F16C or the portable float_to_half) equals numpy's float16 cast bit for bit.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(20000) * np.exp2(rng.integers(-30, 18, size=20000))).astype(np.float32)
+    halves = np.arange(0, 0x7C00, 7, dtype=np.uint16).view(np.float16).astype(np.float32)
+    ties = (halves[:-1] + np.diff(halves) / 2).astype(np.float32)  # midpoints of neighbouring halves
+    edges = np.array([0.0, -0.0, 65504, 65519.99, 65520, -65520, 1e10, 2.0**-25, 2.0**-25 * 1.0001,
+                      2.0**-24, 2.0**-14, 2.0**-14 * (1 - 2.0**-12), np.inf, -np.inf], np.float32)
+    for values in (x, halves, ties, edges):
+        got = _internal.kernel_to_f16(impl, values)
+        with np.errstate(over="ignore"):  # numpy warns where it rounds to infinity, as it should
+            expected = values.astype(np.float16).view(np.uint16)
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_f16_conversion_is_exact_for_every_half_value():

@@ -13,8 +13,8 @@ class CpuModel : public PreparedModel {
 public:
     explicit CpuModel(const LlamaModel &model) : model_(model), weights_(model) {}
     mixrt_backend backend() const override { return MIXRT_BACKEND_CPU; }
-    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads) const override {
-        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads);
+    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv) const override {
+        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv);
     }
 
 private:

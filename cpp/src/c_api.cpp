@@ -209,14 +209,17 @@ mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t *ids, size
     return g != MIXRT_OK ? g : st;
 }
 
-mixrt_context_params mixrt_context_default_params(void) { return mixrt_context_params{0, 0}; }
+mixrt_context_params mixrt_context_default_params(void) { return mixrt_context_params{0, 0, MIXRT_KV_F16}; }
 
 mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_params *params, mixrt_context **out_ctx) {
     MIXRT_REQUIRE(model && out_ctx, "mixrt_context_create: null argument");
     *out_ctx = nullptr;
     mixrt_context_params p = params ? *params : mixrt_context_default_params();
+    MIXRT_REQUIRE(p.kv_type == MIXRT_KV_F16 || p.kv_type == MIXRT_KV_F32,
+                  "mixrt_context_create: kv_type is " + std::to_string(p.kv_type) +
+                      ", expected MIXRT_KV_F16 (0) or MIXRT_KV_F32 (1)");
     return guarded([&] {
-        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads);
+        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads, static_cast<mixrt_kv_type>(p.kv_type));
         *out_ctx = new mixrt_context{std::move(engine)};
     });
 }

@@ -52,6 +52,7 @@ const mixrt::CpuKernels &kernel_table(const std::string &impl) {
 }
 
 using FloatMatrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using AnyMatrix = nb::ndarray<nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 // out = x W^T with W given as f32 or as raw f16 bits (uint16).
 nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul(const std::string &impl, nb::ndarray<nb::ndim<2>, nb::c_contig, nb::device::cpu> W,
@@ -329,18 +330,35 @@ NB_MODULE(_internal, m) {
         return mixrt::read_bandwidth(threads, bytes, reps);
     }, "threads"_a, "bytes"_a, "reps"_a);
     m.def("time_gemv", &time_gemv, "path"_a, "groups"_a, "threads"_a, "n"_a, "reps"_a);
-    m.def("kernel_attention", [](const std::string &impl, FloatMatrix q, FloatMatrix K, FloatMatrix V) {
+    m.def("kernel_attention", [](const std::string &impl, FloatMatrix q, AnyMatrix K, AnyMatrix V) {
         // (scores [n, len], out [n, hd]): scores = q K^T, out = scores V, with the n query rows
-        // passed to the kernels together (as the heads that share a KV head).
+        // passed to the kernels together (as the heads that share a KV head); K and V as a KV cache
+        // stores them: f16 bits (uint16) or float32.
         const mixrt::CpuKernels &k = kernel_table(impl);
         const int64_t n = q.shape(0), hd = q.shape(1), len = K.shape(0);
         if (int64_t(K.shape(1)) != hd || V.shape(0) != K.shape(0) || int64_t(V.shape(1)) != hd)
             throw nb::value_error("q, K and V need the same width and K, V the same length");
+        if (K.dtype() != V.dtype()) throw nb::value_error("K and V need the same dtype");
         float *scores, *out;
         auto s = new_matrix(n, len, &scores);
         auto o = new_matrix(n, hd, &out);
-        k.attn_scores(q.data(), n, hd, K.data(), hd, len, hd, scores);
-        k.attn_values(scores, n, V.data(), hd, len, hd, out, hd);
+        if (K.dtype() == nb::dtype<uint16_t>()) {
+            k.attn_scores_f16(q.data(), n, hd, static_cast<const uint16_t *>(K.data()), hd, len, hd, scores);
+            k.attn_values_f16(scores, n, static_cast<const uint16_t *>(V.data()), hd, len, hd, out, hd);
+        } else if (K.dtype() == nb::dtype<float>()) {
+            k.attn_scores_f32(q.data(), n, hd, static_cast<const float *>(K.data()), hd, len, hd, scores);
+            k.attn_values_f32(scores, n, static_cast<const float *>(V.data()), hd, len, hd, out, hd);
+        } else {
+            throw nb::value_error("K and V must be uint16 (f16 bits) or float32");
+        }
         return nb::make_tuple(s, o);
     }, "impl"_a, "q"_a, "K"_a, "V"_a);
+    m.def("kernel_to_f16", [](const std::string &impl, nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> x) {
+        // x rounded to f16 bits by the named table's to_f16 (the KV cache store).
+        const mixrt::CpuKernels &k = kernel_table(impl);
+        uint16_t *out = new uint16_t[x.shape(0) + 1];
+        nb::capsule owner(out, [](void *p) noexcept { delete[] static_cast<uint16_t *>(p); });
+        k.to_f16(x.data(), out, int64_t(x.shape(0)));
+        return nb::ndarray<nb::numpy, uint16_t, nb::ndim<1>>(out, {x.shape(0)}, owner);
+    }, "impl"_a, "x"_a);
 }

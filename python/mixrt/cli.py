@@ -21,7 +21,7 @@ MB = 1e6  # every size is printed in MB (10^6 bytes)
 def _load(args, n_ctx=None):
     from .api import load
 
-    return load(args.model, threads=args.threads, n_ctx=n_ctx, backend=args.backend)
+    return load(args.model, threads=args.threads, n_ctx=n_ctx, backend=args.backend, kv_cache=args.kv_cache)
 
 
 def _read_prompt(args) -> str:
@@ -208,6 +208,17 @@ def cmd_perplexity(args) -> int:
 KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def resident_bytes():
+    """This process's resident memory (VmRSS), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def cpu_info() -> tuple:
     """(the CPU's model name, those of its flags in KERNEL_FLAGS)."""
     import platform
@@ -281,7 +292,11 @@ def cmd_bench(args) -> int:
     same run (the best of passes before and after the timed runs). --gemv times each matrix shape."""
     from . import _core, _internal
 
+    resident_before = resident_bytes()
+    start = time.perf_counter()
     model = _load(args, n_ctx=max(args.p, 32 + args.n))
+    load_s = time.perf_counter() - start
+    resident_after = resident_bytes()
     if args.gemv and model.backend == "cuda":
         raise ValueError("--gemv times the CPU kernels: expected --backend cpu, found the CUDA "
                          "backend (GPU kernels: tools/bench_cuda_gemv.py)")
@@ -294,7 +309,10 @@ def cmd_bench(args) -> int:
               "cpu": cpu_info()[0], "cpu_flags": cpu_info()[1], "threads": threads,
               "kernels": _internal.best_kernels(), "kernels_available": _internal.available_kernels(),
               "command": " ".join(["mixrt", *map(str, args.argv)]),
-              "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token}
+              "file_bytes": Path(args.model).stat().st_size, "weight_bytes_per_token": bytes_per_token,
+              "tensor_bytes": sum(t["n_bytes"] for t in model.tensors()), "load_s": load_s,
+              "resident_bytes_added_by_load": (resident_after - resident_before
+                                               if resident_before is not None and resident_after is not None else None)}
     if args.gemv:
         result["gemv"] = gemv_rows(model, args.repeats)
     else:
@@ -342,6 +360,10 @@ def cmd_bench(args) -> int:
               + f", load average {load_before:.2f} -> {result['load_average_1m'][1]:.2f}")
         print(f"  CPU flags: {' '.join(result['cpu_flags']) or 'none of ' + ' '.join(KERNEL_FLAGS)}; kernel tables "
               f"available: {', '.join(result['kernels_available'])} (MIXRT_CPU_KERNELS picks one)")
+    added = result["resident_bytes_added_by_load"]
+    print(f"  load: {load_s:.2f} s, resident memory +"
+          + (f"{added / 1e6:.1f} MB = {added / result['tensor_bytes']:.2f}x" if added is not None else "? (no /proc)")
+          + f" the tensor bytes of the file ({result['tensor_bytes'] / 1e6:.1f} MB)")
     print(f"  weights read per token: {bytes_per_token / 1e6:.1f} MB (file {result['file_bytes'] / 1e6:.1f} MB); "
           f"machine read bandwidth {bw:.1f} GB/s (best of {len(bandwidth)} passes of "
           f"{READ_BUFFER_BYTES >> 20} MiB)")
@@ -398,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs (default auto: CUDA when built and a GPU is present, "
                              "else the CPU)")
+        sp.add_argument("--kv-cache", choices=("f16", "f32"), default="f16",
+                        help="how the KV cache stores keys and values (default f16: half the memory; "
+                             "f32 runs on the CPU only)")
 
     def sampling(sp, n_default):
         from .api import SAMPLER_DEFAULTS as d
@@ -441,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     i = command("info", "what a file holds: model, recipe, bits, tokenizer, chat template")
-    i.set_defaults(backend="cpu")
+    i.set_defaults(backend="cpu", kv_cache="f16")
     i.add_argument("--tensors", action="store_true", help="also list every tensor (dtype, dims, MB, bits)")
     i.add_argument("--metadata", action="store_true", help="also list every scalar metadata key")
     i.add_argument("--json", action="store_true", help="everything as one JSON object")

@@ -111,9 +111,17 @@ MIXRT_API mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t 
 
 typedef struct mixrt_context mixrt_context;
 
+/* How the KV cache stores keys and values: f16 (the default; half the memory and attention
+   bytes) or f32 (CPU backend only). */
+typedef enum mixrt_kv_type {
+    MIXRT_KV_F16 = 0,
+    MIXRT_KV_F32 = 1
+} mixrt_kv_type;
+
 typedef struct mixrt_context_params {
     int32_t n_ctx;     /* tokens the KV cache holds; 0 = the model's context length */
     int32_t n_threads; /* 0 = all cores */
+    int32_t kv_type;   /* a mixrt_kv_type */
 } mixrt_context_params;
 
 MIXRT_API mixrt_context_params mixrt_context_default_params(void);

@@ -1,6 +1,6 @@
 // context.cpp: the Llama forward pass in fp32 activations over weights of any dtype (matmuls in
 // cpu/matmul.h), read top to bottom:
-// embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache -> causal GQA attention -> output
+// embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache (f16 or f32) -> causal GQA attention -> output
 // projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head.
 // Tested against the float64 numpy reference in tests/test_forward_reference.py.
 #include "cpu/context.h"
@@ -17,7 +17,7 @@
 
 namespace mixrt {
 
-void FreeDeleter::operator()(float *p) const { std::free(p); }
+void FreeDeleter::operator()(void *p) const { std::free(p); }
 
 namespace {
 
@@ -26,22 +26,24 @@ int32_t default_threads() {
     return n == 0 ? 1 : static_cast<int32_t>(n);
 }
 
-FloatBuffer calloc_floats(size_t count, const char *what) {
-    float *p = static_cast<float *>(std::calloc(count, sizeof(float)));
+CacheBuffer calloc_cache(size_t count, size_t size, const char *what) {
+    void *p = std::calloc(count, size);
     if (!p)
-        fail(MIXRT_ERR_OUT_OF_MEMORY, std::string("cannot allocate the ") + what + " (" +
-                                          std::to_string(count * sizeof(float) >> 20) + " MiB)");
-    return FloatBuffer(p);
+        fail(MIXRT_ERR_OUT_OF_MEMORY,
+             std::string("cannot allocate the ") + what + " (" + std::to_string(count * size >> 20) + " MiB)");
+    return CacheBuffer(p);
 }
 
 }  // namespace
 
-Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads)
+Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads,
+                 mixrt_kv_type kv)
     : Engine(model, n_ctx),
       p_(model.params()),
       weights_(weights),
       kernels_(best_kernels()),
       pool_(n_threads <= 0 ? default_threads() : n_threads),
+      kv_(kv),
       xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
                                                             int64_t(model.params().n_heads) * model.params().head_dim,
                                                             model.params().ffn_size})),
@@ -49,8 +51,10 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)} {
     rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
-    k_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "key cache");
-    v_cache_ = calloc_floats(size_t(p_.n_layers) * n_ctx_ * kv_width, "value cache");
+    const size_t cache_values = size_t(p_.n_layers) * n_ctx_ * kv_width;
+    const size_t value_bytes = kv_ == MIXRT_KV_F32 ? sizeof(float) : sizeof(uint16_t);
+    k_cache_ = calloc_cache(cache_values, value_bytes, "key cache");
+    v_cache_ = calloc_cache(cache_values, value_bytes, "value cache");
     const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
     x_.resize(sizes.x);
     xb_.resize(sizes.xb);
@@ -110,15 +114,57 @@ void Context::rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const {
     }
 }
 
-// Causal grouped-query attention of the batch's queries over the cache (which already holds the
-// batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd)) V[0..pos]. The
-// (token, head) items are split evenly across the threads; each thread takes its items in runs of
-// the heads of one token that share a KV head, so the kernels read each cached row once per run.
+// The batch's keys and values (k_, v_) into the cache of `layer` at positions pos0 .. pos0 + n.
+void Context::store_kv(int layer, int32_t n, int32_t pos0) {
+    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim, at = (size_t(layer) * n_ctx_ + pos0) * kv_width;
+    const int64_t count = int64_t(n) * kv_width;
+    if (kv_ == MIXRT_KV_F32) {
+        std::memcpy(static_cast<float *>(k_cache_.get()) + at, k_.data(), count * sizeof(float));
+        std::memcpy(static_cast<float *>(v_cache_.get()) + at, v_.data(), count * sizeof(float));
+    } else {
+        kernels_.to_f16(k_.data(), static_cast<uint16_t *>(k_cache_.get()) + at, count);
+        kernels_.to_f16(v_.data(), static_cast<uint16_t *>(v_cache_.get()) + at, count);
+    }
+}
+
 void Context::attention(int layer, int32_t n, int32_t pos0) {
+    const size_t at = size_t(layer) * n_ctx_ * p_.n_kv_heads * p_.head_dim;
+    if (kv_ == MIXRT_KV_F32)
+        attention(static_cast<const float *>(k_cache_.get()) + at, static_cast<const float *>(v_cache_.get()) + at, n,
+                  pos0);
+    else
+        attention(static_cast<const uint16_t *>(k_cache_.get()) + at, static_cast<const uint16_t *>(v_cache_.get()) + at,
+                  n, pos0);
+}
+
+namespace {
+inline void attn_scores(const CpuKernels &k, const float *q, int64_t nq, int64_t q_stride, const uint16_t *K,
+                        int64_t stride, int64_t len, int64_t hd, float *scores) {
+    k.attn_scores_f16(q, nq, q_stride, K, stride, len, hd, scores);
+}
+inline void attn_scores(const CpuKernels &k, const float *q, int64_t nq, int64_t q_stride, const float *K,
+                        int64_t stride, int64_t len, int64_t hd, float *scores) {
+    k.attn_scores_f32(q, nq, q_stride, K, stride, len, hd, scores);
+}
+inline void attn_values(const CpuKernels &k, const float *p, int64_t nq, const uint16_t *V, int64_t stride, int64_t len,
+                        int64_t hd, float *out, int64_t out_stride) {
+    k.attn_values_f16(p, nq, V, stride, len, hd, out, out_stride);
+}
+inline void attn_values(const CpuKernels &k, const float *p, int64_t nq, const float *V, int64_t stride, int64_t len,
+                        int64_t hd, float *out, int64_t out_stride) {
+    k.attn_values_f32(p, nq, V, stride, len, hd, out, out_stride);
+}
+}  // namespace
+
+// Causal grouped-query attention of the batch's queries over the cache of one layer (K, V, which
+// already hold the batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd))
+// V[0..pos]. The (token, head) items are split evenly across the threads; each thread takes its
+// items in runs of the heads of one token that share a KV head, so the kernels read each cached
+// row once per run.
+template <typename KV>
+void Context::attention(const KV *K, const KV *V, int32_t n, int32_t pos0) {
     const int32_t hd = p_.head_dim, n_heads = p_.n_heads, group = p_.n_heads / p_.n_kv_heads;
     const size_t kv_width = size_t(p_.n_kv_heads) * hd, q_width = size_t(n_heads) * hd;
-    const float *K = k_cache_.get() + size_t(layer) * n_ctx_ * kv_width;
-    const float *V = v_cache_.get() + size_t(layer) * n_ctx_ * kv_width;
     const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t items = int64_t(n) * n_heads;
     const int threads = pool_.size();
@@ -132,7 +178,7 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
                 const int32_t nq = int32_t(std::min<int64_t>((kvh + 1) * group - h, end - item));
                 const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
                 const size_t offset = size_t(kvh) * hd;
-                kernels_.attn_scores(q, nq, hd, K + offset, kv_width, len, hd, scores);
+                attn_scores(kernels_, q, nq, hd, K + offset, kv_width, len, hd, scores);
                 for (int32_t i = 0; i < nq; ++i) {
                     float *s = scores + size_t(i) * len;
                     float max_score = -INFINITY;
@@ -145,8 +191,8 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
                     const float inv_sum = 1.0f / sum;
                     for (int32_t j = 0; j < len; ++j) s[j] *= inv_sum;
                 }
-                kernels_.attn_values(scores, nq, V + offset, kv_width, len, hd,
-                                     att_.data() + size_t(t) * q_width + size_t(h) * hd, hd);
+                attn_values(kernels_, scores, nq, V + offset, kv_width, len, hd,
+                            att_.data() + size_t(t) * q_width + size_t(h) * hd, hd);
                 item += nq;
             }
         }
@@ -157,7 +203,6 @@ void Context::attention(int layer, int32_t n, int32_t pos0) {
 
 void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
     const int32_t d = p_.hidden_size, pos0 = n_past();
-    const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
 
     // Token embedding: x[t] = token_embd[token[t]] (decoded from its dtype).
     for (int32_t t = 0; t < n; ++t) dequantize_row(model_.token_embd(), tokens[t], x_.data() + size_t(t) * d);
@@ -175,10 +220,7 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
         }
         rope(q_.data(), n, p_.n_heads, pos0);
         rope(k_.data(), n, p_.n_kv_heads, pos0);
-        float *k_layer = k_cache_.get() + size_t(l) * n_ctx_ * kv_width;
-        float *v_layer = v_cache_.get() + size_t(l) * n_ctx_ * kv_width;
-        std::memcpy(k_layer + size_t(pos0) * kv_width, k_.data(), size_t(n) * kv_width * sizeof(float));
-        std::memcpy(v_layer + size_t(pos0) * kv_width, v_.data(), size_t(n) * kv_width * sizeof(float));
+        store_kv(l, n, pos0);
         attention(l, n, pos0);
         capture(l, MIXRT_SITE_ATTN_OUT, att_.data(), n, w.attn_output.weight().cols);
         matmul(w.attn_output, att_.data(), xb_.data(), n);

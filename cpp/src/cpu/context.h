@@ -17,9 +17,9 @@ namespace mixrt {
 
 // Frees with std::free; calloc'ed so untouched KV cache pages cost no memory.
 struct FreeDeleter {
-    void operator()(float *p) const;
+    void operator()(void *p) const;
 };
-using FloatBuffer = std::unique_ptr<float[], FreeDeleter>;
+using CacheBuffer = std::unique_ptr<void, FreeDeleter>;
 
 class Context : public Engine {
 public:
@@ -27,7 +27,8 @@ public:
     static constexpr int32_t kMaxBatch = 512;
 
     // weights: the model's weights as the CPU reads them (cpu_model.h); both must outlive this.
-    Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads);  // throws mixrt::Error
+    Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads,
+            mixrt_kv_type kv);  // throws mixrt::Error
 
     const char *backend_name() const override { return "cpu"; }
     int32_t n_threads() const { return pool_.size(); }
@@ -48,6 +49,9 @@ private:
     void rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const;
     void rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const;
     void attention(int layer, int32_t n, int32_t pos0);
+    template <typename KV>
+    void attention(const KV *K, const KV *V, int32_t n, int32_t pos0);
+    void store_kv(int layer, int32_t n, int32_t pos0);
     void capture(int32_t layer, int32_t site, const float *x, int32_t n, int64_t width) const {
         if (capture_) capture_(capture_user_, layer, site, x, n, static_cast<int32_t>(width));
     }
@@ -59,8 +63,9 @@ private:
 
     // RoPE tables: cos/sin of pos * theta^(-2i/head_dim), (n_ctx, head_dim/2).
     std::vector<float> rope_cos_, rope_sin_;
-    // KV cache: (layer, n_ctx, n_kv_heads * head_dim) each.
-    FloatBuffer k_cache_, v_cache_;
+    // KV cache: (layer, n_ctx, n_kv_heads * head_dim) each, keys after RoPE, f16 or f32 (kv_).
+    mixrt_kv_type kv_;
+    CacheBuffer k_cache_, v_cache_;
     // Activations of one batch (activation_sizes(kMaxBatch)).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
     // Inputs of quantized matmuls, rounded to 8-bit groups: [0] of any width; [1] and [2] (hidden

@@ -32,13 +32,20 @@ struct CpuKernels {
     void (*matmul_q4)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_mix)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     // Attention of nq queries (the query heads that share one KV head, rows `q_stride` floats
-    // apart) over len cached positions of that head (rows of width hd, `stride` floats apart), so
-    // each cached row is read once for all of them: scores[h * len + j] = q_h . K[j];
-    // out[h * out_stride + i] = sum_j p[h * len + j] V[j][i] (out is overwritten).
-    void (*attn_scores)(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
-                        int64_t hd, float *scores);
-    void (*attn_values)(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
-                        int64_t out_stride);
+    // apart) over len cached positions of that head (rows of width hd, `stride` values apart, f16
+    // or f32 as the KV cache stores them), so each cached row is read once for all of them:
+    // scores[h * len + j] = q_h . K[j]; out[h * out_stride + i] = sum_j p[h * len + j] V[j][i]
+    // (out is overwritten).
+    void (*attn_scores_f16)(const float *q, int64_t nq, int64_t q_stride, const uint16_t *K, int64_t stride,
+                            int64_t len, int64_t hd, float *scores);
+    void (*attn_values_f16)(const float *p, int64_t nq, const uint16_t *V, int64_t stride, int64_t len, int64_t hd,
+                            float *out, int64_t out_stride);
+    void (*attn_scores_f32)(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride,
+                            int64_t len, int64_t hd, float *scores);
+    void (*attn_values_f32)(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd,
+                            float *out, int64_t out_stride);
+    // dst[i] = x[i] rounded to f16 (nearest even), i < n: keys and values into the cache.
+    void (*to_f16)(const float *x, uint16_t *dst, int64_t n);
 };
 
 const CpuKernels &scalar_kernels();

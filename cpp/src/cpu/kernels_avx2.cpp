@@ -29,7 +29,7 @@ inline __m256 load8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
 }
 inline float load1(const float *p) { return *p; }
-inline float load1(const uint16_t *p) { return half_to_float(*p); }
+inline float load1(const uint16_t *p) { return _cvtsh_ss(*p); }
 
 // out[t, r] for R rows starting at r and T tokens starting at t.
 template <int R, int T, typename W_T>
@@ -148,16 +148,16 @@ struct Avx2 {
 };
 
 // ---- attention ----------------------------------------------------------------------------------
-// Blocks of up to 3 queries (the heads that share a KV head) against blocks of 4 cached keys: 12
+// Cached keys and values are f16 (widened by F16C as they are loaded) or f32. Blocks of up to 3 queries (the heads that share a KV head) against blocks of 4 cached keys: 12
 // accumulators, every key row loaded once per query block, and a transposing reduction that turns
 // a query's 4 accumulators into its 4 scores (no horizontal sum per score).
-template <int QB>
-void scores_block(const float *q, int64_t q_stride, const float *K, int64_t stride, int64_t len, int64_t hd,
+template <int QB, typename KV>
+void scores_block(const float *q, int64_t q_stride, const KV *K, int64_t stride, int64_t len, int64_t hd,
                   float *scores) {
     const int64_t hd8 = hd & ~int64_t(7);
     auto tail_dot = [&](int h, int64_t j) {  // the columns past the last full vector
         float s = 0.0f;
-        for (int64_t i = hd8; i < hd; ++i) s += q[h * q_stride + i] * K[j * stride + i];
+        for (int64_t i = hd8; i < hd; ++i) s += q[h * q_stride + i] * load1(K + j * stride + i);
         return s;
     };
     int64_t j = 0;
@@ -167,7 +167,7 @@ void scores_block(const float *q, int64_t q_stride, const float *K, int64_t stri
             for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_setzero_ps();
         for (int64_t i = 0; i < hd8; i += 8) {
             __m256 k[4];
-            for (int c = 0; c < 4; ++c) k[c] = _mm256_loadu_ps(K + (j + c) * stride + i);
+            for (int c = 0; c < 4; ++c) k[c] = load8(K + (j + c) * stride + i);
             for (int h = 0; h < QB; ++h) {
                 const __m256 qv = _mm256_loadu_ps(q + h * q_stride + i);
                 for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_fmadd_ps(qv, k[c], acc[h][c]);
@@ -184,15 +184,15 @@ void scores_block(const float *q, int64_t q_stride, const float *K, int64_t stri
         for (int h = 0; h < QB; ++h) {
             __m256 acc = _mm256_setzero_ps();
             for (int64_t i = 0; i < hd8; i += 8)
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), _mm256_loadu_ps(K + j * stride + i), acc);
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * q_stride + i), load8(K + j * stride + i), acc);
             scores[h * len + j] = hsum(acc) + tail_dot(h, j);
         }
 }
 
 // Blocks of up to 3 queries, columns in blocks of 32 (then 8, then single columns) kept in
 // registers across all positions; every value row is read once per query block.
-template <int QB>
-void values_block(const float *p, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+template <int QB, typename KV>
+void values_block(const float *p, const KV *V, int64_t stride, int64_t len, int64_t hd, float *out,
                   int64_t out_stride) {
     int64_t i = 0;
     for (; i + 32 <= hd; i += 32) {
@@ -202,7 +202,7 @@ void values_block(const float *p, const float *V, int64_t stride, int64_t len, i
         for (int64_t j = 0; j < len; ++j)
             for (int h = 0; h < QB; ++h) {
                 const __m256 pj = _mm256_set1_ps(p[h * len + j]);
-                for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(V + j * stride + i + 8 * c), acc[h][c]);
+                for (int c = 0; c < 4; ++c) acc[h][c] = _mm256_fmadd_ps(pj, load8(V + j * stride + i + 8 * c), acc[h][c]);
             }
         for (int h = 0; h < QB; ++h)
             for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + h * out_stride + i + 8 * c, acc[h][c]);
@@ -211,7 +211,7 @@ void values_block(const float *p, const float *V, int64_t stride, int64_t len, i
         __m256 acc[QB];
         for (int h = 0; h < QB; ++h) acc[h] = _mm256_setzero_ps();
         for (int64_t j = 0; j < len; ++j) {
-            const __m256 v = _mm256_loadu_ps(V + j * stride + i);
+            const __m256 v = load8(V + j * stride + i);
             for (int h = 0; h < QB; ++h) acc[h] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * len + j]), v, acc[h]);
         }
         for (int h = 0; h < QB; ++h) _mm256_storeu_ps(out + h * out_stride + i, acc[h]);
@@ -219,12 +219,13 @@ void values_block(const float *p, const float *V, int64_t stride, int64_t len, i
     for (; i < hd; ++i)
         for (int h = 0; h < QB; ++h) {
             float acc = 0.0f;
-            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * V[j * stride + i];
+            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * load1(V + j * stride + i);
             out[h * out_stride + i] = acc;
         }
 }
 
-void attn_scores_avx2(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
+template <typename KV>
+void attn_scores_avx2(const float *q, int64_t nq, int64_t q_stride, const KV *K, int64_t stride, int64_t len,
                       int64_t hd, float *scores) {
     int64_t h = 0;
     for (; h + 3 <= nq; h += 3) scores_block<3>(q + h * q_stride, q_stride, K, stride, len, hd, scores + h * len);
@@ -232,7 +233,8 @@ void attn_scores_avx2(const float *q, int64_t nq, int64_t q_stride, const float 
     if (nq - h == 1) scores_block<1>(q + h * q_stride, q_stride, K, stride, len, hd, scores + h * len);
 }
 
-void attn_values_avx2(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+template <typename KV>
+void attn_values_avx2(const float *p, int64_t nq, const KV *V, int64_t stride, int64_t len, int64_t hd, float *out,
                       int64_t out_stride) {
     int64_t h = 0;
     for (; h + 3 <= nq; h += 3) values_block<3>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
@@ -240,12 +242,21 @@ void attn_values_avx2(const float *p, int64_t nq, const float *V, int64_t stride
     if (nq - h == 1) values_block<1>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
 }
 
+void to_f16_avx2(const float *x, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; ++i) dst[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 }  // namespace
 
 const CpuKernels &avx2_kernel_table() {
     static const CpuKernels k{"avx2",           matmul_avx2<float>, matmul_avx2<uint16_t>,
                               matmul_tiled<Avx2, TileKind::q8>, matmul_tiled<Avx2, TileKind::q4>,
-                              matmul_tiled<Avx2, TileKind::mix>, attn_scores_avx2, attn_values_avx2};
+                              matmul_tiled<Avx2, TileKind::mix>, attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
+                              attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2};
     return k;
 }
 

@@ -49,31 +49,46 @@ void matmul_q_ref(const TiledMatrix &tiled, const QuantizedInput &x, float *out,
     }
 }
 
-void attn_scores_ref(const float *q, int64_t nq, int64_t q_stride, const float *K, int64_t stride, int64_t len,
-                     int64_t hd, float *scores) {
+template <typename T>
+void attn_scores_ref(const float *q, int64_t nq, int64_t q_stride, const T *K, int64_t stride, int64_t len, int64_t hd,
+                     float *scores) {
     for (int64_t h = 0; h < nq; ++h)
         for (int64_t j = 0; j < len; ++j) {
             float acc = 0.0f;
-            for (int64_t i = 0; i < hd; ++i) acc += q[h * q_stride + i] * K[j * stride + i];
+            for (int64_t i = 0; i < hd; ++i) acc += q[h * q_stride + i] * load(K + j * stride, i);
             scores[h * len + j] = acc;
         }
 }
 
-void attn_values_ref(const float *p, int64_t nq, const float *V, int64_t stride, int64_t len, int64_t hd, float *out,
+template <typename T>
+void attn_values_ref(const float *p, int64_t nq, const T *V, int64_t stride, int64_t len, int64_t hd, float *out,
                      int64_t out_stride) {
     for (int64_t h = 0; h < nq; ++h)
         for (int64_t i = 0; i < hd; ++i) {
             float acc = 0.0f;
-            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * V[j * stride + i];
+            for (int64_t j = 0; j < len; ++j) acc += p[h * len + j] * load(V + j * stride, i);
             out[h * out_stride + i] = acc;
         }
+}
+
+void to_f16_ref(const float *x, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_half(x[i]);
 }
 
 }  // namespace
 
 const CpuKernels &scalar_kernels() {
-    static const CpuKernels k{"scalar",     matmul_ref<float>, matmul_ref<uint16_t>, matmul_q_ref, matmul_q_ref,
-                              matmul_q_ref, attn_scores_ref,   attn_values_ref};
+    static const CpuKernels k{"scalar",
+                              matmul_ref<float>,
+                              matmul_ref<uint16_t>,
+                              matmul_q_ref,
+                              matmul_q_ref,
+                              matmul_q_ref,
+                              attn_scores_ref<uint16_t>,
+                              attn_values_ref<uint16_t>,
+                              attn_scores_ref<float>,
+                              attn_values_ref<float>,
+                              to_f16_ref};
     return k;
 }
 

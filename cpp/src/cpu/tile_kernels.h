@@ -178,11 +178,27 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
     for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
 }
 
-// The fp16 outliers of row r against x^ in the original column order.
-inline float outliers(const MixView &m, int64_t r, const float *xhat) {
-    float s = 0.0f;
-    for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) s += _cvtsh_ss(m.vals[o]) * xhat[m.cols[o]];
-    return s;
+// result[t][row] += the fp16 outliers of the tile's rows [r0, r1) against x^ of token t in the
+// original column order: one loop over the tile's CSR entries. Consecutive entries often share a
+// row, so even and odd entries add into separate sums (no chain of dependent stores and loads).
+template <int T>
+inline void add_outliers(const MixView &m, const uint8_t *outlier_row, int64_t r0, int64_t r1, const QuantizedInput &in,
+                         float result[T][kTileRows]) {
+    alignas(64) float odd[T][kTileRows] = {};
+    auto add = [&](uint32_t o, float sums[T][kTileRows]) {
+        const float v = _cvtsh_ss(m.vals[o]);
+        const uint16_t c = m.cols[o];
+        for (int t = 0; t < T; ++t) sums[t][outlier_row[o]] += v * in.xhat[t * in.K + c];
+    };
+    uint32_t o = m.row_ptr[r0];
+    const uint32_t end = m.row_ptr[r1];
+    for (; o + 2 <= end; o += 2) {
+        add(o, result);
+        add(o + 1, odd);
+    }
+    if (o < end) add(o, odd);
+    for (int t = 0; t < T; ++t)
+        for (int i = 0; i < kTileRows; ++i) result[t][i] += odd[t][i];
 }
 
 enum class TileKind { q8, q4, mix };
@@ -196,12 +212,9 @@ inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &i
     if constexpr (kind == TileKind::q4) q4_tile<V, T>(w, W.tiles(), tile, x, result);
     if constexpr (kind == TileKind::q8) q8_tile<V, T>(w, W.tiles(), tile, x, result);
     const int64_t r0 = tile * kTileRows, rows = std::min(r1 - r0, kTileRows);
+    if constexpr (kind == TileKind::mix) add_outliers<T>(w.mix, W.tiles().outlier_row, r0, r0 + rows, in, result);
     for (int t = 0; t < T; ++t)
-        for (int64_t i = 0; i < rows; ++i) {
-            float v = result[t][i];
-            if constexpr (kind == TileKind::mix) v += outliers(w.mix, r0 + i, in.xhat + t * in.K);
-            out[t * w.rows + r0 + i] = v;
-        }
+        for (int64_t i = 0; i < rows; ++i) out[t * w.rows + r0 + i] = result[t][i];
 }
 
 // Rows [r0, r1) (r0 a multiple of 16) of out = x^ W^T for n tokens: tiles in order, tokens in

@@ -83,6 +83,12 @@ TiledMatrix::TiledMatrix(const Weight &w) : w_(w) {
     std::memset(p, 0, total);
     t.data = p;
 
+    if (w.dtype == DType::mix) {
+        outlier_row_.resize(m.nnz);
+        for (int64_t r = 0; r < w.rows; ++r)
+            for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) outlier_row_[o] = uint8_t(r % kTileRows);
+        t.outlier_row = outlier_row_.data();
+    }
     const Q4View q4 = w.dtype == DType::mix ? m.w4 : w.q4;
     std::vector<uint8_t> codes(size_t(w.dtype == DType::mix ? m.K2p : 0) + size_t(G4) * kGroup);
     for (int64_t r = 0; r < w.rows; ++r) {

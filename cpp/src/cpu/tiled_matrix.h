@@ -22,11 +22,15 @@
 //                        column 4c + b of row 8h + l
 //   scale8 [G][16]       f16 group scales, one per row
 // Parts start at 64-byte boundaries; rows past M (the last tile) are zero. Outliers and the
-// permutation stay in the canonical views (w.mix).
+// permutation stay in the canonical views (w.mix); the outliers of a tile (CSR entries
+// row_ptr[16t] .. row_ptr[16t + 16]) are added in one flat loop over those entries, each knowing
+// its row in the tile from outlier_row (no per-row loop, whose varying trip counts the branch
+// predictor cannot follow).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "format/quant_layout.h"
 
@@ -40,6 +44,7 @@ struct RowTiles {
     const uint8_t *data = nullptr;
     // Byte offsets of the parts inside a tile record (those of absent parts are 0).
     int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0;
+    const uint8_t *outlier_row = nullptr;  // mix: [nnz] the row of each outlier within its tile
     const uint8_t *tile(int64_t t) const { return data + t * record; }
 };
 
@@ -60,6 +65,7 @@ private:
     Weight w_{};
     RowTiles tiles_{};
     std::unique_ptr<uint8_t, Free> storage_;
+    std::vector<uint8_t> outlier_row_;
 };
 
 }  // namespace mixrt

@@ -38,8 +38,11 @@ class ReferenceLlama:
     q/k rows in the GGUF order, where each head's dimensions come in adjacent (even, odd) pairs
     that RoPE rotates together. It computes in the dtype of the weights (float64 from from_gguf)."""
 
-    def __init__(self, config: dict, weights: dict):
+    def __init__(self, config: dict, weights: dict, cache_dtype=None):
         self.config = config
+        # None: keys and values are cached in the compute dtype; np.float16: rounded to f16 when
+        # cached, as the runtimes' KV caches store them.
+        self.cache_dtype = cache_dtype
         self.n_layers = config["n_layers"]
         self.n_heads = config["n_heads"]
         self.n_kv_heads = config["n_kv_heads"]
@@ -52,7 +55,7 @@ class ReferenceLlama:
         self.inv_freq = (config["rope_theta"] ** (-2.0 * pair / self.head_dim)).astype(dtype)
 
     @classmethod
-    def from_gguf(cls, path) -> "ReferenceLlama":
+    def from_gguf(cls, path, cache_dtype=None) -> "ReferenceLlama":
         reader = GGUFReader(str(path))
         arch = _field(reader, "general.architecture")
         if arch != "llama":
@@ -72,7 +75,7 @@ class ReferenceLlama:
             # GGUF lists dims fastest-varying first (ne0 = input width of a matrix).
             shape = tuple(int(n) for n in reversed(tensor.shape))
             weights[tensor.name] = values.reshape(shape).astype(np.float64)
-        return cls(config, weights)
+        return cls(config, weights, cache_dtype)
 
     def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Rotates each adjacent pair (x[2i], x[2i+1]) of every head by position * inv_freq[i]."""
@@ -91,6 +94,8 @@ class ReferenceLlama:
         k = (x @ layer["attn_k"].T).reshape(n, self.n_kv_heads, hd)
         v = (x @ layer["attn_v"].T).reshape(n, self.n_kv_heads, hd)
         q, k = self._rope(q, positions), self._rope(k, positions)
+        if self.cache_dtype is not None:
+            k, v = k.astype(self.cache_dtype).astype(q.dtype), v.astype(self.cache_dtype).astype(q.dtype)
         cache["k"] = k if cache.get("k") is None else np.concatenate([cache["k"], k])
         cache["v"] = v if cache.get("v") is None else np.concatenate([cache["v"], v])
         keys, values = cache["k"], cache["v"]

@@ -123,7 +123,9 @@ def collect_hessians(model_path, text: Optional[str] = None, n_tokens: int = DEF
 
     start = time.perf_counter()
     if model is None:
-        model = mixrt.load(model_path, threads=threads, n_ctx=ctx, backend="cpu")  # capture: CPU only
+        # Capture runs on the CPU only; an f32 KV cache keeps the layer inputs those of the numpy
+        # decoder of sequential calibration (LayerStack), which does not round keys and values.
+        model = mixrt.load(model_path, threads=threads, n_ctx=ctx, backend="cpu", kv_cache="f32")
     if ctx > model.n_ctx:
         raise ValueError(f"ctx {ctx} exceeds the context of {model.n_ctx} tokens")
     wanted_layers = None if layers is None else set(int(i) for i in layers)
