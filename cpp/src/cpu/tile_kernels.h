@@ -49,20 +49,26 @@ struct Tokens {  // T consecutive tokens' inputs
     }
 };
 
-// Walks the next tile's record while this one is computed: `step()` asks for the next few of its
-// cache lines, so the record arrives in L1 over the course of this tile (the records of a matrix
-// are contiguous, so this continues the stream the hardware prefetchers start; they alone leave
-// the first lines of every record late).
+// Walks the records of the next tiles while this one is computed: each `step()` asks for the next
+// few cache lines of the tile after next into L2 (from memory: many requests in flight) and of the
+// next tile into L1 (from L2 or the L3 by then), so both arrive over the course of this tile. The
+// records of a matrix are contiguous, so this continues the stream the hardware prefetchers start;
+// they alone leave the first lines of every record late.
 class Prefetcher {
 public:
-    Prefetcher(const uint8_t *next, int64_t bytes, int64_t steps)
-        : p_(next), end_(next + bytes), lines_((bytes / 64 + steps - 1) / steps) {}
+    Prefetcher(const RowTiles &rt, int64_t tile, int64_t steps)
+        : l1_(rt.tile(tile + 1)), l2_(rt.tile(tile + 2)), end_(rt.record),
+          lines_((rt.record / 64 + steps - 1) / steps) {}
     void step() {
-        for (int64_t i = 0; i < lines_ && p_ < end_; ++i, p_ += 64) _mm_prefetch(reinterpret_cast<const char *>(p_), _MM_HINT_T0);
+        for (int64_t i = 0; i < lines_ && done_ < end_; ++i, done_ += 64) {
+            _mm_prefetch(reinterpret_cast<const char *>(l2_ + done_), _MM_HINT_T1);
+            _mm_prefetch(reinterpret_cast<const char *>(l1_ + done_), _MM_HINT_T0);
+        }
     }
 
 private:
-    const uint8_t *p_, *end_;
+    const uint8_t *l1_, *l2_;
+    int64_t done_ = 0, end_;
     int64_t lines_;
 };
 
@@ -104,7 +110,7 @@ inline void mix_tile(const Weight &W, const RowTiles &rt, int64_t tile, const To
     const MixView &m = W.mix;
     const uint8_t *rec = rt.tile(tile);
     const uint8_t *q2 = rec + rt.q2, *meta = rec + rt.meta2;
-    Prefetcher next(rt.tile(tile + 1), rt.record, m.G2 + m.K4 / kGroup);
+    Prefetcher next(rt, tile, m.G2 + m.K4 / kGroup);
     const uint16_t *super = halves(rec, rt.super2);
     typename V::F acc[T], bias[T];
     for (int t = 0; t < T; ++t) acc[t] = bias[t] = V::zerof();
@@ -147,7 +153,7 @@ template <class V, int T>
 inline void q4_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
     typename V::F acc[T], bias[T];
     for (int t = 0; t < T; ++t) acc[t] = bias[t] = V::zerof();
-    Prefetcher next(rt.tile(tile + 1), rt.record, W.G);
+    Prefetcher next(rt, tile, W.G);
     q4_groups<V, T>(rt.tile(tile), rt, W.G, 0, x, next, acc, bias);
     for (int t = 0; t < T; ++t) V::store(out[t], V::addf(acc[t], bias[t]));
 }
@@ -160,7 +166,7 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
     const uint16_t *scales = halves(rec, rt.scale8);
     typename V::F acc[T];
     for (int t = 0; t < T; ++t) acc[t] = V::zerof();
-    Prefetcher next(rt.tile(tile + 1), rt.record, W.G);
+    Prefetcher next(rt, tile, W.G);
     for (int64_t g = 0; g < W.G; ++g) {
         next.step();
         typename V::I a[T];
