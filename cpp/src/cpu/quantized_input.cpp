@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "error.h"
@@ -79,8 +80,16 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         const int64_t g1 = g0 < block_groups_end ? std::min(g0 + kMixBlockGroups, block_groups_end) : g0 + 1;
         const float *v = row + g0 * kGroup;
         const int64_t len = (g1 - g0) * kGroup;
-        float amax = 0.0f;
-        for (int64_t i = 0; i < len; ++i) amax = std::fabs(v[i]) > amax ? std::fabs(v[i]) : amax;
+        // max |v| as the largest magnitude bit pattern (the order of non-negative floats): an
+        // integer max, which the compiler vectorises.
+        uint32_t amax_bits = 0;
+        for (int64_t i = 0; i < len; ++i) {
+            uint32_t bits;
+            std::memcpy(&bits, v + i, 4);
+            amax_bits = std::max(amax_bits, bits & 0x7FFFFFFFu);
+        }
+        float amax;
+        std::memcpy(&amax, &amax_bits, 4);
         const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int64_t g = g0; g < g1; ++g) {
             int32_t total = 0;
