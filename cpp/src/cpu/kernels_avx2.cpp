@@ -81,7 +81,7 @@ void matmul_avx2(const W_T *W, const float *x, float *out, int64_t n, int64_t M,
 // group's 8 maddubs results in int16 (|sum| <= 8 * 2 * 15 * 127 < 2^15) and widen once per group.
 // q8 codes are signed: |w| times x with w's sign.
 struct Avx2 {
-    static constexpr int kTokens = 2;
+    static constexpr int kTokens = 4;
     static constexpr int32_t kQ8Offset = 0;
     struct I {
         __m256i lo, hi;
