@@ -1,5 +1,6 @@
 # test_c_example.py: builds cpp/apps/mixrt_example.c with the system C compiler against the
-# installed libmixrt and its header (exactly what an embedding app does) and runs it on models.
+# installed libmixrt and its header (exactly what an embedding app does) and runs it on models; the
+# library's exports; and, through ctypes, the check of the context parameters.
 import re
 import shutil
 import subprocess
@@ -68,3 +69,32 @@ def test_the_library_exports_the_c_api_and_nothing_else():
     header = (REPO / "cpp" / "include" / "mixrt" / "mixrt.h").read_text()
     declared = set(re.findall(r"MIXRT_API [^;(]*?\b(mixrt_\w+)\(", header))
     assert declared and exported == declared, (exported - declared, declared - exported)
+
+
+def test_context_params_kv_type_is_checked(random_model):
+    # The installed library through ctypes, as an app would call it: an unknown kv_type is refused
+    # with its value named; f16 (the default) and f32 caches are made.
+    import ctypes
+
+    lib = ctypes.CDLL(str(next(iter(PKG.glob("libmixrt.so*")))))
+
+    class ContextParams(ctypes.Structure):
+        _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("kv_type", ctypes.c_int32)]
+
+    lib.mixrt_context_default_params.restype = ContextParams
+    lib.mixrt_last_error.restype = ctypes.c_char_p
+    model, ctx = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.mixrt_model_load(str(random_model).encode(), ctypes.byref(model)) == 0
+    try:
+        params = lib.mixrt_context_default_params()
+        assert (params.n_ctx, params.n_threads, params.kv_type) == (0, 0, 0)  # MIXRT_KV_F16
+        for kv_type in (0, 1):
+            params.kv_type = kv_type
+            assert lib.mixrt_context_create(model, ctypes.byref(params), ctypes.byref(ctx)) == 0
+            lib.mixrt_context_free(ctx)
+        params.kv_type = 7
+        assert lib.mixrt_context_create(model, ctypes.byref(params), ctypes.byref(ctx)) != 0
+        assert ctx.value is None
+        assert b"kv_type is 7, expected MIXRT_KV_F16 (0) or MIXRT_KV_F32 (1)" in lib.mixrt_last_error()
+    finally:
+        lib.mixrt_model_free(model)
