@@ -2,7 +2,7 @@
 // the counts a mix tensor derives from its K and K4, written once for both compilers: the CPU
 // reference decode (quant_layout.cpp: dequantize_row) and the CUDA backend's element decode
 // (cuda/gemv_decode.cu) call these functions, nvcc compiling them for the device too. The fast
-// kernels (cpu/kernels_avx2.cpp, cuda/gemv_matvec.cu) are tested against them.
+// kernels (cpu/tile_kernels.h, cuda/gemv_matvec.cu) are tested against them.
 //
 // f16 values come as raw IEEE binary16 bits (uint16_t) or, in device code, as __half.
 #pragma once

@@ -1,5 +1,6 @@
-// quant_layout.cpp: see quant_layout.h. Formulas follow FORMAT.md 5 literally; the AVX2 kernels
-// in cpu/kernels_avx2.cpp are tested against dequantize_row.
+// quant_layout.cpp: see quant_layout.h. Formulas follow FORMAT.md 5 literally; the fast CPU kernels
+// (cpu/tile_kernels.h, on the row tiles repacked from these parts) are tested against
+// dequantize_row.
 #include "format/quant_layout.h"
 
 #include <cmath>
