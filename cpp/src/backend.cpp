@@ -3,6 +3,7 @@
 
 #include "cpu/context.h"
 #include "cpu/cpu_model.h"
+#include "cpu/kernels.h"
 #include "error.h"
 
 namespace mixrt {
@@ -11,7 +12,7 @@ namespace {
 
 class CpuModel : public PreparedModel {
 public:
-    explicit CpuModel(const LlamaModel &model) : model_(model), weights_(model) {}
+    explicit CpuModel(const LlamaModel &model) : model_(model), weights_(model, best_kernels().reads_tiles) {}
     mixrt_backend backend() const override { return MIXRT_BACKEND_CPU; }
     std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv) const override {
         return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv);

@@ -158,7 +158,8 @@ const mixrt::TiledMatrix &weight_by_name(const mixrt::CpuWeights &m, const std::
 std::vector<std::vector<double>> time_gemv(const std::string &path, const std::vector<std::vector<std::string>> &groups,
                                            int threads, int n, int reps) {
     const mixrt::LlamaModel model = raising_mixrt_error([&] { return mixrt::LlamaModel(path); });
-    const mixrt::CpuWeights cpu = raising_mixrt_error([&] { return mixrt::CpuWeights(model); });
+    const mixrt::CpuWeights cpu =
+        raising_mixrt_error([&] { return mixrt::CpuWeights(model, mixrt::best_kernels().reads_tiles); });
     std::vector<std::vector<const mixrt::TiledMatrix *>> weights(groups.size());
     for (size_t g = 0; g < groups.size(); ++g)
         for (const std::string &name : groups[g]) weights[g].push_back(&weight_by_name(cpu, name));

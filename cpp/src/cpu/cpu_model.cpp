@@ -66,16 +66,16 @@ void release_pages(std::vector<Span> spans) {
 
 }  // namespace
 
-CpuWeights::CpuWeights(const LlamaModel &model) : output(model.output()) {
+CpuWeights::CpuWeights(const LlamaModel &model, bool repack) : output(model.output(), repack) {
     std::vector<Span> repacked;
     add_repacked_parts(model.output(), repacked);
     layers.reserve(model.layers().size());
     for (const LayerWeights &l : model.layers())
         layers.push_back(map_layer(l, [&](const Weight &w) {
             add_repacked_parts(w, repacked);
-            return TiledMatrix(w);
+            return TiledMatrix(w, repack);
         }));
-    release_pages(std::move(repacked));
+    if (repack) release_pages(std::move(repacked));
 }
 
 }  // namespace mixrt

@@ -18,6 +18,7 @@ namespace mixrt {
 
 struct CpuKernels {
     const char *name;
+    bool reads_tiles;  // its quantized matmuls read row tiles (all but the scalar table)
     // Rows [r0, r1) of out = x W^T: out[t*M + r] = sum_k x[t*K + k] * W[r*K + k] for t < n.
     // W is [M, K] row-major; x is [n, K]; out is [n, M].
     void (*matmul_f32)(const float *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,

@@ -253,7 +253,7 @@ void to_f16_avx2(const float *x, uint16_t *dst, int64_t n) {
 }  // namespace
 
 const CpuKernels &avx2_kernel_table() {
-    static const CpuKernels k{"avx2",           matmul_avx2<float>, matmul_avx2<uint16_t>,
+    static const CpuKernels k{"avx2",           true, matmul_avx2<float>, matmul_avx2<uint16_t>,
                               matmul_tiled<Avx2, TileKind::q8>, matmul_tiled<Avx2, TileKind::q4>,
                               matmul_tiled<Avx2, TileKind::mix>, attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
                               attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2};

@@ -79,6 +79,7 @@ void to_f16_ref(const float *x, uint16_t *dst, int64_t n) {
 
 const CpuKernels &scalar_kernels() {
     static const CpuKernels k{"scalar",
+                              false,
                               matmul_ref<float>,
                               matmul_ref<uint16_t>,
                               matmul_q_ref,

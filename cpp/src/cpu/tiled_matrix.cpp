@@ -48,8 +48,8 @@ void interleave(const T *src_row, int64_t per_row, int64_t lane_row, T *dst) {
 
 void TiledMatrix::Free::operator()(uint8_t *p) const { std::free(p); }
 
-TiledMatrix::TiledMatrix(const Weight &w) : w_(w) {
-    if (!is_quantized(w.dtype)) return;
+TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
+    if (!repack || !is_quantized(w.dtype)) return;
     RowTiles &t = tiles_;
     t.count = (w.rows + kTileRows - 1) / kTileRows;
     const MixView &m = w.mix;

@@ -50,8 +50,9 @@ struct RowTiles {
 
 class TiledMatrix {
 public:
-    // Repacks w (q8, q4, mix; f32 and f16 are used in place). w's parts must outlive this.
-    explicit TiledMatrix(const Weight &w);
+    // Repacks w (q8, q4, mix; f32 and f16 are used in place) unless repack is false (the scalar
+    // kernels read the canonical parts only). w's parts must outlive this.
+    explicit TiledMatrix(const Weight &w, bool repack = true);
     TiledMatrix() = default;
 
     const Weight &weight() const { return w_; }
