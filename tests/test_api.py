@@ -141,6 +141,11 @@ def test_bad_load_arguments_name_themselves(random_model, kwargs, error, message
         mixrt.load(random_model, **kwargs)
 
 
+def test_perplexity_base_must_be_a_model(model):
+    with pytest.raises(TypeError, match="base: expected a mixrt.Model, found str"):
+        model.perplexity("some text to score " * 4, ctx=16, base="f16.mixrt")
+
+
 def test_kv_cache_types_agree(random_model):
     # The f16 cache rounds each cached key and value by at most 2^-11 of itself; on this small model
     # the logits of the two caches stay within 1% of their range (tests/test_forward_reference.py

@@ -1,9 +1,14 @@
-# test_cli.py: the `mixrt` command line (run, info, perplexity, bench) on the generated random
-# model, run as a subprocess exactly as a user would, plus its error output for a bad file.
+# test_cli.py: the `mixrt` command line (run, info, perplexity with and without a KL base, bench) on
+# the generated random model, run as a subprocess exactly as a user would, plus its error output for
+# a bad file.
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 import mixrt
 
@@ -49,6 +54,39 @@ def test_perplexity_json(random_model, tmp_path):
     assert out["ppl"] > 1.0
     api = mixrt.load(random_model).perplexity(text.read_text(), ctx=64, max_tokens=200)
     assert abs(api["ppl"] - out["ppl"]) <= 1e-9 * api["ppl"]
+
+
+def test_perplexity_against_a_base_model(random_model, tmp_path):
+    # KL(base || model) per scored position, its mean and 99th percentile, the share of positions with
+    # the same top token and base's perplexity, checked against float64 numpy on the same logits: a
+    # q4 conversion of the random model against the model itself (f16).
+    from mixrt.convert import convert
+
+    quantized = tmp_path / "q4.mixrt"
+    convert(Path(random_model).parent / "hf", quantized, dtype="q4", progress=False)
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    out = json.loads(mixrt_cli("perplexity", quantized, text, "--ctx", 64, "--tokens", 200, "--kl-base",
+                               random_model, "--json").stdout)
+    model, base = mixrt.load(quantized), mixrt.load(random_model)
+    tokens = model.tokenize(text.read_text(), add_bos=False, special=False)[:200]
+    kl, same, base_nll = [], 0, 0.0
+    for start in range(0, len(tokens), 64):
+        window = tokens[start:start + 64]
+        p = model.eval_logits(window)[:-1].astype(np.float64)
+        q = base.eval_logits(window)[:-1].astype(np.float64)
+        log_p = p - p.max(1, keepdims=True) - np.log(np.exp(p - p.max(1, keepdims=True)).sum(1, keepdims=True))
+        log_q = q - q.max(1, keepdims=True) - np.log(np.exp(q - q.max(1, keepdims=True)).sum(1, keepdims=True))
+        kl.extend((np.exp(log_q) * (log_q - log_p)).sum(1))
+        same += int((p.argmax(1) == q.argmax(1)).sum())
+        base_nll -= log_q[np.arange(len(window) - 1), window[1:]].sum()
+    assert 0 < out["kl_mean"] == pytest.approx(np.mean(kl), rel=1e-4)
+    assert out["kl_p99"] == pytest.approx(np.percentile(kl, 99), rel=1e-4)
+    assert out["top1_agreement"] == same / out["tokens_scored"]
+    assert out["ppl_base"] == pytest.approx(np.exp(base_nll / out["tokens_scored"]), rel=1e-5)
+    same_model = mixrt.load(random_model).perplexity(text.read_text(), ctx=64, max_tokens=200, base=base)
+    assert same_model["kl_mean"] == 0.0 and same_model["top1_agreement"] == 1.0
+    assert same_model["ppl_base"] == same_model["ppl"]
 
 
 def test_bench_json(random_model):

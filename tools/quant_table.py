@@ -1,13 +1,16 @@
 """quant_table.py: converts one checkpoint with several recipes and measures each: decoder-linear
 bits per weight, whole-file bits per parameter, file size, conversion time and peak memory,
 perplexity on one or more texts (the protocol of ../shared/docs/BENCHMARKS.md, via
-`mixrt perplexity`) with the ratio to the f16 file, and with --decode the decode speed
-(`mixrt bench`, prompt skipped). Prints a markdown table and JSON lines (also written to
---json FILE, which tools/plot_recipes.py draws).
-The converted files go to --out-dir, replacing those of an earlier run.
+`mixrt perplexity`) with the ratio to the f16 file, and against the f16 file's next-token
+distributions on the same texts (`mixrt perplexity --kl-base`, as llama.cpp's --kl-divergence):
+the mean KL divergence and the share of positions with the same top token; with --decode the
+decode speed (`mixrt bench`, prompt skipped). Prints a markdown table and JSON lines (also written
+to --json FILE); --plot PNG draws ratio against bits beside llama.cpp's types
+(tools/plot_recipes.py). The converted files go to --out-dir, replacing those of an earlier run.
 
     python tools/quant_table.py GGUF_OR_HF_DIR --calib CALIB.txt --text WIKI_EVAL.txt \\
-        --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode
+        --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode \\
+        --json table.jsonl --plot models/recipes.png --peers ../shared/docs/BENCHMARKS.md
 
 A recipe is NAME[:BITS[:CALIB]]: mix:2.9 calibrates on text the model writes itself (the
 converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at all.
@@ -17,18 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 
 def run_timed(cmd: list) -> tuple[float, float]:
-    """Runs cmd under GNU time; returns (seconds, peak resident MB)."""
-    r = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"quant_table: {' '.join(cmd)} failed:\n{r.stderr}")
-    seconds, kib = r.stderr.strip().splitlines()[-1].split()
-    return float(seconds), int(kib) * 1024 / 1e6
+    """Runs cmd; returns (seconds, its peak resident MB, from the kernel's accounting of that child)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        sys.exit(f"quant_table: {' '.join(cmd)} failed:\n{stderr}")
+    return seconds, usage.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
 
 
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
@@ -69,7 +79,13 @@ def main() -> int:
     p.add_argument("--out-dir", type=Path, default=Path("models/quant_table"), help="converted files go here")
     p.add_argument("--json", type=Path, help="write the rows here as JSON lines")
     p.add_argument("--convert-arg", action="append", default=[], help="extra mixrt-convert argument")
+    p.add_argument("--plot", type=Path, help="also draw ratio vs bits into this PNG (tools/plot_recipes.py, "
+                   "needs matplotlib)")
+    p.add_argument("--peers", type=Path, help="with --plot: markdown with llama.cpp's published table "
+                   "(../shared/docs/BENCHMARKS.md)")
     args = p.parse_args()
+    # f16 first: it is the reference of the ratios and of the KL divergence of the others.
+    args.recipes.sort(key=lambda recipe: recipe != "f16")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     from mixrt.cli import cpu_description
 
@@ -78,6 +94,7 @@ def main() -> int:
           flush=True)
 
     rows = []
+    base_file = None
     for recipe in args.recipes:
         out = args.out_dir / (recipe.replace(":", "-") + ".mixrt")
         seconds, peak = run_timed(convert_cmd(args.src, out, recipe, args.calib, args.convert_arg))
@@ -85,10 +102,17 @@ def main() -> int:
         row = {"recipe": recipe, "machine": machine, "linear_bits": info["bits_per_weight_decoder_linear"],
                "file_bits": info["bits_per_param_file"], "file_mb": info["file_bytes"] / 1e6,
                "convert_s": seconds, "convert_peak_mb": peak}
+        if recipe == "f16":
+            base_file = out
         for text in args.text:
+            kl = ["--kl-base", str(base_file)] if base_file and base_file != out else []
             r = run_json(["mixrt", "perplexity", str(out), text, "--ctx", str(args.ctx), "--tokens",
-                          str(args.tokens), "-t", str(args.threads), "--no-progress", "--json"])
+                          str(args.tokens), "-t", str(args.threads), "--no-progress", "--json", *kl])
             row[f"ppl:{text_name(text)}"] = r["ppl"]
+            if base_file == out:  # the base against itself
+                row[f"kl:{text_name(text)}"], row[f"top1:{text_name(text)}"] = 0.0, 1.0
+            elif kl:
+                row[f"kl:{text_name(text)}"], row[f"top1:{text_name(text)}"] = r["kl_mean"], r["top1_agreement"]
             row["tokens_scored"] = r["tokens_scored"]
         if args.decode:
             bench = run_json(["mixrt", "bench", str(out), "-p", "0", "-n", "128", "-r", "3", "-t",
@@ -98,12 +122,15 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if args.plot:
+        plot(rows, args.plot, args.peers)
 
     base = next((r for r in rows if r["recipe"] == "f16"), None)
     texts = [text_name(t) for t in args.text]
     decode = " decode tok/s |" if args.decode else ""
+    kl = base_file is not None
     head = "| recipe | linear bits | file bits/param | file MB | " + " | ".join(
-        f"ppl {t} | ratio" for t in texts) + f" |{decode} convert s | peak MB |"
+        f"ppl {t} | ratio" + (" | KL | same top-1" if kl else "") for t in texts) + f" |{decode} convert s | peak MB |"
     print("\n" + head + "\n" + "|---" * (head.count("|") - 1) + "|")
     for r in rows:
         cells = [r["recipe"], f"{r['linear_bits']:.3f}", f"{r['file_bits']:.2f}", f"{r['file_mb']:.1f}"]
@@ -111,11 +138,22 @@ def main() -> int:
             ppl = r[f"ppl:{t}"]
             ratio = ppl / base[f"ppl:{t}"] if base else float("nan")
             cells += [f"{ppl:.2f}", f"{ratio:.3f}"]
+            if kl:
+                cells += [f"{r[f'kl:{t}']:.4f}", f"{100 * r[f'top1:{t}']:.1f}%"]
         if args.decode:
             cells.append(f"{r['decode_tokens_per_s']:.1f}")
         cells += [f"{r['convert_s']:.1f}", f"{r['convert_peak_mb']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     return 0
+
+
+def plot(rows: list, png: Path, peers: Path | None) -> None:
+    """Draws rows (this run's JSON lines) with tools/plot_recipes.py into png."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "table.jsonl"
+        table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cmd = [sys.executable, str(Path(__file__).with_name("plot_recipes.py")), str(table), "-o", str(png)]
+        subprocess.run(cmd + (["--peers", str(peers)] if peers else []), check=True)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,13 @@ class CompletionStream:
         self.close()
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Rows of float32 log-probabilities (each row's normaliser summed in float64)."""
+    x = logits - logits.max(axis=1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    return x
+
+
 class Model:
     """A loaded .mixrt model. Each call runs on an inference context (KV cache) of its own for as
     long as it runs: a stream holds one until it ends, is closed or is dropped, and calls made
@@ -300,15 +307,27 @@ class Model:
             return ctx.logits()
 
     def perplexity(self, text: str, ctx: int = 512, max_tokens: Optional[int] = None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, base: Optional["Model"] = None) -> dict:
         """Perplexity of text: tokenized whole without BOS, the first max_tokens tokens split in
         non-overlapping windows of ctx tokens, every token after the first of a window scored.
-        progress=True shows a progress bar on stderr."""
+        progress=True shows a progress bar on stderr. With base (a model of the same vocabulary,
+        e.g. the f16 file this one was quantized from), also how far this model's next-token
+        distributions are from base's at the same positions, as llama.cpp's --kl-divergence
+        reports it: the mean and 99th percentile of KL(base || this), the share of positions where
+        both put the same token first, and base's perplexity."""
         _int_arg("ctx", ctx, 2)
         if ctx > self.n_ctx:
             raise ValueError(f"ctx: expected at most the context of {self.n_ctx} tokens, found {ctx}")
         if max_tokens is not None:
             _int_arg("max_tokens", max_tokens, 2)
+        if base is not None:
+            if not isinstance(base, Model):
+                raise TypeError(f"base: expected a mixrt.Model, found {type(base).__name__}")
+            if base.n_vocab != self.n_vocab:
+                raise ValueError(f"base: expected a model of this one's vocabulary ({self.n_vocab} tokens), "
+                                 f"found {base.n_vocab}")
+            if ctx > base.n_ctx:
+                raise ValueError(f"ctx: expected at most base's context of {base.n_ctx} tokens, found {ctx}")
         tokens = self.tokenize(text, add_bos=False, special=False)[:max_tokens]
         windows = [tokens[start:start + ctx] for start in range(0, len(tokens), ctx)]
         windows = [w for w in windows if len(w) >= 2]
@@ -319,22 +338,30 @@ class Model:
             from tqdm import tqdm
 
             bar = tqdm(total=sum(map(len, windows)), unit="tok", desc="perplexity", leave=False)
-        nll, scored = 0.0, 0
+        nll, base_nll, scored, kl, same_top1 = 0.0, 0.0, 0, [], 0
         try:
             for window in windows:
-                logits = self.eval_logits(window).astype(np.float64)[:-1]
                 targets = np.asarray(window[1:])
-                peak = logits.max(axis=1)
-                log_z = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-                nll += float((log_z - logits[np.arange(len(targets)), targets]).sum())
+                log_p = _log_softmax(self.eval_logits(window)[:-1])
+                nll -= float(log_p[np.arange(len(targets)), targets].sum())
+                if base is not None:
+                    log_q = _log_softmax(base.eval_logits(window)[:-1])
+                    base_nll -= float(log_q[np.arange(len(targets)), targets].sum())
+                    kl.append((np.exp(log_q) * (log_q - log_p)).sum(axis=1, dtype=np.float64))
+                    same_top1 += int((log_p.argmax(axis=1) == log_q.argmax(axis=1)).sum())
                 scored += len(targets)
                 if bar is not None:
                     bar.update(len(window))
         finally:
             if bar is not None:
                 bar.close()
-        return {"ppl": math.exp(nll / scored), "nll": nll / scored, "tokens_scored": scored, "ctx": ctx,
-                "tokens": len(tokens)}
+        result = {"ppl": math.exp(nll / scored), "nll": nll / scored, "tokens_scored": scored, "ctx": ctx,
+                  "tokens": len(tokens)}
+        if base is not None:
+            kl_all = np.concatenate(kl)
+            result.update({"ppl_base": math.exp(base_nll / scored), "kl_mean": float(kl_all.mean()),
+                           "kl_p99": float(np.percentile(kl_all, 99)), "top1_agreement": same_top1 / scored})
+        return result
 
     # ---- generation ------------------------------------------------------------------------
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = _D["temperature"],

@@ -192,15 +192,27 @@ def cmd_perplexity(args) -> int:
     text = Path(args.textfile).read_text(encoding="utf-8")
     model = _load(args, n_ctx=args.ctx)
     start = time.perf_counter()
-    result = model.perplexity(text, ctx=args.ctx, max_tokens=args.tokens, progress=not args.no_progress)
+    base = None
+    if args.kl_base:
+        from .api import load
+
+        base = load(args.kl_base, threads=args.threads, n_ctx=args.ctx, backend=args.backend, kv_cache=args.kv_cache)
+    result = model.perplexity(text, ctx=args.ctx, max_tokens=args.tokens, progress=not args.no_progress,
+                              base=base)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["model"] = args.model
     result["text"] = args.textfile
+    if args.kl_base:
+        result["kl_base"] = args.kl_base
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"ppl {result['ppl']:.4f} over {result['tokens_scored']} scored tokens "
-              f"(first {result['tokens']} tokens, windows of {result['ctx']}, no BOS) in {result['seconds']} s")
+        return 0
+    print(f"ppl {result['ppl']:.4f} over {result['tokens_scored']} scored tokens "
+          f"(first {result['tokens']} tokens, windows of {result['ctx']}, no BOS) in {result['seconds']} s")
+    if base is not None:
+        print(f"against {args.kl_base} (ppl {result['ppl_base']:.4f}, ratio {result['ppl'] / result['ppl_base']:.4f}): "
+              f"KL divergence mean {result['kl_mean']:.5f}, 99th percentile {result['kl_p99']:.5f}; "
+              f"same top token {100 * result['top1_agreement']:.2f}%")
     return 0
 
 
@@ -477,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("textfile", help="a UTF-8 text file")
     pp.add_argument("-c", "--ctx", type=_at_least(2), default=512, help="window size in tokens (default 512)")
     pp.add_argument("--tokens", type=_at_least(2), default=None, help="score only the first N tokens")
+    pp.add_argument("--kl-base", metavar="BASE", help="also compare the next-token distributions with those of "
+                    "BASE (e.g. the f16 file): mean and 99th percentile of KL(BASE || MODEL), same top token %%")
     pp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     pp.add_argument("--json", action="store_true", help="the result as one JSON object")
     pp.set_defaults(func=cmd_perplexity)

@@ -1,0 +1,28 @@
+# test_quant_table.py: tools/quant_table.py end to end on the tiny random checkpoint: every recipe
+# converted and measured, perplexity ratios and the KL divergence / top-1 agreement against the f16
+# file in the table and the JSON lines.
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quant_table_reports_ratios_and_kl_against_f16(random_model, tmp_path):
+    hf = Path(random_model).parent / "hf"
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 30)
+    table = tmp_path / "table.jsonl"
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "quant_table.py"), str(hf), "--text", str(text),
+                        "--recipes", "q4", "f16", "--tokens", "256", "--ctx", "64", "--out-dir", str(tmp_path / "out"),
+                        "--json", str(table)], capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert [row["recipe"] for row in rows] == ["f16", "q4"]  # f16 first: the reference
+    f16, q4 = rows
+    name = f"{text.parent.name}/{text.name}"  # how the tool names a text
+    assert (f16[f"kl:{name}"], f16[f"top1:{name}"]) == (0.0, 1.0)
+    assert q4[f"kl:{name}"] > 0 and 0.5 < q4[f"top1:{name}"] <= 1.0
+    assert q4[f"ppl:{name}"] != f16[f"ppl:{name}"]
+    assert all(row["convert_s"] > 0 and row["convert_peak_mb"] > 10 for row in rows)
+    assert "| KL | same top-1 |" in r.stdout
