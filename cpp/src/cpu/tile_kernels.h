@@ -64,9 +64,9 @@ struct Tokens {  // T consecutive tokens' inputs
 // they alone leave the first lines of every record late.
 class Prefetcher {
 public:
-    Prefetcher(const RowTiles &rt, int64_t tile, int64_t steps)
-        : l1_(rt.tile(tile + 1)), l2_(rt.tile(tile + 2)), end_(rt.record),
-          lines_((rt.record / 64 + steps - 1) / steps) {}
+    Prefetcher(const RowTiles &rt, int64_t tile, int64_t steps)  // past the last tile: the last again
+        : l1_(rt.tile(std::min(tile + 1, rt.count - 1))), l2_(rt.tile(std::min(tile + 2, rt.count - 1))),
+          end_(rt.record), lines_((rt.record / 64 + steps - 1) / steps) {}
     void step() {
         for (int64_t i = 0; i < lines_ && done_ < end_; ++i, done_ += 64) {
             _mm_prefetch(reinterpret_cast<const char *>(l2_ + done_), _MM_HINT_T1);
