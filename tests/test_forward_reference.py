@@ -183,27 +183,28 @@ def test_f32_logits_match_reference(runtime_f32, prompt_ids, reference_logits):
         assert err < ATOL_F32, name
 
 
-def test_f16_logits_match_reference(runtime_f16, prompt_ids, reference_logits, reference_f16_weights):
+def check_against_references(runtime, label, prompt_ids, reference_logits, matched, matched_what, matched_atol):
+    """runtime's logits within ATOL_F16 of the exact reference and within matched_atol of `matched`,
+    the reference that rounds as the runtime does (its weights, or its KV cache)."""
     for name, ids in prompt_ids.items():
-        got = runtime_f16.eval_logits(ids)
+        got = runtime.eval_logits(ids)
         err, rel = max_errors(got, reference_logits[name])
-        err_same_weights, _ = max_errors(got, reference_f16_weights.logits(ids))
-        print(f"f16 {name} ({len(ids)} tokens): max abs error {err:.2e} (relative {rel:.1e}); "
-              f"against the f16-rounded reference {err_same_weights:.2e}")
+        err_matched, _ = max_errors(got, matched.logits(ids))
+        print(f"{label} {name} ({len(ids)} tokens): max abs error {err:.2e} (relative {rel:.1e}); "
+              f"against the reference with {matched_what} {err_matched:.2e}")
         assert err < ATOL_F16, name
-        assert err_same_weights < ATOL_F32, name
+        assert err_matched < matched_atol, name
+
+
+def test_f16_logits_match_reference(runtime_f16, prompt_ids, reference_logits, reference_f16_weights):
+    check_against_references(runtime_f16, "f16", prompt_ids, reference_logits, reference_f16_weights,
+                             "f16-rounded weights", ATOL_F32)
 
 
 def test_f16_kv_cache_logits_match_reference(runtime_kv16, prompt_ids, reference_logits, reference_kv16):
     assert runtime_kv16.kv_cache == "f16"
-    for name, ids in prompt_ids.items():
-        got = runtime_kv16.eval_logits(ids)
-        err, _ = max_errors(got, reference_logits[name])
-        err_same_cache, _ = max_errors(got, reference_kv16.logits(ids))
-        print(f"f16 KV cache {name} ({len(ids)} tokens): max abs error {err:.2e}; against the reference "
-              f"with an f16 cache {err_same_cache:.2e}")
-        assert err < ATOL_F16, name
-        assert err_same_cache < ATOL_KV16, name
+    check_against_references(runtime_kv16, "f16 KV cache", prompt_ids, reference_logits, reference_kv16,
+                             "an f16 cache", ATOL_KV16)
 
 
 def test_f32_greedy_matches_reference(runtime_f32, reference_greedy):
