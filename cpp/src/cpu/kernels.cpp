@@ -9,14 +9,16 @@
 
 namespace mixrt {
 
-#if defined(MIXRT_AVX2)  // CMake option: kernels_avx2.cpp and kernels_avx512.cpp are part of the build
+#if defined(MIXRT_AVX2)  // CMake option: the x86 kernel files (kernels_avx2/avxvnni/avx512.cpp) are built
 const CpuKernels &avx2_kernel_table();
+CpuKernels avxvnni_kernel_table(const CpuKernels &avx2);
 CpuKernels avx512_kernel_table(const CpuKernels &avx2);
 
 namespace {
 bool has_avx2() {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
+bool has_avx_vnni() { return has_avx2() && __builtin_cpu_supports("avxvnni"); }
 bool has_avx512_vnni() {
     return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -26,6 +28,10 @@ bool has_avx512_vnni() {
 const CpuKernels *kernels_named(const std::string &name) {
     if (name == "scalar") return &scalar_kernels();
     if (name == "avx2") return has_avx2() ? &avx2_kernel_table() : nullptr;
+    if (name == "avxvnni") {
+        static const CpuKernels table = avxvnni_kernel_table(avx2_kernel_table());
+        return has_avx_vnni() ? &table : nullptr;
+    }
     if (name == "avx512") {
         static const CpuKernels table = avx512_kernel_table(avx2_kernel_table());
         return has_avx512_vnni() ? &table : nullptr;
@@ -38,7 +44,7 @@ const CpuKernels *kernels_named(const std::string &name) { return name == "scala
 
 std::vector<std::string> available_kernels() {
     std::vector<std::string> names;
-    for (const char *name : {"scalar", "avx2", "avx512"})
+    for (const char *name : {"scalar", "avx2", "avxvnni", "avx512"})
         if (kernels_named(name)) names.push_back(name);
     return names;
 }

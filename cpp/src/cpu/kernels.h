@@ -1,9 +1,10 @@
 // kernels.h: the CPU kernel tables, a ladder from the scalar reference (kernels_ref.cpp) to
-// AVX2/FMA/F16C (kernels_avx2.cpp) and AVX-512 VNNI (kernels_avx512.cpp, its quantized matmuls;
-// the rest is AVX2's). tests/test_kernels.py and tests/test_quant_kernels.py compare every table the
-// machine can run with the scalar one on the same data. The table used is picked once, at first
-// use: the highest the CPU supports, or the one named by the environment variable
-// MIXRT_CPU_KERNELS (scalar, avx2, avx512), which may only name a table the CPU can run.
+// AVX2/FMA/F16C (kernels_avx2.cpp), 256-bit AVX-VNNI (kernels_avxvnni.cpp) and AVX-512 VNNI
+// (kernels_avx512.cpp); the VNNI tables replace the quantized matmuls, the rest is AVX2's.
+// tests/test_kernels.py and tests/test_quant_kernels.py compare every table the machine can run
+// with the scalar one on the same data. The table used is picked once, at first use: the highest
+// the CPU supports, or the one named by the environment variable MIXRT_CPU_KERNELS (scalar, avx2,
+// avxvnni, avx512), which may only name a table the CPU can run.
 #pragma once
 
 #include <cstdint>
@@ -50,7 +51,8 @@ struct CpuKernels {
 };
 
 const CpuKernels &scalar_kernels();
-// The table called `name` (scalar, avx2, avx512), or nullptr when this build or CPU cannot run it.
+// The table called `name` (scalar, avx2, avxvnni, avx512), or nullptr when this build or CPU cannot
+// run it.
 const CpuKernels *kernels_named(const std::string &name);
 // The names of the tables this build and CPU can run, lowest first.
 std::vector<std::string> available_kernels();

@@ -3,7 +3,7 @@
 // f32/f16 matmul: a register tile of 4 weight rows x T tokens (T <= 3) keeps 12 accumulators, so
 // each weight vector loaded (and converted from f16) is used for T tokens; prefill reuses weights
 // across tokens, decode (T = 1) streams them once. Quantized dtypes: the row-tile kernels of
-// tile_kernels.h on 256-bit vectors (struct Avx2 below). Attention: see below.
+// tile_kernels.h on 256-bit vectors (vec256.h). Attention: see below.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/tile_kernels.h"
+#include "cpu/vec256.h"
 #include "format/half.h"
 
 namespace mixrt {
@@ -75,82 +76,14 @@ void matmul_avx2(const W_T *W, const float *x, float *out, int64_t n, int64_t M,
     }
 }
 
-// ---- quantized dtypes: the row-tile kernels of tile_kernels.h on 256-bit vectors ---------------
-// 16 rows are two halves of 8 lanes. Without VNNI, unsigned codes times input bytes go through
-// maddubs (pairs summed in int16) and madd by ones (int32); the small codes of q4 and mix keep a
-// group's 8 maddubs results in int16 (|sum| <= 8 * 2 * 15 * 127 < 2^15) and widen once per group.
-// q8 codes are signed: |w| times x with w's sign.
-struct Avx2 {
-    static constexpr int kTokens = 4;
-    static constexpr int32_t kQ8Offset = 0;
-    struct I {
-        __m256i lo, hi;
-    };
-    struct F {
-        __m256 lo, hi;
-    };
-    using X = __m256i;
-    using Acc = I;
-
-    static I load(const uint8_t *p) {
-        return {_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)),
-                _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + 32))};
-    }
-    template <int N>
-    static I shr(I v) { return {_mm256_srli_epi16(v.lo, N), _mm256_srli_epi16(v.hi, N)}; }
-    template <int N>
-    static I shr32(I v) { return {_mm256_srli_epi32(v.lo, N), _mm256_srli_epi32(v.hi, N)}; }
-    static I mask(I v, char m) {
-        const __m256i k = _mm256_set1_epi8(m);
-        return {_mm256_and_si256(v.lo, k), _mm256_and_si256(v.hi, k)};
-    }
-    static X bcast(const int8_t *p) {
-        int32_t v;
-        std::memcpy(&v, p, 4);
-        return _mm256_set1_epi32(v);
-    }
-    static Acc acc_zero() { return {_mm256_setzero_si256(), _mm256_setzero_si256()}; }
-    static Acc acc_add(Acc a, I u, X x) {
-        return {_mm256_add_epi16(a.lo, _mm256_maddubs_epi16(u.lo, x)), _mm256_add_epi16(a.hi, _mm256_maddubs_epi16(u.hi, x))};
-    }
-    static I acc_sum(Acc a) {
-        const __m256i ones = _mm256_set1_epi16(1);
-        return {_mm256_madd_epi16(a.lo, ones), _mm256_madd_epi16(a.hi, ones)};
-    }
-    static __m256i dot_q8_half(__m256i acc, __m256i w, __m256i x) {
-        const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
-        return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-    }
-    static I dot_q8(I acc, I w, X x) { return {dot_q8_half(acc.lo, w.lo, x), dot_q8_half(acc.hi, w.hi, x)}; }
-    static I bytes(const uint8_t *p) {
-        return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))),
-                _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p + 8)))};
-    }
-    static I set1(int32_t v) { return {_mm256_set1_epi32(v), _mm256_set1_epi32(v)}; }
-    static I and32(I a, int32_t m) { return {_mm256_and_si256(a.lo, _mm256_set1_epi32(m)), _mm256_and_si256(a.hi, _mm256_set1_epi32(m))}; }
-    static I add(I a, I b) { return {_mm256_add_epi32(a.lo, b.lo), _mm256_add_epi32(a.hi, b.hi)}; }
-    static I sub(I a, I b) { return {_mm256_sub_epi32(a.lo, b.lo), _mm256_sub_epi32(a.hi, b.hi)}; }
-    static I madd(I a, I b) { return {_mm256_madd_epi16(a.lo, b.lo), _mm256_madd_epi16(a.hi, b.hi)}; }
-    static F zerof() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-    static F set1f(float v) { return {_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
-    static F to_float(I a) { return {_mm256_cvtepi32_ps(a.lo), _mm256_cvtepi32_ps(a.hi)}; }
-    static F f16(const uint16_t *p) {
-        return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))),
-                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 8)))};
-    }
-    static F mul(F a, F b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
-    static F addf(F a, F b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
-    static F fmadd(F a, F b, F c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
-    static void store(float *p, F v) {
-        _mm256_storeu_ps(p, v.lo);
-        _mm256_storeu_ps(p + 8, v.hi);
-    }
-};
+// ---- quantized dtypes: the row-tile kernels of tile_kernels.h on 256-bit vectors (vec256.h) -----
+using Avx2 = Vec256<false>;
 
 // ---- attention ----------------------------------------------------------------------------------
-// Cached keys and values are f16 (widened by F16C as they are loaded) or f32. Blocks of up to 3 queries (the heads that share a KV head) against blocks of 4 cached keys: 12
-// accumulators, every key row loaded once per query block, and a transposing reduction that turns
-// a query's 4 accumulators into its 4 scores (no horizontal sum per score).
+// Cached keys and values are f16 (widened by F16C as they are loaded) or f32. Blocks of up to 3
+// queries (the heads that share a KV head) against blocks of 4 cached keys: 12 accumulators, every
+// key row loaded once per query block, and a transposing reduction that turns a query's 4
+// accumulators into its 4 scores (no horizontal sum per score).
 template <int QB, typename KV>
 void scores_block(const float *q, int64_t q_stride, const KV *K, int64_t stride, int64_t len, int64_t hd,
                   float *scores) {
