@@ -58,7 +58,7 @@ const CpuKernels &choose_kernels() {
     std::string list;
     for (const std::string &n : names) list += (list.empty() ? "" : ", ") + n;
     fail(MIXRT_ERR_INVALID_ARGUMENT, std::string("MIXRT_CPU_KERNELS is '") + forced +
-                                         "', expected one of the kernel tables this CPU can run: " + list);
+                                         "', expected one of the kernel tables this build and CPU can run: " + list);
 }
 }  // namespace
 
