@@ -55,8 +55,8 @@ def test_environment_forces_a_kernel_table(impl):
 def test_environment_naming_an_unavailable_table_is_refused():
     result = best_kernels_with("avx1024")
     assert result.returncode != 0
-    assert "MIXRT_CPU_KERNELS is 'avx1024', expected one of the kernel tables this build and CPU can run: " + ", ".join(IMPLS) \
-        in result.stderr
+    expected = "MIXRT_CPU_KERNELS is 'avx1024', expected one of the kernel tables this build and CPU can run: "
+    assert expected + ", ".join(IMPLS) in result.stderr
 
 
 def products(W, x):
