@@ -59,13 +59,6 @@ struct Avx512 {
 }  // namespace
 
 // The AVX2 table with its quantized matmuls replaced by these.
-CpuKernels avx512_kernel_table(const CpuKernels &avx2) {
-    CpuKernels k = avx2;
-    k.name = "avx512";
-    k.matmul_q8 = matmul_tiled<Avx512, TileKind::q8>;
-    k.matmul_q4 = matmul_tiled<Avx512, TileKind::q4>;
-    k.matmul_mix = matmul_tiled<Avx512, TileKind::mix>;
-    return k;
-}
+CpuKernels avx512_kernel_table(const CpuKernels &avx2) { return with_tile_kernels<Avx512>(avx2, "avx512"); }
 
 }  // namespace mixrt

@@ -9,14 +9,6 @@
 namespace mixrt {
 
 // The AVX2 table with its quantized matmuls replaced by these.
-CpuKernels avxvnni_kernel_table(const CpuKernels &avx2) {
-    using V = Vec256<true>;
-    CpuKernels k = avx2;
-    k.name = "avxvnni";
-    k.matmul_q8 = matmul_tiled<V, TileKind::q8>;
-    k.matmul_q4 = matmul_tiled<V, TileKind::q4>;
-    k.matmul_mix = matmul_tiled<V, TileKind::mix>;
-    return k;
-}
+CpuKernels avxvnni_kernel_table(const CpuKernels &avx2) { return with_tile_kernels<Vec256<true>>(avx2, "avxvnni"); }
 
 }  // namespace mixrt

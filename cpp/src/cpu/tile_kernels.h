@@ -247,5 +247,17 @@ void matmul_tiled(const TiledMatrix &W, const QuantizedInput &in, float *out, in
     }
 }
 
+// `base` (a table whose other kernels the instruction set shares) with its quantized matmuls
+// replaced by these kernels on V, named `name`.
+template <class V>
+CpuKernels with_tile_kernels(const CpuKernels &base, const char *name) {
+    CpuKernels k = base;
+    k.name = name;
+    k.matmul_q8 = matmul_tiled<V, TileKind::q8>;
+    k.matmul_q4 = matmul_tiled<V, TileKind::q4>;
+    k.matmul_mix = matmul_tiled<V, TileKind::mix>;
+    return k;
+}
+
 }  // namespace
 }  // namespace mixrt
