@@ -988,7 +988,8 @@ def test_non_finite_weight_midway_is_refused(tiny_copy, tmp_path):
 @pytest.mark.parametrize("method", ["runtime", "sequential"])
 def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path, method):
     """--calib measures the inputs of every linear layer (running the model, or layer by layer on
-    the quantized layers before), places the 4-bit strips by Hessian gain and quantizes with
+    the quantized layers before), places the 4-bit strips by the KL they save (Fisher-weighted
+    Hessian gains) and quantizes with
     GPTQ: the budget holds, the choices are recorded, the runtime loads the file, and the output
     error on the calibration distribution is lower than round-to-nearest's."""
     import mixrt
@@ -1004,8 +1005,9 @@ def test_calibrated_mix_conversion(tiny_hf, tiny_f32, tmp_path, method):
     assert summary["linear_bits"] <= TINY_MIX_BITS
     assert (meta["mixrt.recipe.method"], meta["mixrt.recipe.k4_allocation"], meta["mixrt.recipe.calib_file"],
             meta["mixrt.recipe.calib_tokens"], meta["mixrt.recipe.calib_method"]) == (
-                "gptq", "relative_hessian_gain", "calib.txt", 1024, method)
+                "gptq", "fisher_kl_gain", "calib.txt", 1024, method)
     assert meta["mixrt.recipe.gptq.damp"] == 0.01 and meta["mixrt.recipe.gptq.outlier_select"] == "greedy0"
+    assert 0 < meta["mixrt.recipe.fisher_tokens"] <= 1024
     assert not list(tmp_path.glob("*.tmp*")), "the temporary f16 file was left behind"
     assert mixrt.load(gptq_out).generate("Hello", max_tokens=4, temperature=0) is not None
 

@@ -260,15 +260,20 @@ def test_calibrated_mix_on_tiny_model(random_model, sequential):
     assert report["n_tokens"] == 128
 
 
-def test_sensitivities_are_relative():
-    from mixrt.quant.gptq import sensitivities
+def test_kl_gains_weigh_rows_by_fisher():
+    """kl_gains = 1/2 column_gains with each row's squared-error savings weighted by its Fisher
+    entry: uniform Fisher 2 gives column_gains exactly; a row of Fisher 0 counts for nothing."""
+    from mixrt.quant.gptq import kl_gains
 
     rng = np.random.default_rng(11)
     w = weights(rng, 16, 128)
     h = correlated_hessian(rng, 128)
-    s = sensitivities(w, h)
-    assert s.shape == (128,) and np.all(s >= 0) and s.sum() > 0
-    # alpha = 1: invariant to the scale of the inputs (H) and, up to rounding grids, of W
-    np.testing.assert_allclose(sensitivities(w, 7.0 * h), s, rtol=1e-9)
-    np.testing.assert_allclose(sensitivities(4.0 * w, h), s, rtol=1e-5)
-    np.testing.assert_allclose(sensitivities(w, h, alpha=0), column_gains(w, h))
+    np.testing.assert_allclose(kl_gains(w, h, np.full(16, 2.0)), column_gains(w, h), rtol=1e-9)
+    fisher = np.ones(16)
+    fisher[3] = 0.0
+    changed = w.copy()
+    changed[3] *= 50  # a row of no consequence, whatever its errors
+    np.testing.assert_allclose(kl_gains(changed, h, fisher), kl_gains(w, h, fisher), rtol=1e-9)
+    assert np.all(kl_gains(w, h, fisher) >= 0)
+    # linear in the Fisher (before the clip at 0 of a column's net saving)
+    np.testing.assert_allclose(kl_gains(w, h, 3 * fisher), 3 * kl_gains(w, h, fisher), rtol=1e-9)

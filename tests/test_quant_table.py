@@ -15,14 +15,26 @@ def test_quant_table_reports_ratios_and_kl_against_f16(random_model, tmp_path):
     text.write_text("The quick brown fox jumps over the lazy dog. " * 30)
     table = tmp_path / "table.jsonl"
     r = subprocess.run([sys.executable, str(REPO / "tools" / "quant_table.py"), str(hf), "--text", str(text),
-                        "--recipes", "q4", "f16", "--tokens", "256", "--ctx", "64", "--out-dir", str(tmp_path / "out"),
+                        "--recipes", "q4", "f16", "q4:head-q4", "--tokens", "256", "--ctx", "64", "--out-dir", str(tmp_path / "out"),
                         "--json", str(table)], capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in table.read_text().splitlines()]
-    assert [row["recipe"] for row in rows] == ["f16", "q4"]  # f16 first: the reference
-    f16, q4 = rows
+    assert [row["recipe"] for row in rows] == ["f16", "q4", "q4:head-q4"]  # f16 first: the reference
+    f16, q4, q4_head = rows
+    # the same decoder layers, a q4 instead of a q8 embedding/head
+    assert q4_head["linear_bits"] == q4["linear_bits"] and q4_head["file_mb"] < q4["file_mb"]
     name = f"{text.parent.name}/{text.name}"  # how the tool names a text
     assert (f16[f"kl:{name}"], f16[f"top1:{name}"]) == (0.0, 1.0)
     assert q4[f"kl:{name}"] > 0 and 0.5 < q4[f"top1:{name}"] <= 1.0
     assert q4[f"ppl:{name}"] != f16[f"ppl:{name}"]
     assert all(row["convert_s"] > 0 and row["convert_peak_mb"] > 10 for row in rows)
     assert "| KL | same top-1 |" in r.stdout
+
+
+def test_plot_names_recipes_in_words():
+    from conftest import tool_module
+
+    describe = tool_module("plot_recipes").describe
+    assert describe("mix:2.9") == "mix 2.9 (own text)"
+    assert describe("mix:2.5:calib:head-q4") == "mix 2.5 (calibration text, q4 head)"
+    assert describe("mix:2.9:rtn") == "mix 2.9 (no calibration)"
+    assert describe("q4:head-q4") == "q4 q4 head"

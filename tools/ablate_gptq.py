@@ -52,6 +52,23 @@
 # outliers greedy runs the sweep twice for 0.3%; super static differs in 4 matrices, by less than
 # 0.1% of the mean; order hnorm is 0.7% better here and needs a perplexity run before it could
 # replace act order.
+#
+# Two more alternatives were measured outside this tool, the same way (relative Hessian-weighted
+# error of the one path at 17% 4-bit columns and 0.3% outliers; the 21 matrices of SmolLM2 layers
+# 2, 15 and 28, Hessians of 8192 tokens of the wikitext calibration half; 2-core Intel Xeon,
+# 2026-12-05), and not kept:
+# * incoherence processing: the inputs of each matrix rotated by a block Hadamard transform with
+#   random signs (W R, H -> R^T H R, blocks of 32 or 64 along K) before the one path: worse in all
+#   21 matrices, by 0-18% (mean +8%): the rotation spreads the few large input columns that the
+#   4-bit strips and the outliers otherwise catch.
+# * least-squares refinement after the sweep: each row's 2-bit group scales (codes and zeros
+#   fixed) and 4-bit scales/mins solved jointly for the lowest (w - w') H (w - w')^T, then
+#   re-encoded: 1.1-2.2% lower error (mean 1.2%), within the noise of the perplexity protocol.
+# * rows weighted by the Fisher diagonal of the layer's outputs (quant/fisher.py) where they
+#   compete inside a matrix: the 4-bit columns chosen by kl_gains instead of column_gains and the
+#   outliers by Fisher-weighted group losses. Whole conversion at 2.9 bits, wikitext calibration
+#   half, the 16384-token protocol: wikitext eval ratio 1.728 (KL 0.629) vs 1.747 (0.637) without;
+#   tiny Shakespeare 1.965 (0.785) vs 1.947 (0.796): within the protocol's noise, not kept.
 from __future__ import annotations
 
 import argparse

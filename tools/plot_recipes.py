@@ -30,12 +30,15 @@ def peer_rows(markdown: Path) -> list[tuple[str, float, float]]:
 
 
 def describe(recipe: str) -> str:
-    """quant_table's recipe names in words: mix:2.9 (own text), mix:2.9:calib, mix:2.9:rtn."""
+    """quant_table's recipe names in words: mix:2.9 (own text), mix:2.9:calib, mix:2.9:rtn, and
+    a :head-q4 suffix."""
     name, *rest = recipe.split(":")
+    head = [f"{part[5:]} head" for part in rest if part.startswith("head-")]
     if name != "mix":
-        return name
-    how = {"calib": "calibration text", "rtn": "no calibration"}.get(rest[1] if len(rest) > 1 else "", "own text")
-    return f"mix {rest[0] if rest else ''} ({how})"
+        return " ".join([name] + head)
+    how = "calibration text" if "calib" in rest else "no calibration" if "rtn" in rest else "own text"
+    bits = rest[0] if rest and rest[0] not in ("calib", "rtn") and not rest[0].startswith("head-") else ""
+    return f"mix {bits} ({', '.join([how] + head)})".replace("mix  (", "mix (")
 
 
 def main() -> int:

@@ -12,8 +12,9 @@ to --json FILE); --plot PNG draws ratio against bits beside llama.cpp's types
         --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode \\
         --json table.jsonl --plot models/recipes.png --peers ../shared/docs/BENCHMARKS.md
 
-A recipe is NAME[:BITS[:CALIB]]: mix:2.9 calibrates on text the model writes itself (the
-converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at all.
+A recipe is NAME[:BITS][:calib|:rtn][:head-DTYPE]: mix:2.9 calibrates on text the model writes
+itself (the converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at all;
+:head-q4 stores the embedding and output head as q4 (--embed-dtype q4) instead of q8.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_timed(cmd: list) -> tuple[float, float]:
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
     name, *rest = recipe.split(":")
     cmd = ["mixrt-convert", src, "-o", str(out), "--force", "--recipe", name, "--quiet", *extra]
-    if rest:
+    if rest and rest[0] not in ("calib", "rtn") and not rest[0].startswith("head-"):
         cmd += ["--bits", rest[0]]
     if "calib" in rest:
         if not calib:
@@ -52,6 +53,7 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
         cmd += ["--calib", calib]
     if "rtn" in rest:
         cmd += ["--no-calib"]
+    cmd += [arg for part in rest if part.startswith("head-") for arg in ("--embed-dtype", part[5:])]
     return cmd
 
 
@@ -68,7 +70,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src", help="GGUF file or Hugging Face directory")
     p.add_argument("--recipes", nargs="+", default=["f16", "q8", "q4", "mix:2.9"],
-                   help="recipes, NAME[:BITS[:calib|rtn]] (default: f16 q8 q4 mix:2.9)")
+                   help="recipes, NAME[:BITS][:calib|:rtn][:head-DTYPE] (default: f16 q8 q4 mix:2.9)")
     p.add_argument("--calib", help="calibration text of the :calib recipes (never an evaluated text)")
     p.add_argument("--text", action="append", required=True, help="a text to measure perplexity on "
                    "(repeatable)")

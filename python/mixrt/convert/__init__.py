@@ -29,12 +29,15 @@ RECIPES = ("f16", "f32", "q8", "q4", "mix")
 EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.6 allows for embedding and head
 EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
+# Share of the mix weights kept as fp16 outliers. Measured on SmolLM2 at 2.9 bits (wikitext
+# calibration half; ratio to f16 and KL on the wikitext eval half / tiny Shakespeare, 16384
+# tokens): 0.003 gives 1.747, 0.637 / 1.947, 0.796; 0.0015 gives 1.774, 0.644 / 1.933, 0.777.
 DEFAULT_OUTLIER_FRAC = 0.003
 # calib: calibrate the mix recipe on text the model writes itself (the default; no text needed).
 SELF_CALIB = "self"
 RTN_WARNING = ("the mix recipe without calibration rounds its 2-bit weights to nearest, which loses "
-               "far more quality (SmolLM2-135M at 2.9 bits: wiki perplexity 240, against 72 calibrated "
-               "on its own text, 54 on wiki text and 28 for f16); calibrate on a text (--calib FILE) or "
+               "far more quality (SmolLM2-135M at 2.9 bits: wiki perplexity 240, against 63 calibrated "
+               "on its own text, 49 on wiki text and 28 for f16); calibrate on a text (--calib FILE) or "
                "on the model's own (--calib self)")
 QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the temporaries
 # The numeric parameters: their type, which values they accept, and how to say so. convert()
@@ -107,7 +110,8 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
     """Every tensor's storage, decided before anything is written (the writer needs the part
     sizes up front): norms f32, embedding and head embed_dtype, decoder linear layers the
     recipe's dtype; for mix, plan_mix spends `bits` per decoder linear weight (uniform 4-bit
-    fraction, or by column sensitivity when `sensitivities` maps each linear name to its scores). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
+    fraction, or by column sensitivity when `sensitivities` maps each linear name to its scores,
+    Calibration.sensitivities). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
     implied by an f16/f32 recipe, so that those files stay as they were)."""
     linear = {name: tensor.dims for name, tensor in model.tensors
               if _is_decoder_linear(name, tensor.dims)}
@@ -131,7 +135,7 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                             "mixrt.recipe.scale_code_bits": int(math.log2(SCALE_CODES)),
                             "mixrt.recipe.method": "rtn" if sensitivities is None else "gptq",
                             "mixrt.recipe.k4_allocation":
-                                "uniform" if sensitivities is None else "relative_hessian_gain",
+                                "uniform" if sensitivities is None else "fisher_kl_gain",
                             "mixrt.recipe.strip_selection":
                                 "range" if sensitivities is None else "hessian_gain",
                             "mixrt.recipe.clip_search": int(clip_search)})
@@ -201,26 +205,35 @@ class Calibration:
     n_tokens: int
     seconds: float
     hessians: dict | None = None  # runtime: (layer, site) -> Hessian
-    windows: list | None = None  # sequential: calibration windows (token ids)
+    windows: list | None = None  # calibration windows (token ids)
     parts: dict | None = None  # sequential: name -> packed mix parts, filled by quantize_all
+    fisher_tokens: int = 0  # tokens of the sensitivities' Fisher measurement
 
     def hessian(self, name: str) -> np.ndarray:
         from ..quant.calibration import tensor_site
 
         return self.hessians[tensor_site(name)]
 
-    def sensitivities(self, model: ModelSource) -> dict:
-        """Per decoder linear weight, each column's Hessian-weighted gain from 4 bits relative to
-        the layer's output energy (quant.gptq.sensitivities), the planner's input."""
-        from ..quant.gptq import model_sensitivities, sensitivities
+    def sensitivities(self, model: ModelSource, progress: bool = False) -> dict:
+        """Per decoder linear weight, the KL divergence that each column saves at 4 bits
+        (quant.gptq.kl_gains), the planner's input: the Fisher diagonal of every linear layer's
+        outputs measured by backpropagation (quant.fisher) over about FISHER_TOKENS tokens of
+        the calibration windows, with the runtime's Hessians or, for the sequential method, those
+        of the unquantized numpy layer stack over the same windows."""
+        from ..quant.fisher import output_fisher
+        from ..quant.gptq import kl_gains, model_sensitivities
 
         linear = [name for name, tensor in model.tensors if _is_decoder_linear(name, tensor.dims)]
+        step = max(1, len(self.windows) * len(self.windows[0]) // FISHER_TOKENS)
+        windows = self.windows[::step][:max(1, FISHER_TOKENS // len(self.windows[0]))]
+        fisher = output_fisher(_stack_hparams(model), _loader(model), windows, progress=progress)
+        self.fisher_tokens = sum(len(window) for window in windows)
         if self.method == "runtime":
-            return {name: sensitivities(dict(model.tensors)[name].load(), self.hessian(name))
+            tensors = dict(model.tensors)
+            return {name: kl_gains(tensors[name].load(), self.hessian(name), fisher[name])
                     for name in linear}
-        plan_windows = self.windows[:max(1, PLAN_TOKENS // len(self.windows[0]))]
-        return model_sensitivities(_stack_hparams(model), _loader(model), plan_windows,
-                                   names=set(linear))
+        return model_sensitivities(_stack_hparams(model), _loader(model), windows,
+                                   {name: fisher[name] for name in linear})
 
     def quantize_all(self, model: ModelSource, storage: dict, progress: bool) -> None:
         """sequential: GPTQ of every mix weight in one layer-by-layer pass, packed into parts."""
@@ -231,9 +244,9 @@ class Calibration:
                                     progress=progress, pack=True)
 
 
-# Calibration tokens of the sequential method's first pass (no quantization), which only scores
-# columns for the plan: plans from 4096 and 32768 tokens differ in 4 of SmolLM2's 210 matrices.
-PLAN_TOKENS = 2048
+# Calibration tokens over which the planner's sensitivities are measured (Calibration.sensitivities:
+# the Fisher diagonal by backpropagation through the numpy decoder, about three forward passes).
+FISHER_TOKENS = 2048
 
 
 def _stack_hparams(model: ModelSource) -> dict:
@@ -278,7 +291,7 @@ def calibrate(src: Path, out: Path, calib, n_tokens: int, ctx: int, method: str,
         if method == "runtime":
             hessians = collect_hessians(temp, windows=windows, ctx=ctx, progress=progress)
             return Calibration(method, hessians.n_tokens, time.perf_counter() - start,
-                               hessians=hessians)
+                               hessians=hessians, windows=windows)
     finally:
         temp.unlink(missing_ok=True)
         sampler.unlink(missing_ok=True)
@@ -309,8 +322,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
     search unless clip_search is False, calibrated quantization on `calib`: the Hessians of every
     linear layer's inputs over `calib_tokens` tokens of a text file, or (SELF_CALIB, the default)
-    of text the model writes itself, decide where the 4-bit strips go (across and within
-    matrices) and drive GPTQ error feedback; calib None quantizes to nearest (much worse:
+    of text the model writes itself, decide where the 4-bit strips go (across matrices by the KL
+    divergence each strip saves, from the Fisher diagonal of every layer's outputs measured by
+    backpropagation: Calibration.sensitivities) and drive GPTQ error feedback; calib None quantizes to nearest (much worse:
     RTN_WARNING is issued); `calib_method`
     (Calibration): "runtime", "sequential", or "auto" = runtime unless its Hessians would exceed
     RUNTIME_HESSIAN_LIMIT bytes (models beyond ~1B parameters).
@@ -361,13 +375,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         ctx = min(DEFAULT_CALIB_CTX, model.hparams.context_length)
         calibration = calibrate(Path(src), Path(out), calib, calib_tokens, ctx,
                                 calib_method, model.hparams, progress)
-        sensitivities = calibration.sensitivities(model)
+        sensitivities = calibration.sensitivities(model, progress)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
                                         clip_search, sensitivities)
     if calibration is not None:
         recipe_keys.update({"mixrt.recipe.calib_file": SELF_CALIB if calib == SELF_CALIB else Path(calib).name,
                             "mixrt.recipe.calib_tokens": int(calibration.n_tokens),
+                            "mixrt.recipe.fisher_tokens": int(calibration.fisher_tokens),
                             "mixrt.recipe.calib_method": calibration.method})
         if calibration.method == "sequential":
             calibration.quantize_all(model, storage, progress)

@@ -6,12 +6,13 @@
 # the sweep reaches it, Hessian-weighted clipping search) and then the 4-bit strips (q4 groups,
 # clipping search). The alternatives measured against these steps, with their figures, are in
 # tools/ablate_gptq.py. Also the per-column sensitivities with which the planner (plan.py) spreads
-# 4-bit columns unevenly over the matrices, and the whole-model sequential driver (calibrated_mix).
+# 4-bit columns over the matrices (kl_gains: the KL each column's 4 bits save, from the Fisher
+# diagonal of quant/fisher.py), and the whole-model sequential driver (calibrated_mix).
 # Tested by tests/test_gptq.py.
 #
 #   H = hessians[(layer, site)]                        # quant/calibration.py
 #   mix = quantize_mix_gptq(W, H, k4=128, n_outliers=500)
-#   scores = sensitivities(W, H)                       # plan_mix(..., sensitivities=[scores, ...])
+#   scores = kl_gains(W, H, fisher[name])              # plan_mix(..., sensitivities=[scores, ...])
 from __future__ import annotations
 
 import time
@@ -197,24 +198,31 @@ def _rtn_errors(w: np.ndarray, bits: int) -> np.ndarray:
 
 def column_gains(w: np.ndarray, h: np.ndarray) -> np.ndarray:
     """float64 [K]: H_jj x sum_r (e2_rj^2 - e4_rj^2), the Hessian-weighted squared output error
-    that storing column j at 4 instead of 2 bits saves (round-to-nearest estimates). These are
-    the `sensitivities` of plan_mix (one array per matrix): summed over a strip, comparable across
-    matrices as absolute output errors of each layer."""
+    that storing column j at 4 instead of 2 bits saves (round-to-nearest estimates): how
+    mix_permutation ranks a matrix's columns for its 4-bit strips."""
     w = np.asarray(w, np.float32)
     diag = np.clip(np.diagonal(np.asarray(h, np.float64)), 0, None)
     saved = (_rtn_errors(w, 2) - _rtn_errors(w, 4)).sum(axis=0, dtype=np.float64)
     return diag * np.maximum(saved, 0)
 
 
-def sensitivities(w: np.ndarray, h: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """The per-column `sensitivities` of plan_mix for one matrix: column_gains(W, H) divided by
-    tr(W H W^T)^alpha, the layer's output energy. alpha=1 (default) makes the gains relative
-    output errors, comparable across matrices and layers; measured on SmolLM2 at 2.9 bits
-    (4096 eval tokens): ppl 56.6 with alpha 1, 58.6 with 0.5, 68.0 with 0 (absolute gains send
-    the 4-bit columns to the last layers), 60.7 for a uniform 4-bit share."""
+def kl_gains(w: np.ndarray, h: np.ndarray, fisher: np.ndarray) -> np.ndarray:
+    """float64 [K], the `sensitivities` of plan_mix for one matrix: 1/2 H_jj x sum_r F_r
+    (e2_rj^2 - e4_rj^2), the KL divergence from the unquantized model's predictions (per token,
+    second order, round-to-nearest error estimates) that storing column j at 4 instead of 2 bits
+    saves, with F [M] the Fisher diagonal of the layer's outputs (quant/fisher.py). In the same
+    unit for every matrix, so the planner compares strips of different layers directly.
+    Measured on SmolLM2 (wikitext calibration half; ratio to f16 and KL on the wikitext eval half
+    / tiny Shakespeare, 16384 tokens), against the previous allocation by relative output error
+    (column_gains / tr(W H W^T)): at 2.9 bits 1.734, 0.639 / 1.935, 0.786 against 1.929, 0.729 /
+    2.273, 0.956 (on the model's own text: 2.237 / 1.862 against 2.470 / 1.984); at 2.5 bits,
+    where ~40 strips fit in all, 2.886, 1.120 / 4.030, 1.481 against 2.845, 1.088 / 3.690, 1.415.
+    Before that (4096 tokens, perplexity 2.9 bits): relative gains 56.6, gains divided by the
+    square root of the output energy 58.6, absolute Hessian gains 68.0, a uniform 4-bit share 60.7."""
     w = np.asarray(w, np.float32)
-    energy = hessian_weighted_error(w, np.zeros_like(w), h)
-    return column_gains(w, h) / max(energy, 1e-300) ** alpha
+    diag = np.clip(np.diagonal(np.asarray(h, np.float64)), 0, None)
+    saved = np.asarray(fisher, np.float64)[:, None] * (_rtn_errors(w, 2) - _rtn_errors(w, 4))
+    return 0.5 * diag * np.maximum(saved.sum(axis=0), 0)
 
 
 def mix_permutation(w: np.ndarray, h: np.ndarray, k4: int) -> np.ndarray:
@@ -669,19 +677,17 @@ def calibrated_mix(hparams: dict, load, windows: list, storage: dict, sequential
     return out
 
 
-def model_sensitivities(hparams: dict, load, windows: list, names=None, alpha: float = 1.0,
+def model_sensitivities(hparams: dict, load, windows: list, fisher: dict,
                         progress: bool = False) -> dict:
-    """name -> sensitivities(W, H) of every decoder linear weight (or those in `names`), with H
-    from the numpy layer stack over `windows` (unquantized, so no plan is needed yet). A few
-    windows suffice: on SmolLM2 the plan from 4096 calibration tokens differs from the one from
-    32768 in 4 of 210 matrices by one strip."""
+    """name -> kl_gains(W, H, fisher[name]) of every decoder linear weight named in `fisher`,
+    with H from the numpy layer stack over `windows` (unquantized, so no plan is needed yet)."""
     from .calibration import run_layer_stack
 
     out = {}
 
     def score(name, w, h):
-        if names is None or name in names:
-            out[name] = sensitivities(w, h, alpha)
+        if name in fisher:
+            out[name] = kl_gains(w, h, fisher[name])
         return w
 
     run_layer_stack(hparams, load, windows, score, sequential=False, progress=progress)
