@@ -69,6 +69,14 @@
 #   outliers by Fisher-weighted group losses. Whole conversion at 2.9 bits, wikitext calibration
 #   half, the 16384-token protocol: wikitext eval ratio 1.728 (KL 0.629) vs 1.747 (0.637) without;
 #   tiny Shakespeare 1.965 (0.785) vs 1.947 (0.796): within the protocol's noise, not kept.
+# * the planner's gains from the Fisher diagonal of the *weights*, E_window[(sum_t g_t x_t^T)_rj^2]
+#   (which keeps the correlation of one matrix's errors across the positions of a window), instead
+#   of the output Fisher F_r x H_jj of kl_gains: wikitext calibration half, ratio and KL, wikitext
+#   eval / tiny Shakespeare: 2.9 bits 1.762, 0.642 / 2.028, 0.818 (kl_gains: 1.734, 0.639 / 1.935,
+#   0.786); 2.5 bits 2.805, 1.079 / 3.578, 1.400 (kl_gains: 2.886, 1.120 / 4.030, 1.481): better
+#   where ~40 strips are placed, worse at the default budget; not kept. The mean of the two gains
+#   (both estimate KL): 2.9 bits 1.735, 0.637 / 1.913, 0.769; 2.5 bits 2.821, 1.082 / 3.798,
+#   1.440: at least as good as kl_gains at both budgets, measured once; the next candidate.
 from __future__ import annotations
 
 import argparse

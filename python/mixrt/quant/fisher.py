@@ -140,9 +140,9 @@ def gradients(hparams: dict, load, windows: list, labels: Optional[list] = None,
     """Per window of token ids: the log-likelihood L = sum_t log p(label_t | tokens <= t), and
     dL/d(output) [T, d_out] of every decoder linear layer, as a generator of (name, list of the
     windows' arrays) from the last layer to the first (the backward pass runs as it is consumed;
-    each layer's arrays are then dropped). labels: the
-    target of each position per window, or None to sample each from the model's own distribution
-    there (with rng), which makes E[grad grad^T] the Fisher information. Layer-major: each
+    each layer's arrays are then dropped). labels: the target of each position per window, or
+    None to sample each from the model's own distribution there (with rng), which makes
+    E[grad grad^T] the Fisher information. Layer-major: each
     layer's weights are loaded twice (forward, backward) and dropped, so memory is the windows'
     activations plus one layer. inputs: a list that receives, per window, a dict of every linear
     layer's input [T, d_in] (for tests). progress: a tqdm bar advanced once per layer pass.
