@@ -59,39 +59,42 @@ class _Layer:
         scores /= scores.sum(axis=-1, keepdims=True)
         return scores
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _activations(self, x: np.ndarray):
+        """The layer's forward pass for inputs x [T, d]: (normed attention input, rotated q,
+        rotated k, v, attention probabilities, attention output a, residual after attention,
+        normed FFN input, gate, up, SwiGLU output)."""
         s, w = self.stack, self.w
-        xn = _rms_norm(x, self.attn_norm, s.eps)
-        q, k, v = self._heads(xn)
-        o = self._probs(q, k) @ v[:, None]  # [nkv, group, T, hd]
-        a = o.reshape(s.n_heads, x.shape[0], s.head_dim).transpose(1, 0, 2).reshape(x.shape[0], -1)
-        x = x + a @ w["attn_output"].T
-        xn = _rms_norm(x, self.ffn_norm, s.eps)
-        return x + s.swiglu(xn, w["ffn_gate"], w["ffn_up"]) @ w["ffn_down"].T
+        t = x.shape[0]
+        xn1 = _rms_norm(x, self.attn_norm, s.eps)
+        q, k, v = self._heads(xn1)
+        probs = self._probs(q, k)
+        a = (probs @ v[:, None]).reshape(s.n_heads, t, s.head_dim).transpose(1, 0, 2).reshape(t, -1)
+        x2 = x + a @ w["attn_output"].T
+        xn2 = _rms_norm(x2, self.ffn_norm, s.eps)
+        gate, up = xn2 @ w["ffn_gate"].T, xn2 @ w["ffn_up"].T
+        act = (gate / (1.0 + np.exp(-gate)) * up).astype(np.float32)  # LayerStack.swiglu
+        return xn1, q, k, v, probs, a, x2, xn2, gate, up, act
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        *_, x2, _, _, _, act = self._activations(x)
+        return x2 + act @ self.w["ffn_down"].T
 
     def backward(self, x: np.ndarray, dx3: np.ndarray, grads: dict,
                  inputs: Optional[dict] = None) -> np.ndarray:
         """dL/dx of the layer's input x [T, d] given dL/d(output) dx3; stores dL/d(output) of
         each linear layer in grads[name] ([T, d_out], float32), and its input in inputs[name] if
-        inputs is a dict."""
+        inputs is a dict. Runs the layer's forward pass again (one layer's activations at a
+        time)."""
         s, w = self.stack, self.w
         t, hd, nh, nkv = x.shape[0], s.head_dim, s.n_heads, s.n_kv_heads
         group = nh // nkv
-        # forward again (one layer's activations at a time)
-        xn1 = _rms_norm(x, self.attn_norm, s.eps)
-        q, k, v = self._heads(xn1)
-        probs = self._probs(q, k)
-        o = probs @ v[:, None]
-        a = o.reshape(nh, t, hd).transpose(1, 0, 2).reshape(t, -1)
-        x2 = x + a @ w["attn_output"].T
-        xn2 = _rms_norm(x2, self.ffn_norm, s.eps)
-        gate, up = xn2 @ w["ffn_gate"].T, xn2 @ w["ffn_up"].T
+        xn1, q, k, v, probs, a, x2, xn2, gate, up, act = self._activations(x)
         sig = 1.0 / (1.0 + np.exp(-gate))
         if inputs is not None:
             inputs.update({self.names[kind]: xn1 for kind in ("attn_q", "attn_k", "attn_v")})
             inputs.update({self.names[kind]: xn2 for kind in ("ffn_gate", "ffn_up")})
             inputs[self.names["attn_output"]] = a
-            inputs[self.names["ffn_down"]] = gate * sig * up
+            inputs[self.names["ffn_down"]] = act
         # feed-forward
         grads[self.names["ffn_down"]] = dx3
         dact = dx3 @ w["ffn_down"]
