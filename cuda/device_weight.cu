@@ -29,6 +29,9 @@ std::string shape_text(const Weight &w) {
 }  // namespace
 
 DeviceWeight DeviceWeight::upload(const Weight &w) {
+    if (is_block_format(w.dtype))
+        fail(MIXRT_ERR_INVALID_ARGUMENT, std::string("dtype ") + dtype_name(w.dtype) +
+                                             " is not implemented by the CUDA backend yet");
     const uint64_t M = w.rows, K = w.cols;
     const MixView &m = w.mix;
     const std::vector<uint64_t> sizes = part_sizes(w.dtype, M, K, uint64_t(m.K4), uint64_t(m.nnz));

@@ -430,9 +430,9 @@ def test_cli_mix_options(tiny_hf, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(recipe="q4", bits=3.0), "bits: expected only with the mix recipe, found 3.0 for q4"),
+    (dict(recipe="q4", bits=3.0), "bits: expected only with the mix and bfp recipes, found 3.0 for q4"),
     (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
-    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, found 'q3'"),
+    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, bfp, mxint8, mxfp4, found 'q3'"),
     (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
     (dict(recipe="mix", outlier_frac=1.5), r"outlier_frac: expected a number in \[0, 1\), "
                                            "found 1.5"),
@@ -455,6 +455,10 @@ def test_recipe_refusals(tiny_hf, tmp_path, options, message):
     assert list(tmp_path.iterdir()) == []
 
 
+# Every recipe with a quantized dtype (bfp at its default width, 6 bits).
+QUANTIZED_RECIPES = ["q8", "q4", "mix", "bfp", "mxint8", "mxfp4"]
+
+
 def dequantized_copy(path: Path, out: Path) -> Path:
     """The same model with every tensor stored as the f32 values its dtype decodes to."""
     file = read_mixrt(path)
@@ -467,14 +471,15 @@ def dequantized_copy(path: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+@pytest.mark.parametrize("recipe", QUANTIZED_RECIPES)
 def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_path, recipe):
     """The runtime's logits on a quantized file equal those on an f32 file of the dequantized
     weights, up to the rounding of each quantized matmul's input to 8 bits (cpu/quantized_input.h:
     step max|x| / 127 per block of 32, an rms error of step / sqrt(12), about 0.6% of the rms of a
     Gaussian-like input, and so of each matmul's output). Compounded over the 15 matmuls of the
     tiny model's path, the logits move by about 1.1% of their largest magnitude (measured for q8,
-    q4 and mix alike); the bound, 4%, still catches a wrongly decoded weight (tens of percent)."""
+    q4 and mix alike, and the block formats); the bound, 4%, still catches a wrongly decoded
+    weight (tens of percent)."""
     import mixrt
 
     convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
@@ -488,7 +493,7 @@ def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_p
     assert deviation <= 0.04
 
 
-@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+@pytest.mark.parametrize("recipe", QUANTIZED_RECIPES)
 def test_quantized_results_do_not_depend_on_the_thread_count(tiny_hf, tmp_path, recipe):
     """Threads split output rows, never a reduction: prefill and decode logits are bit-identical."""
     import mixrt

@@ -23,6 +23,22 @@ private:
     const CpuWeights weights_;
 };
 
+// Why the CUDA backend cannot run this model ("" when it can): the dtypes it does not implement yet
+// (the block formats of FORMAT.md 5.6).
+std::string cuda_model_unsupported_reason(const LlamaModel &model) {
+    const auto &layers = model.layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const LayerWeights &l = layers[i];
+        for (const auto &[name, w] : {std::pair{"attn_q", &l.attn_q}, {"attn_k", &l.attn_k}, {"attn_v", &l.attn_v},
+                                      {"attn_output", &l.attn_output}, {"ffn_gate", &l.ffn_gate},
+                                      {"ffn_up", &l.ffn_up}, {"ffn_down", &l.ffn_down}})
+            if (is_block_format(w->dtype))
+                return std::string("tensor 'blk.") + std::to_string(i) + "." + name + ".weight' has dtype " +
+                       dtype_name(w->dtype) + ", which the CUDA backend does not implement yet";
+    }
+    return "";
+}
+
 }  // namespace
 
 std::string cuda_unavailable_reason() {
@@ -36,7 +52,8 @@ std::string cuda_unavailable_reason() {
 std::unique_ptr<PreparedModel> prepare_model(const LlamaModel &model, mixrt_backend requested,
                                              std::string &fallback_note) {
     if (requested == MIXRT_BACKEND_CPU) return std::make_unique<CpuModel>(model);
-    const std::string why_not = cuda_unavailable_reason();
+    std::string why_not = cuda_model_unsupported_reason(model);
+    if (why_not.empty()) why_not = cuda_unavailable_reason();
     if (!why_not.empty()) {
         if (requested == MIXRT_BACKEND_CUDA)
             fail(MIXRT_ERR_INVALID_ARGUMENT, "backend cuda requested but unavailable: " + why_not);

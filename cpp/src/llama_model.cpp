@@ -126,7 +126,8 @@ Weight LlamaModel::weight(const std::string &name, int64_t rows, int64_t cols, R
     }
     const DType d = t->dtype;
     const char *allowed = role == Role::norm ? "f32" : role == Role::embedding ? "f32, f16, q8 or q4" : nullptr;
-    if ((role == Role::norm && d != DType::f32) || (role == Role::embedding && d == DType::mix))
+    if ((role == Role::norm && d != DType::f32) ||
+        (role == Role::embedding && d != DType::f32 && d != DType::f16 && d != DType::q8 && d != DType::q4))
         model_error(file_, "tensor '" + name + "' has dtype " + dtype_name(d) + ", expected " + allowed);
     std::vector<PartSpan> parts;
     for (const TensorPart &p : t->parts) parts.push_back({p.data, p.size});

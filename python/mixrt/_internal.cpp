@@ -117,7 +117,7 @@ nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype,
     const mixrt::CpuKernels &k = kernel_table(impl);
     OwnedParts owned(parts);
     const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
-    if (!mixrt::is_quantized(w.dtype)) throw nb::value_error("kernel_matmul_quant takes q8, q4 or mix");
+    if (!mixrt::is_quantized(w.dtype)) throw nb::value_error("kernel_matmul_quant takes a quantized dtype");
     if (int64_t(x.shape(1)) != K) throw nb::value_error("x has a different K than W");
     const int64_t n = x.shape(0);
     mixrt::QuantizedInputBuffer buffer(n, K);
@@ -129,7 +129,8 @@ nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype,
     const mixrt::TiledMatrix tiled(w);
     if (w.dtype == mixrt::DType::q8) k.matmul_q8(tiled, xq, out, n, 0, M);
     else if (w.dtype == mixrt::DType::q4) k.matmul_q4(tiled, xq, out, n, 0, M);
-    else k.matmul_mix(tiled, xq, out, n, 0, M);
+    else if (w.dtype == mixrt::DType::mix) k.matmul_mix(tiled, xq, out, n, 0, M);
+    else k.matmul_block(tiled, xq, out, n, 0, M);
     return nb::make_tuple(result, rounded);
 }
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .quant import layouts
+from .quant import blockfp, layouts
 
 MAGIC = b"MIXRT\x00\r\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # written when a dtype of 1.1 is used, otherwise 0 (FORMAT.md 2)
+VERSION_MINOR = 2  # the highest minor version this writer knows (FORMAT.md 2)
 ALIGNMENT = 64
 HEADER_SIZE = 128
 
@@ -30,8 +30,12 @@ DTYPE_Q8 = 2
 DTYPE_Q4 = 3
 DTYPE_MIX = 4
 DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16, "q8": DTYPE_Q8, "q4": DTYPE_Q4,
-               "mix": DTYPE_MIX}
+               "mix": DTYPE_MIX,
+               # the block formats with a shared exponent (FORMAT.md 5.6, quant/blockfp.py)
+               "bfp8": 5, "bfp6": 6, "bfp5": 7, "bfp4": 8, "bfp3": 9, "mxint8": 10, "mxfp4": 11}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
+# The minor version that introduced each dtype: a file's version_minor is the highest it uses.
+_DTYPE_SINCE = {code: 0 if code < DTYPE_Q8 else 1 if code <= DTYPE_MIX else 2 for code in DTYPE_NAMES}
 _FLOAT_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}  # one part, any dims
 
 # Metadata value types (FORMAT.md 3).
@@ -250,6 +254,9 @@ class MixrtWriter:
                 raise FormatError(f"tensor {tensor.name}: part {i} values expected finite, "
                                   f"found NaN or infinity")
             checked.append(part)
+        if dtype in layouts.BLOCK_FORMATS and (checked[1].view(np.uint8) > blockfp.EXP_MAX).any():
+            raise FormatError(f"tensor {tensor.name}: {dtype} shared exponents expected at most "
+                              f"{blockfp.EXP_MAX}, found 255 (NaN)")
         return checked
 
     def _require_layout_open(self, method: str) -> None:
@@ -277,7 +284,7 @@ class MixrtWriter:
         table = b"".join(table)
         table_offset = HEADER_SIZE + len(metadata)
         data_offset = _align(table_offset + len(table))
-        minor = VERSION_MINOR if any(t.dtype not in _FLOAT_DTYPES for t in self._tensors) else 0
+        minor = max((_DTYPE_SINCE[t.dtype] for t in self._tensors), default=0)
         self._file.write(_HEADER.pack(MAGIC, VERSION_MAJOR, minor, ALIGNMENT, 0,
                                       HEADER_SIZE, len(metadata), table_offset, len(table),
                                       data_offset, data_end, data_offset + data_end))

@@ -41,7 +41,12 @@ void add_repacked_parts(const Weight &w, std::vector<Span> &spans) {
             add(m.w4.mins, 2 * M * (m.K4 / kGroup));
             break;
         }
-        default: break;
+        default:
+            if (is_block_format(w.dtype)) {
+                add(w.block.codes, M * uint64_t(w.block.row_bytes));
+                add(w.block.exps, M * uint64_t(w.block.blocks));
+            }
+            break;
     }
 }
 

@@ -188,7 +188,8 @@ void to_f16_avx2(const float *x, uint16_t *dst, int64_t n) {
 const CpuKernels &avx2_kernel_table() {
     static const CpuKernels k{"avx2",           true, matmul_avx2<float>, matmul_avx2<uint16_t>,
                               matmul_tiled<Avx2, TileKind::q8>, matmul_tiled<Avx2, TileKind::q4>,
-                              matmul_tiled<Avx2, TileKind::mix>, attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
+                              matmul_tiled<Avx2, TileKind::mix>, matmul_tiled<Avx2, TileKind::block>,
+                              attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
                               attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2};
     return k;
 }

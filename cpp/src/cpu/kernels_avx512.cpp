@@ -1,4 +1,4 @@
-// kernels_avx512.cpp: the quantized matmuls (q8, q4, mix) of tile_kernels.h on 512-bit vectors with
+// kernels_avx512.cpp: the quantized matmuls (q8, q4, mix, block formats) of tile_kernels.h on 512-bit vectors with
 // AVX-512 VNNI: one register holds a 64-byte chunk of a row tile (16 rows, one 32-bit lane each),
 // and vpdpbusd multiplies its unsigned codes by 4 input bytes and adds them to the row's int32 sum
 // in one instruction. This file alone is compiled with -mavx512f -mavx512bw -mavx512vl
@@ -50,6 +50,7 @@ struct Avx512 {
     static F set1f(float v) { return _mm512_set1_ps(v); }
     static F to_float(I a) { return _mm512_cvtepi32_ps(a); }
     static F f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+    static F loadf(const float *p) { return _mm512_loadu_ps(p); }
     static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
     static F addf(F a, F b) { return _mm512_add_ps(a, b); }
     static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }

@@ -29,6 +29,7 @@ QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K)
       d_(size_t(max_rows) * (max_K + 64) / kGroup + kGroupSlack),
       sum_(d_.size()),
       qsum_(d_.size()),
+      qsum16_(2 * d_.size()),
       xhat_(size_t(max_rows) * max_K),
       row_(size_t(max_rows) * (max_K + 64)) {}
 
@@ -52,6 +53,7 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     in.d = d_.data();
     in.sum = sum_.data();
     in.qsum = qsum_.data();
+    in.qsum16 = qsum16_.data();
     in.xhat = xhat_.data();
     return in;
 }
@@ -72,7 +74,7 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
     }
     int8_t *q = q_.data() + t * in.stride;
     float *d = d_.data() + t * in.groups, *sum = sum_.data() + t * in.groups;
-    int32_t *qsum = qsum_.data() + t * in.groups;
+    int32_t *qsum = qsum_.data() + t * in.groups, *qsum16 = qsum16_.data() + 2 * t * in.groups;
     // One scale per block: the mix 2-bit columns in blocks of kMixBlockGroups groups, the rest
     // in single groups.
     const int64_t block_groups_end = mix ? m.G2 : 0;
@@ -92,15 +94,18 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         std::memcpy(&amax, &amax_bits, 4);
         const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int64_t g = g0; g < g1; ++g) {
-            int32_t total = 0;
+            int32_t half[2] = {0, 0};
             for (int i = 0; i < kGroup; ++i) {
                 const int32_t c = static_cast<int32_t>(round_even(row[g * kGroup + i] * inv));
                 q[g * kGroup + i] = static_cast<int8_t>(c);
-                total += c;
+                half[i / 16] += c;
             }
+            const int32_t total = half[0] + half[1];
             d[g] = scale;
             sum[g] = scale * static_cast<float>(total);
             qsum[g] = total;
+            qsum16[2 * g] = half[0];
+            qsum16[2 * g + 1] = half[1];
         }
         g0 = g1;
     }

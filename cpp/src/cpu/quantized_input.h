@@ -1,7 +1,7 @@
-// quantized_input.h: the input x of a quantized matmul (q8, q4, mix) as the kernels read it:
+// quantized_input.h: the input x of a quantized matmul (q8, q4, mix, block formats) as the kernels read it:
 // rounded to 8-bit codes with one f32 scale per block, x^ = d * q, so the weight codes can be
 // multiplied with integer instructions and only sums are scaled in fp32. For q8/q4 a row is x
-// padded with zeros to Kp, in blocks of one group (32 values); for mix it is x2 (the permuted
+// padded with zeros to Kp, in blocks of one group (32 values; the block formats too); for mix it is x2 (the permuted
 // 2-bit columns, zero padded to K2p) in blocks of kMixBlockGroups groups (256 values: the 2-bit
 // kernel then multiplies the integer scale codes of a block's groups in integers too), followed
 // by x4 (the permuted 4-bit columns) in blocks of one group. Blocks line up with weight groups. Every kernel (scalar reference and fast twin) computes W x^ from these same
@@ -26,6 +26,7 @@ struct QuantizedInput {
     const float *d = nullptr;    // [n, groups] scale of the block each group of 32 codes is in
     const float *sum = nullptr;  // [n, groups] d * (sum of the group's codes) = the sum of x^ there
     const int32_t *qsum = nullptr;  // [n, groups] sum of the group's codes
+    const int32_t *qsum16 = nullptr;  // [n, 2 groups] sums of the first and the last 16 codes of each group
     const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
     int64_t stride = 0, groups = 0, K = 0;
 };
@@ -45,7 +46,7 @@ private:
     int64_t max_rows_, max_K_;
     std::vector<int8_t> q_;
     std::vector<float> d_, sum_;
-    std::vector<int32_t> qsum_;
+    std::vector<int32_t> qsum_, qsum16_;
     std::vector<float> xhat_, row_;
 };
 

@@ -1,4 +1,4 @@
-// tile_kernels.h: the quantized matmuls (q8, q4, mix) over row tiles (tiled_matrix.h), written once
+// tile_kernels.h: the quantized matmuls (q8, q4, mix, block formats) over row tiles (tiled_matrix.h), written once
 // for every vector instruction set. A kernel file includes this header after defining a struct V
 // of the few vector operations the kernels use on 16 int32 / float lanes (one per row of a tile):
 // kernels_avx2.cpp (two 256-bit halves, maddubs), kernels_avx512.cpp (512-bit, vpdpbusd). Everything
@@ -38,6 +38,7 @@ inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
     r.d += t * in.groups;
     r.sum += t * in.groups;
     r.qsum += t * in.groups;
+    r.qsum16 += 2 * t * in.groups;
     r.xhat += t * in.K;
     return r;
 }
@@ -46,13 +47,14 @@ template <int T>
 struct Tokens {  // T consecutive tokens' inputs
     const int8_t *q[T];
     const float *d[T], *sum[T];
-    const int32_t *qsum[T];
+    const int32_t *qsum[T], *qsum16[T];
     explicit Tokens(const QuantizedInput &in) {
         for (int t = 0; t < T; ++t) {
             q[t] = in.q + t * in.stride;
             d[t] = in.d + t * in.groups;
             sum[t] = in.sum + t * in.groups;
             qsum[t] = in.qsum + t * in.groups;
+            qsum16[t] = in.qsum16 + 2 * t * in.groups;
         }
     }
 };
@@ -192,6 +194,33 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
     for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
 }
 
+// Block formats (FORMAT.md 5.6), repacked as int8 element codes in q8's chunk order with one f32
+// scale per 16 columns: per half group, the exact code products (corrected with the half's input
+// code sum, as for q8) scaled by the block and input scales.
+template <class V, int T>
+inline void block_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    const uint8_t *rec = rt.tile(tile), *codes = rec + rt.q8;
+    const float *scales = reinterpret_cast<const float *>(rec + rt.scale16);
+    typename V::F acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = V::zerof();
+    Prefetcher next(rt, tile, 2 * W.G);
+    for (int64_t h = 0; h < 2 * W.G; ++h) {  // half groups of 16 columns
+        next.step();
+        typename V::I a[T];
+        for (int t = 0; t < T; ++t) a[t] = V::set1(0);
+        for (int c = 0; c < 4; ++c) {  // 4 columns per chunk
+            const typename V::I v = V::load(codes + (4 * h + c) * 64);
+            for (int t = 0; t < T; ++t) a[t] = V::dot_q8(a[t], v, V::bcast(x.q[t] + h * 16 + 4 * c));
+        }
+        const typename V::F s = V::loadf(scales + h * kTileRows);
+        for (int t = 0; t < T; ++t) {
+            const typename V::I exact = V::sub(a[t], V::set1(V::kQ8Offset * x.qsum16[t][h]));
+            acc[t] = V::fmadd(V::to_float(exact), V::mul(s, V::set1f(x.d[t][h / 2])), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
+}
+
 // result[t][row] += the fp16 outliers of the tile's rows [r0, r1) against x^ of token t in the
 // original column order: one loop over the tile's CSR entries. Consecutive entries often share a
 // row, so even and odd entries add into separate sums (no chain of dependent stores and loads).
@@ -215,7 +244,7 @@ inline void add_outliers(const MixView &m, const uint8_t *outlier_row, int64_t r
         for (int i = 0; i < kTileRows; ++i) result[t][i] += odd[t][i];
 }
 
-enum class TileKind { q8, q4, mix };
+enum class TileKind { q8, q4, mix, block };
 
 template <class V, TileKind kind, int T>
 inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &in, float *out, int64_t r1) {
@@ -225,6 +254,7 @@ inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &i
     if constexpr (kind == TileKind::mix) mix_tile<V, T>(w, W.tiles(), tile, x, result);
     if constexpr (kind == TileKind::q4) q4_tile<V, T>(w, W.tiles(), tile, x, result);
     if constexpr (kind == TileKind::q8) q8_tile<V, T>(w, W.tiles(), tile, x, result);
+    if constexpr (kind == TileKind::block) block_tile<V, T>(w, W.tiles(), tile, x, result);
     const int64_t r0 = tile * kTileRows, rows = std::min(r1 - r0, kTileRows);
     if constexpr (kind == TileKind::mix) add_outliers<T>(w.mix, W.tiles().outlier_row, r0, r0 + rows, in, result);
     for (int t = 0; t < T; ++t)
@@ -256,6 +286,7 @@ CpuKernels with_tile_kernels(const CpuKernels &base, const char *name) {
     k.matmul_q8 = matmul_tiled<V, TileKind::q8>;
     k.matmul_q4 = matmul_tiled<V, TileKind::q4>;
     k.matmul_mix = matmul_tiled<V, TileKind::mix>;
+    k.matmul_block = matmul_tiled<V, TileKind::block>;
     return k;
 }
 

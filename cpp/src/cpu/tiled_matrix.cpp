@@ -2,6 +2,7 @@
 // (decoded to one byte per code), then writes them to their tile positions.
 #include "cpu/tiled_matrix.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -38,6 +39,20 @@ void unpack_q4_row(const Q4View &v, int64_t groups, int64_t r, uint8_t *codes) {
 // The byte of row `lane_row` (0..15) inside a 64-byte chunk that holds 4 of its columns.
 inline int64_t lane_byte(int64_t lane_row) { return 32 * (lane_row / 8) + 4 * (lane_row % 8); }
 
+// Row r of a block-format matrix into its tile: each element as a signed byte (columns 4c..4c+3
+// at chunk c, from `codes`, the row's lane in the first chunk), each 16 columns' scale (every
+// kTileRows-th float from `scales`). The element value is byte x 2^-f, so the 16 columns scale by
+// 2^(E - 127 - f).
+void repack_block_row(const BlockView &b, int64_t Kp, int64_t r, uint8_t *codes, float *scales) {
+    const int f = b.spec.e2m1 ? 1 : b.spec.bits - 2;
+    for (int64_t k = 0; k < Kp; ++k) {
+        const float element = block_element_value(b.spec, block_code(b.spec, b.codes, b.row_bytes, r, k)) * float(1 << f);
+        codes[(k / 4) * 64 + k % 4] = uint8_t(int8_t(element));  // an integer, -128 .. 127
+    }
+    for (int64_t j = 0; j < Kp / 16; ++j)
+        scales[j * kTileRows] = std::ldexp(1.0f, int(b.exps[r * b.blocks + j * 16 / b.spec.block]) - kBlockExpBias - f);
+}
+
 // Per-row values of `per_row` entries each (bytes of `size`), side by side: dst[e][lane_row].
 template <typename T>
 void interleave(const T *src_row, int64_t per_row, int64_t lane_row, T *dst) {
@@ -69,10 +84,9 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
         part(t.scale4, G4 * kTileRows * 2);
         part(t.min4, G4 * kTileRows * 2);
     }
-    if (w.dtype == DType::q8) {
-        part(t.q8, w.Kp / 4 * 64);
-        part(t.scale8, w.G * kTileRows * 2);
-    }
+    if (w.dtype == DType::q8 || is_block_format(w.dtype)) part(t.q8, w.Kp / 4 * 64);
+    if (w.dtype == DType::q8) part(t.scale8, w.G * kTileRows * 2);
+    if (is_block_format(w.dtype)) part(t.scale16, w.Kp / 16 * kTileRows * 4);
     t.record = at;
     const size_t total = size_t(t.count) * size_t(t.record);
     uint8_t *p = static_cast<uint8_t *>(std::aligned_alloc(64, total));
@@ -113,6 +127,8 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
             interleave(q4.scales + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.scale4));
             interleave(q4.mins + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.min4));
         }
+        if (is_block_format(w.dtype)) repack_block_row(w.block, w.Kp, r, tile + t.q8 + lb,
+                                                      reinterpret_cast<float *>(tile + t.scale16) + lr);
         if (w.dtype == DType::q8) {
             const int8_t *row = w.q8.codes + r * w.Kp;
             for (int64_t c = 0; c < w.Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, row + 4 * c, 4);

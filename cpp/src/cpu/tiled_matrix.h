@@ -21,6 +21,10 @@
 //   q8     [Kp/4][64]    signed codes, columns 4c..4c+3 per 64 bytes: byte 32h + 4l + b is
 //                        column 4c + b of row 8h + l
 //   scale8 [G][16]       f16 group scales, one per row
+// and the block formats (FORMAT.md 5.6) are q8's codes part, holding each element as a signed byte
+// (the integer m, or twice the E2M1 value), with
+//   scale16 [Kp/16][16]  f32 scales of each 16 columns, one per row: 2^(E - 127 - f), f the
+//                        element's fraction bits (bits - 2 for integers, 1 for E2M1 doubled)
 // Parts start at 64-byte boundaries; rows past M (the last tile) are zero. Outliers and the
 // permutation stay in the canonical views (w.mix); the outliers of a tile (CSR entries
 // row_ptr[16t] .. row_ptr[16t + 16]) are added in one flat loop over those entries, each knowing
@@ -43,7 +47,7 @@ struct RowTiles {
     int64_t record = 0;       // bytes per tile
     const uint8_t *data = nullptr;
     // Byte offsets of the parts inside a tile record (those of absent parts are 0).
-    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0;
+    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, scale16 = 0;
     const uint8_t *outlier_row = nullptr;  // mix: [nnz] the row of each outlier within its tile
     const uint8_t *tile(int64_t t) const { return data + t * record; }
 };

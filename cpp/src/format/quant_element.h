@@ -1,4 +1,4 @@
-// quant_element.h: the decode of one stored weight of each quantized dtype (FORMAT.md 5.3-5.5) and
+// quant_element.h: the decode of one stored weight of each quantized dtype (FORMAT.md 5.3-5.6) and
 // the counts a mix tensor derives from its K and K4, written once for both compilers: the CPU
 // reference decode (quant_layout.cpp: dequantize_row) and the CUDA backend's element decode
 // (cuda/gemv_decode.cu) call these functions, nvcc compiling them for the device too. The fast
@@ -7,6 +7,7 @@
 // f16 values come as raw IEEE binary16 bits (uint16_t) or, in device code, as __half.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -79,6 +80,52 @@ MIXRT_HOST_DEVICE inline float mix2_element(const uint8_t *q2, const uint8_t *me
     const uint8_t meta = meta2[r * s.G2 + g];
     const float scale = float((meta & 63) + 1) * f16_value(super2[r * s.B2 + g / kMixSuperGroups]);
     return float(q - (meta >> 6)) * scale;
+}
+
+// The block formats with a shared exponent (FORMAT.md 5.6): bfp3..bfp8 and mxint8 (two's
+// complement elements m of `bits` bits, value m / 2^(bits-2)) and mxfp4 (E2M1 elements), each block
+// of `block` values along K scaled by 2^(E - 127), E one stored byte (0..254). The codes of a row are
+// one LSB-first bit stream, padded to Kp = 32 ceil(K / 32) columns.
+struct BlockSpec {
+    int block;  // values per shared exponent
+    int bits;   // bits per element code
+    bool e2m1;  // E2M1 elements (else two's complement integers)
+};
+
+constexpr int kBlockExpBias = 127;
+constexpr int kBlockExpMax = 254;  // 255 is the NaN scale of OCP's E8M0: refused
+
+// The value of element code q (< 2^bits).
+MIXRT_HOST_DEVICE inline float block_element_value(const BlockSpec &s, unsigned q) {
+    if (s.e2m1) {
+        const float magnitude = (q & 6) == 0 ? 0.5f * float(q & 1)  // 0, 0.5 (subnormal)
+                                             : float(2 + (q & 1)) * float(1 << ((q >> 1) & 3)) * 0.25f;
+        return (q & 8) ? -magnitude : magnitude;
+    }
+    const int m = int(q) - ((q >> (s.bits - 1)) ? (1 << s.bits) : 0);
+    return float(m) / float(1 << (s.bits - 2));
+}
+
+// The code of column k of row r in a block-format codes part [rows, row_bytes] (LSB-first stream).
+MIXRT_HOST_DEVICE inline unsigned block_code(const BlockSpec &s, const uint8_t *codes, int64_t row_bytes, int64_t r,
+                                             int64_t k) {
+    const uint8_t *row = codes + r * row_bytes;
+    const int64_t bit = k * s.bits;
+    // a code spans at most two bytes (bits <= 8)
+    const unsigned two = unsigned(row[bit / 8]) | (bit / 8 + 1 < row_bytes ? unsigned(row[bit / 8 + 1]) << 8 : 0u);
+    return (two >> (bit % 8)) & ((1u << s.bits) - 1);
+}
+
+// Weight k of row r of a block-format tensor: codes [rows, row_bytes], exponents [rows, blocks].
+MIXRT_HOST_DEVICE inline float block_element(const BlockSpec &s, const uint8_t *codes, const uint8_t *exps,
+                                             int64_t row_bytes, int64_t blocks, int64_t r, int64_t k) {
+    const unsigned q = block_code(s, codes, row_bytes, r, k);
+    const int e = int(exps[r * blocks + k / s.block]) - kBlockExpBias;
+#if defined(__CUDA_ARCH__)
+    return ldexpf(block_element_value(s, q), e);
+#else
+    return std::ldexp(block_element_value(s, q), e);
+#endif
 }
 
 }  // namespace mixrt

@@ -33,11 +33,35 @@ const char *dtype_name(DType dtype) {
         case DType::q8: return "q8";
         case DType::q4: return "q4";
         case DType::mix: return "mix";
+        case DType::bfp8: return "bfp8";
+        case DType::bfp6: return "bfp6";
+        case DType::bfp5: return "bfp5";
+        case DType::bfp4: return "bfp4";
+        case DType::bfp3: return "bfp3";
+        case DType::mxint8: return "mxint8";
+        case DType::mxfp4: return "mxfp4";
     }
     return "?";
 }
 
-bool is_quantized(DType dtype) { return dtype == DType::q8 || dtype == DType::q4 || dtype == DType::mix; }
+bool is_block_format(DType dtype) { return uint32_t(dtype) >= uint32_t(DType::bfp8) && uint32_t(dtype) < kDTypeCount; }
+
+bool is_quantized(DType dtype) {
+    return dtype == DType::q8 || dtype == DType::q4 || dtype == DType::mix || is_block_format(dtype);
+}
+
+BlockSpec block_spec(DType dtype) {
+    switch (dtype) {
+        case DType::bfp8: return {16, 8, false};
+        case DType::bfp6: return {16, 6, false};
+        case DType::bfp5: return {16, 5, false};
+        case DType::bfp4: return {16, 4, false};
+        case DType::bfp3: return {16, 3, false};
+        case DType::mxint8: return {32, 8, false};
+        case DType::mxfp4: return {32, 4, true};
+        default: fail(MIXRT_ERR_INTERNAL, std::string("block_spec of dtype ") + dtype_name(dtype));
+    }
+}
 
 std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4, uint64_t nnz) {
     const uint64_t G = ceil_div(K, kGroup), Kp = G * kGroup;
@@ -51,8 +75,11 @@ std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k
             const uint64_t K2p = s.K2p, G2 = s.G2, B2 = s.B2, G4 = s.G4;
             return {4 * K, M * K2p / 4, M * G2, 2 * M * B2, M * k4 / 2, 2 * M * G4, 2 * M * G4, 4 * (M + 1), 2 * nnz, 2 * nnz};
         }
+        default: {
+            const BlockSpec s = block_spec(dtype);
+            return {M * Kp * uint64_t(s.bits) / 8, M * Kp / uint64_t(s.block)};
+        }
     }
-    return {};
 }
 
 MixCounts mix_counts(uint64_t M, const std::vector<uint64_t> &part_bytes) {
@@ -151,6 +178,19 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
                 layout_error(what, "outlier row_ptr[M] is " + std::to_string(m.row_ptr[M]) + ", expected nnz = " + std::to_string(nnz));
             break;
         }
+        default: {
+            BlockView &b = w.block;
+            b.spec = block_spec(dtype);
+            b.codes = parts[0].data;
+            b.exps = parts[1].data;
+            b.row_bytes = w.Kp * b.spec.bits / 8;
+            b.blocks = w.Kp / b.spec.block;
+            for (uint64_t i = 0; i < parts[1].size; ++i)
+                if (b.exps[i] > kBlockExpMax)
+                    layout_error(what, "shared exponent " + std::to_string(i) + " is " + std::to_string(b.exps[i]) +
+                                           ", expected at most " + std::to_string(kBlockExpMax) + " (255 is NaN)");
+            break;
+        }
     }
     return w;
 }
@@ -179,6 +219,11 @@ void dequantize_row(const Weight &w, int64_t r, float *out) {
                 out[m.perm[m.K2 + k]] = q4_element(m.w4.codes, m.w4.scales, m.w4.mins, m.K4 / 2, shape.G4, r, k);
             // Outliers: residuals on top of the dense value.
             for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) out[m.cols[o]] += f16_value(m.vals[o]);
+            return;
+        }
+        default: {
+            const BlockView &b = w.block;
+            for (int64_t k = 0; k < K; ++k) out[k] = block_element(b.spec, b.codes, b.exps, b.row_bytes, b.blocks, r, k);
             return;
         }
     }

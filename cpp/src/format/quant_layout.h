@@ -1,7 +1,8 @@
-// quant_layout.h: the C++ definition of the stored dtypes of FORMAT.md 5 (f32, f16, q8, q4, mix):
+// quant_layout.h: the C++ definition of the stored dtypes of FORMAT.md 5 (f32, f16, q8, q4, mix and
+// the block formats bfp3..bfp8, mxint8, mxfp4):
 // part sizes, validated views over the parts, and the scalar reference decode of a row. The
-// numpy twin is python/mixrt/quant/layouts.py; tests/test_quant_kernels.py checks that both decode
-// the same packed bytes bit for bit.
+// numpy twins are python/mixrt/quant/layouts.py and quant/blockfp.py; tests/test_quant_kernels.py
+// and tests/test_blockfp.py check that both decode the same packed bytes bit for bit.
 #pragma once
 
 #include <cstddef>
@@ -13,10 +14,15 @@
 
 namespace mixrt {
 
-enum class DType : uint32_t { f32 = 0, f16 = 1, q8 = 2, q4 = 3, mix = 4 };
-constexpr uint32_t kDTypeCount = 5;
+enum class DType : uint32_t {
+    f32 = 0, f16 = 1, q8 = 2, q4 = 3, mix = 4,
+    bfp8 = 5, bfp6 = 6, bfp5 = 7, bfp4 = 8, bfp3 = 9, mxint8 = 10, mxfp4 = 11
+};
+constexpr uint32_t kDTypeCount = 12;
 const char *dtype_name(DType dtype);
 bool is_quantized(DType dtype);
+bool is_block_format(DType dtype);  // bfp*, mx*: FORMAT.md 5.6
+BlockSpec block_spec(DType dtype);  // of a block format
 
 struct PartSpan {
     const uint8_t *data;
@@ -32,6 +38,13 @@ struct Q4View {
     const uint8_t *codes;    // [M, Kp/2], nibble order of FORMAT.md 5.4
     const uint16_t *scales;  // f16 [M, G]
     const uint16_t *mins;    // f16 [M, G]
+};
+
+struct BlockView {
+    BlockSpec spec;
+    const uint8_t *codes;  // [M, row_bytes]: LSB-first bit stream of Kp codes per row
+    const uint8_t *exps;   // [M, blocks]: biased shared exponents
+    int64_t row_bytes, blocks;
 };
 
 struct MixView {
@@ -56,6 +69,7 @@ struct Weight {
     Q8View q8{};
     Q4View q4{};
     MixView mix{};
+    BlockView block{};
 };
 
 // The exact part sizes of a dtype for [M, K]; for mix, k4 and nnz are the derived values.

@@ -1,5 +1,6 @@
 # mixrt.convert: converts a Llama checkpoint (GGUF file or Hugging Face directory) into one .mixrt
-# file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix).
+# file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix, and
+# the block formats bfp, mxint8, mxfp4).
 # The console script is cli.py (`mixrt-convert`). Tested by tests/test_convert.py.
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .. import __version__
 from ..format import FormatError, MixrtWriter
 from ..quant.calibration import DEFAULT_CALIB_CTX, DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
+from ..quant.blockfp import BLOCK_FORMATS
+from ..quant import blockfp
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
 from .gguf_source import open_gguf
@@ -25,8 +28,11 @@ from .llama import ModelSource
 
 __all__ = ["ConversionError", "Storage", "convert", "open_source", "plan_storage"]
 
-RECIPES = ("f16", "f32", "q8", "q4", "mix")
-EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.6 allows for embedding and head
+RECIPES = ("f16", "f32", "q8", "q4", "mix", "bfp", "mxint8", "mxfp4")
+# bfp: the paper's block floating point (arXiv 2310.05079, FORMAT.md 5.6) at --bits element bits.
+BFP_BITS = (8, 6, 5, 4, 3)
+DEFAULT_BFP_BITS = 6  # W6: the width the paper finds nearly lossless without calibration
+EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.7 allows for embedding and head
 EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
 # Share of the mix weights kept as fp16 outliers. Measured on SmolLM2 at 2.9 bits (wikitext
@@ -104,6 +110,11 @@ def _is_decoder_linear(name: str, dims: tuple[int, ...]) -> bool:
     return len(dims) == 2 and name not in EMBEDDINGS
 
 
+def linear_dtype(recipe: str, bits: float | None) -> str:
+    """The dtype of the decoder linear weights of a recipe (bfp: bfp<bits>)."""
+    return f"bfp{int(bits)}" if recipe == "bfp" else recipe
+
+
 def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                  outlier_frac: float, clip_search: bool,
                  sensitivities: dict | None = None) -> tuple[dict[str, Storage], dict]:
@@ -116,7 +127,7 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
     linear = {name: tensor.dims for name, tensor in model.tensors
               if _is_decoder_linear(name, tensor.dims)}
     storage = {name: Storage("f32" if len(tensor.dims) == 1 else
-                             embed_dtype if name in EMBEDDINGS else recipe)
+                             embed_dtype if name in EMBEDDINGS else linear_dtype(recipe, bits))
                for name, tensor in model.tensors}
     recipe_keys = {}
     if recipe not in ("f16", "f32") or embed_dtype != recipe:
@@ -143,11 +154,16 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
             from ..quant.gptq import RECIPE
 
             recipe_keys.update({f"mixrt.recipe.gptq.{key}": value for key, value in RECIPE.items()})
-    if recipe in ("q8", "q4", "mix"):
+    if linear_dtype(recipe, bits) in BLOCK_FORMATS:
+        fmt = BLOCK_FORMATS[linear_dtype(recipe, bits)]
+        recipe_keys.update({"mixrt.recipe.block_format": fmt.name,
+                            "mixrt.recipe.block_size": fmt.block,
+                            "mixrt.recipe.element_bits": fmt.bits})
+    if recipe not in ("f16", "f32"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
                                           storage[name].nnz))
                            for name, dims in linear.items())
-        recipe_keys.update({"mixrt.recipe.group_size": GROUP,
+        recipe_keys.update({"mixrt.recipe.group_size": GROUP if recipe in ("q8", "q4", "mix") else fmt.block,
                             "mixrt.recipe.linear_bits":
                                 8 * linear_bytes / sum(math.prod(d) for d in linear.values())})
     return storage, recipe_keys
@@ -169,7 +185,11 @@ def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool,
         return pack_mix(quantize_mix_gptq(weight, calibration.hessian(name), storage.k4, storage.nnz))
     if storage.dtype == "mix":
         return pack_mix(quantize_mix_rtn(weight, storage.k4, storage.nnz, clip_search))
-    quantize = quantize_q8 if storage.dtype == "q8" else quantize_q4
+    if storage.dtype in BLOCK_FORMATS:
+        def quantize(rows):
+            return blockfp.quantize(rows, BLOCK_FORMATS[storage.dtype], name)
+    else:
+        quantize = quantize_q8 if storage.dtype == "q8" else quantize_q4
     chunks = [quantize(weight[row:row + QUANTIZE_ROWS])
               for row in range(0, weight.shape[0], QUANTIZE_ROWS)]
     return [np.concatenate(parts) for parts in zip(*chunks)]  # every part is row-major [M, ...]
@@ -316,7 +336,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
             dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
-    q4 or mix; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
+    q4, mix, bfp (block floating point with `bits` element bits: 8, 6, 5, 4 or 3, default 6),
+    mxint8 or mxfp4; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
     and decode 21% faster for +7.5% perplexity on the calibrated 2.9-bit mix, measured) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
@@ -347,9 +368,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if embed_dtype not in EMBED_DTYPES:
         raise ConversionError(f"embed_dtype: expected one of {', '.join(EMBED_DTYPES)}, "
                               f"found {embed_dtype!r}")
-    if recipe != "mix" and bits is not None:
-        raise ConversionError(f"bits: expected only with the mix recipe, found {bits} for "
+    if recipe not in ("mix", "bfp") and bits is not None:
+        raise ConversionError(f"bits: expected only with the mix and bfp recipes, found {bits} for "
                               f"{recipe}")
+    if recipe == "bfp":
+        bits = DEFAULT_BFP_BITS if bits is None else bits
+        if bits not in BFP_BITS:
+            raise ConversionError(f"bits: the bfp recipe expected one of "
+                                  f"{', '.join(map(str, BFP_BITS))}, found {bits:g}")
     for name, value in (("bits", bits), ("outlier_frac", outlier_frac),
                         ("calib_tokens", calib_tokens)):
         problem = None if value is None else numeric_problem(name, value)

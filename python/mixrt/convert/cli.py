@@ -1,4 +1,4 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix] [--bits B]
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix|bfp|mxint8|mxfp4] [--bits B]
 # [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M] [--outlier-frac F]
 # [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
 # Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from .. import __version__
-from . import (CALIB_METHODS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC,
+from . import (BFP_BITS, CALIB_METHODS, DEFAULT_BFP_BITS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC,
                EMBED_DTYPES, NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
 from .errors import ConversionError
 
@@ -54,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overwrite the output file if it exists (otherwise refused)")
     parser.add_argument("--recipe", "--dtype", dest="recipe", choices=RECIPES, default="f16",
                         help="storage of the decoder linear weights: f16, f32, q8 (8.5 bits), "
-                             "q4 (5 bits) or mix (2/4/16-bit within --bits); norms stay f32 "
-                             "(default: f16)")
+                             "q4 (5 bits), mix (2/4/16-bit within --bits), bfp (block floating "
+                             "point: --bits-bit elements, 16 per shared exponent), mxint8 (8.25 "
+                             "bits) or mxfp4 (4.25 bits; OCP MX); norms stay f32 (default: f16)")
     parser.add_argument("--bits", type=numeric("bits"), metavar="B",
                         help=f"mix: budget in bits per decoder linear weight, every stored byte "
-                             f"counted (default: {DEFAULT_BITS})")
+                             f"counted (default: {DEFAULT_BITS}); bfp: element bits, one of "
+                             f"{', '.join(map(str, BFP_BITS))} (default: {DEFAULT_BFP_BITS})")
     parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
                         help="storage of the embedding and output head (default: the recipe "
                              "for f16/f32, else q8; q4: smaller and faster, less accurate)")

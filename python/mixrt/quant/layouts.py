@@ -1,12 +1,16 @@
-# layouts.py: the one numpy reference of the tensor layouts of FORMAT.md 5 (f32, f16, q8, q4, mix):
-# part sizes, bit packing, unpacking and float32 dequantization; the C++ decoders are tested bit for
-# bit against it. Tested by tests/test_quant_layouts.py.
+# layouts.py: the one numpy reference of the tensor layouts of FORMAT.md 5 (f32, f16, q8, q4, mix;
+# the block formats bfp*/mx* of 5.6 are quant/blockfp.py's, dispatched from here): part sizes, bit
+# packing, unpacking and float32 dequantization; the C++ decoders are tested bit for bit against it.
+# Tested by tests/test_quant_layouts.py.
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
 
 import numpy as np
+
+from .blockfp import BLOCK_FORMATS
+from . import blockfp
 
 GROUP = 32  # values per group along K (FORMAT.md 5.2)
 SUPER_GROUPS = 16  # 2-bit groups per super-scale (FORMAT.md 5.5)
@@ -22,6 +26,7 @@ PART_DTYPES = {
     "q4": (np.dtype("u1"), np.dtype("<f2"), np.dtype("<f2")),
     "mix": (np.dtype("<u4"), np.dtype("u1"), np.dtype("u1"), np.dtype("<f2"), np.dtype("u1"),
             np.dtype("<f2"), np.dtype("<f2"), np.dtype("<u4"), np.dtype("<u2"), np.dtype("<f2")),
+    **{name: (np.dtype("u1"), np.dtype("u1")) for name in BLOCK_FORMATS},
 }
 
 
@@ -44,6 +49,8 @@ def part_shapes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[t
         return [(m, GROUP * g), (m, g)]
     if dtype == "q4":
         return [(m, GROUP * g // 2), (m, g), (m, g)]
+    if dtype in BLOCK_FORMATS:
+        return blockfp.part_shapes(BLOCK_FORMATS[dtype], m, k)
     if dtype != "mix":
         raise ValueError(f"dtype: expected one of {', '.join(PART_DTYPES)}, found {dtype!r}")
     if k4 % GROUP or not 0 <= k4 <= k:
@@ -314,5 +321,8 @@ def dequantize(dtype: str, parts, m: int, k: int) -> np.ndarray:
         return codes.astype(np.float32) * scales.astype(np.float32)[:, np.arange(k) // GROUP]
     if dtype == "q4":
         return _dequantize_q4(*unpack_q4(parts, m, k))
+    if dtype in BLOCK_FORMATS:
+        fmt = BLOCK_FORMATS[dtype]
+        return blockfp.decode(*blockfp.unpack(parts, fmt, m, k), fmt, k)
     (values,) = _typed(parts, dtype, m, k)
     return values.astype(np.float32)

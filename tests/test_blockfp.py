@@ -1,0 +1,220 @@
+# test_blockfp.py: the block formats with a shared exponent (FORMAT.md 5.6; python/mixrt/quant/
+# blockfp.py and format/quant_element.h): the encoder's rule and edge cases (all-zero blocks,
+# subnormal flush, the exponent at both ends, saturation, ties, NaN/Inf refused with the tensor
+# named), the bit packing byte for byte, the C++ reference decode equal to the numpy decode bit for
+# bit, every CPU kernel table equal to the dequantized weights times the rounded input, the reader
+# and writer refusing the NaN scale, and `mixrt-convert --recipe bfp/mxint8/mxfp4` end to end on a
+# tiny random model (the CUDA backend refuses the dtypes by name; auto falls back to the CPU; the
+# logits against the dequantized weights' are test_convert.py's).
+import math
+
+import numpy as np
+import pytest
+
+from mixrt import _internal
+from mixrt.quant import blockfp, layouts
+from mixrt.quant.blockfp import BLOCK_FORMATS
+
+FORMATS = list(BLOCK_FORMATS.values())
+IDS = [fmt.name for fmt in FORMATS]
+SHAPES = [(5, 576), (3, 577), (16, 64), (2, 1), (7, 1536), (17, 100)]
+
+
+def random_weights(rng, m, k):
+    """Gaussian rows with the edge cases in the first rows: an all-zero block, a subnormal block,
+    a block at the top of the float32 range, a power-of-two maximum, exact ties."""
+    x = rng.normal(0, 0.02, size=(m, k)).astype(np.float32)
+    x[0, :min(k, 32)] = 0
+    if m > 1 and k >= 32:
+        x[1, :32] = np.float32(1e-42) * rng.integers(-3, 4, size=32)
+    if m > 2 and k >= 64:
+        x[2, 32:64] = np.float32(3.4e38) * rng.uniform(-1, 1, size=32).astype(np.float32)
+        x[2, 32] = np.float32(3.4e38)
+    if m > 3 and k >= 32:
+        x[3, :32] = rng.integers(-8, 9, size=32) / 8
+        x[3, 0] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
+def test_element_values(fmt):
+    codes = np.arange(2 ** fmt.bits)
+    values = fmt.element_values(codes)
+    if fmt.element == "e2m1":
+        assert list(values[:8]) == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
+        assert list(values[8:]) == [-v for v in values[:8]]
+    else:  # two's complement m / 2^(bits-2)
+        top = 2 ** (fmt.bits - 1)
+        assert sorted(values * 2 ** (fmt.bits - 2)) == list(range(-top, top))
+    assert fmt.max_element == values.max()
+    assert fmt.bits_per_weight == fmt.bits + 8 / fmt.block
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
+def test_encode_rule(fmt):
+    """E = floor(log2 max|x|) - emax + 127 per block; every element within half a step of x, or
+    saturated at the largest element; the largest element's magnitude is the block's top."""
+    rng = np.random.default_rng(1)
+    x = (rng.normal(0, 1, size=(8, 256)) * np.exp2(rng.integers(-20, 20, size=(8, 1)))).astype(np.float32)
+    codes, exps = blockfp.encode(x, fmt)
+    blocks = np.abs(x).reshape(8, -1, fmt.block).max(axis=-1)
+    assert (exps == np.floor(np.log2(blocks)) - fmt.emax + 127).all()
+    y = blockfp.decode(codes, exps, fmt, 256)
+    scale = np.exp2(exps.astype(np.float64) - 127).repeat(fmt.block, axis=1)
+    rel = np.abs(y - x) / scale  # error in units of the block's scale
+    # largest gap between neighbouring elements: 2^-(bits-2) for integers, 2 for E2M1 (4 -> 6)
+    gap = 2.0 if fmt.element == "e2m1" else 2.0 ** -(fmt.bits - 2)
+    saturated = np.abs(x) / scale > fmt.max_element
+    assert (rel[~saturated] <= gap / 2 + 1e-12).all()
+    assert (np.abs(y[saturated]) / scale[saturated] == fmt.max_element).all()
+
+
+def test_edge_cases():
+    rng = np.random.default_rng(2)
+    x = random_weights(rng, 4, 64)
+    fmt = BLOCK_FORMATS["bfp6"]
+    codes, exps = blockfp.encode(x, fmt)
+    y = blockfp.decode(codes, exps, fmt, 64)
+    assert (exps[0, :2] == 0).all() and (codes[0, :32] == 0).all()  # all-zero blocks: E 0, codes 0
+    assert (exps[1, :2] == 0).all() and (y[1, :32] == 0).all()  # subnormal blocks flush to zero
+    assert (exps[2, 2] == 254) and np.isfinite(y[2]).all()  # the top of float32: E 254, no overflow
+    assert y[2, 32] == np.float32(31 / 16 * 2.0 ** 127)  # 3.4e38 saturates at the largest bfp6 element
+    assert y[3, 0] == 1.0  # a power-of-two maximum is kept exactly (no saturation)
+    # the exponent 255 (OCP's NaN scale) is never written
+    assert blockfp.encode(np.full((1, 32), 3.4e38, np.float32), BLOCK_FORMATS["mxfp4"])[1].max() == 252
+
+
+def test_ties_round_to_even():
+    fmt = BLOCK_FORMATS["mxfp4"]
+    x = np.array([[4.0, 5.0, 2.5, 0.25, -0.75, -5.0] + [0.0] * 26], np.float32)  # scale 1 (max 4..6)
+    codes, exps = blockfp.encode(x, fmt)
+    assert exps[0, 0] == 127
+    assert list(blockfp.decode(codes, exps, fmt, 6)[0]) == [4, 4, 2, 0, -1, -4]
+    fmt = BLOCK_FORMATS["bfp4"]  # elements m / 4, scale 1 for max in [1, 2)
+    x = np.array([[1.0, 0.125, 0.375, -0.625] + [0.0] * 28], np.float32)
+    codes, exps = blockfp.encode(x, fmt)
+    assert list(blockfp.decode(codes, exps, fmt, 4)[0]) == [1.0, 0.0, 0.5, -0.5]
+
+
+def test_bfp8_equals_mxint8_on_uniform_blocks():
+    """The paper's BFP is MXINT with blocks of 16: where both halves of a 32-block share their
+    exponent, bfp8 and mxint8 store the same values."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(6, 128)).astype(np.float32)
+    x[:, ::16] = 1.5  # every 16-block's maximum in [1, 2)
+    a, b = BLOCK_FORMATS["bfp8"], BLOCK_FORMATS["mxint8"]
+    assert (blockfp.decode(*blockfp.encode(x, a), a, 128) == blockfp.decode(*blockfp.encode(x, b), b, 128)).all()
+
+
+@pytest.mark.parametrize("name", ["nan", "inf"])
+def test_non_finite_refused_with_tensor_named(name):
+    x = np.zeros((2, 32), np.float32)
+    x[1, 5] = float(name)
+    with pytest.raises(ValueError, match=r"blk\.0\.attn_q\.weight: not finite at row 1, column 5"):
+        blockfp.encode(x, BLOCK_FORMATS["bfp6"], "blk.0.attn_q.weight")
+
+
+def test_bit_stream_layout():
+    """Codes are one LSB-first bit stream per row: bit b of code j is bit j x bits + b."""
+    fmt = BLOCK_FORMATS["bfp3"]
+    codes = np.zeros((1, 32), np.uint8)
+    codes[0, :3] = [0b101, 0b011, 0b110]
+    stream, _ = blockfp.pack(codes, np.zeros((1, 2), np.uint8), fmt)
+    # bits: 101 | 110 | 011 from bit 0 -> byte 0 = 0b10_011_101, byte 1 = 0b0000000_1
+    assert stream.shape == (1, 12) and list(stream[0, :2]) == [0b10011101, 0b00000001]
+    fmt = BLOCK_FORMATS["mxfp4"]
+    codes = np.zeros((1, 32), np.uint8)
+    codes[0, :2] = [0x3, 0xC]
+    assert blockfp.pack(codes, np.zeros((1, 1), np.uint8), fmt)[0][0, 0] == 0xC3
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
+@pytest.mark.parametrize("m,k", SHAPES)
+def test_cpp_decode_bit_exact(fmt, m, k):
+    rng = np.random.default_rng(m * 1000 + k)
+    parts = blockfp.quantize(random_weights(rng, m, k), fmt)
+    assert [p.nbytes for p in parts] == layouts.part_sizes(fmt.name, m, k)
+    codes, exps = blockfp.unpack(parts, fmt, m, k)
+    assert (blockfp.pack(codes, exps, fmt)[0] == parts[0]).all()
+    ref = layouts.dequantize(fmt.name, parts, m, k)
+    cpp = _internal.dequantize(fmt.name, list(parts), m, k)
+    assert ref.view(np.uint32).tolist() == cpp.view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
+@pytest.mark.parametrize("impl", _internal.available_kernels())
+@pytest.mark.parametrize("m,k,n", [(5, 576, 1), (17, 1536, 3), (3, 577, 17), (33, 64, 4)])
+def test_kernels_match_reference(fmt, impl, m, k, n):
+    """out = x^ W^T with W the decoded weights and x^ the input as the kernels round it: exact
+    integer products per 16 columns, scaled in fp32, so within fp32 accumulation error (K terms of
+    relative error 2^-24 each: 1e-5 of the largest output is ample for K <= 1536)."""
+    rng = np.random.default_rng(n)
+    w = rng.normal(0, 0.02, size=(m, k)).astype(np.float32)
+    parts = blockfp.quantize(w, fmt)
+    x = rng.normal(0, 1, size=(n, k)).astype(np.float32)
+    out, xhat = _internal.kernel_matmul_quant(impl, fmt.name, list(parts), m, k, x)
+    expected = xhat.astype(np.float64) @ layouts.dequantize(fmt.name, parts, m, k).astype(np.float64).T
+    assert np.abs(out - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_nan_scale_refused():
+    fmt = BLOCK_FORMATS["mxfp4"]
+    codes, exps = blockfp.encode(np.ones((2, 32), np.float32), fmt)
+    exps[1, 0] = 255
+    parts = blockfp.pack(codes, exps, fmt)
+    with pytest.raises(Exception, match="shared exponent 1 is 255, expected at most 254"):
+        _internal.dequantize("mxfp4", list(parts), 2, 32)
+    from mixrt.format import FormatError, MixrtWriter
+
+    with pytest.raises(FormatError, match="mxfp4 shared exponents expected at most 254"):
+        MixrtWriter._quantized_parts(type("T", (), {"name": "t", "dtype": 11, "sizes": [32, 2]})(), parts)
+
+
+@pytest.fixture(scope="module")
+def random_hf(tmp_path_factory, spm_tokenizer):
+    from mixrt.devtools.random_model import make_random_model
+
+    directory = tmp_path_factory.mktemp("blockfp") / "hf"
+    make_random_model(directory, shape="tiny", tokenizer=spm_tokenizer, seed=0)
+    return directory
+
+
+@pytest.mark.parametrize("recipe,bits,dtype", [("bfp", None, "bfp6"), ("bfp", 4, "bfp4"),
+                                               ("mxint8", None, "mxint8"), ("mxfp4", None, "mxfp4")])
+def test_convert_and_run(random_hf, tmp_path, recipe, bits, dtype):
+    import mixrt
+    from mixrt.convert import convert
+    from mixrt.format import read_mixrt
+
+    out = tmp_path / f"{dtype}.mixrt"
+    convert(random_hf, out, recipe, bits=bits, progress=False)
+    info = read_mixrt(out)
+    fmt = BLOCK_FORMATS[dtype]
+    linear = [t for t in info.tensors.values() if t.name.startswith("blk.") and len(t.dims) == 2]
+    assert linear and all(t.dtype_name == dtype for t in linear)
+    assert info.metadata["mixrt.recipe"] == recipe and info.header["version_minor"] == 2
+    assert info.metadata["mixrt.recipe.block_format"] == dtype
+    assert info.metadata["mixrt.recipe.block_size"] == fmt.block
+    stored = sum(sum(layouts.part_sizes(dtype, *t.dims)) for t in linear)  # K padded to 32: > w + 8/B
+    assert math.isclose(info.metadata["mixrt.recipe.linear_bits"], 8 * stored / sum(math.prod(t.dims) for t in linear))
+    # the CPU runs it (its logits against the dequantized weights': test_convert.py)
+    assert np.isfinite(mixrt.load(out, backend="cpu").eval_logits([1, 5, 9, 13])).all()
+    # the CUDA backend does not implement the block formats: refused by name, auto falls back
+    with pytest.raises(mixrt.MixrtError, match=f"has dtype {dtype}, which the CUDA backend does not implement"):
+        mixrt.load(out, backend="cuda")
+    model = mixrt.load(out, backend="auto")
+    assert model.backend == "cpu" and f"dtype {dtype}" in model.backend_note
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--recipe", "bfp", "--bits", "7"], "bits: the bfp recipe expected one of 8, 6, 5, 4, 3, found 7"),
+    (["--recipe", "mxfp4", "--bits", "4"], "bits: expected only with the mix and bfp recipes"),
+])
+def test_convert_refusals(random_hf, tmp_path, args, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(random_hf), "-o",
+                             str(tmp_path / "out.mixrt"), *args], capture_output=True, text=True)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.mixrt").exists()
