@@ -205,9 +205,12 @@ class CudaModel : public PreparedModel {
 public:
     explicit CudaModel(const LlamaModel &model) : weights_(std::make_shared<const DeviceModel>(model)) {}
     mixrt_backend backend() const override { return MIXRT_BACKEND_CUDA; }
-    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t, mixrt_kv_type kv) const override {
+    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t, mixrt_kv_type kv, mixrt_activations activations) const override {
         if (kv != MIXRT_KV_F16)
             fail(MIXRT_ERR_INVALID_ARGUMENT, "the CUDA backend keeps its KV cache in f16; an f32 KV cache needs the CPU backend");
+        if (activations != MIXRT_ACT_DEFAULT)
+            fail(MIXRT_ERR_INVALID_ARGUMENT, "the CUDA backend does not round activations to block floating point yet; "
+                                             "that needs the CPU backend");
         return std::make_unique<CudaContext>(weights_, n_ctx);
     }
 

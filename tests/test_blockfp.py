@@ -218,3 +218,45 @@ def test_convert_refusals(random_hf, tmp_path, args, message):
                              str(tmp_path / "out.mixrt"), *args], capture_output=True, text=True)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.mixrt").exists()
+
+
+@pytest.mark.parametrize("bits", [8, 6, 5, 4, 3])
+@pytest.mark.parametrize("k", [576, 100, 7])
+def test_activation_rounding_matches_numpy(bits, k):
+    """The runtime's activations option (cpu/activation_rounding.h) rounds like the numpy
+    encoder of bfp<bits>, bit for bit, the edge cases included."""
+    rng = np.random.default_rng(bits * 100 + k)
+    x = (rng.normal(0, 1, size=(9, k)) * np.exp2(rng.integers(-30, 30, size=(9, 1)))).astype(np.float32)
+    x[:4] = random_weights(rng, 4, k)
+    x[4, :min(k, 16)] = np.float32(1e-40)
+    fmt = BLOCK_FORMATS[f"bfp{bits}"]
+    want = blockfp.decode(*blockfp.encode(x, fmt), fmt, k)
+    got = _internal.round_to_bfp(x, bits)
+    assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+
+
+def test_activations_option(random_hf, tmp_path):
+    """activations="bfp<w>" rounds every matmul input (the rounding itself is checked bit for bit
+    above; its effect on real perplexity is measured by tools/quant_table.py): the logits move
+    by less than 4% of their largest magnitude at bfp8 (the 8-bit rounding bound of test_convert.py)
+    and far more at bfp3, are the same for any thread count, and the option is refused by name
+    where it cannot run (auto falls back to the CPU)."""
+    import mixrt
+    from mixrt.convert import convert
+
+    path = tmp_path / "f16.mixrt"
+    convert(random_hf, path, "f16", progress=False)
+    tokens = [1, 5, 9, 13, 2, 7]
+    plain = mixrt.load(path, backend="cpu").eval_logits(tokens)
+    a8 = mixrt.load(path, backend="cpu", activations="bfp8").eval_logits(tokens)
+    a3 = mixrt.load(path, backend="cpu", activations="bfp3").eval_logits(tokens)
+    moved8, moved3 = (np.abs(a - plain).max() / np.abs(plain).max() for a in (a8, a3))
+    assert 0 < moved8 <= 0.04 and moved3 > 4 * moved8
+    for threads in (1, 3):
+        assert np.array_equal(mixrt.load(path, backend="cpu", threads=threads, activations="bfp8").eval_logits(tokens), a8)
+    with pytest.raises(ValueError, match="activations: 'bfp6' runs on the CPU backend only"):
+        mixrt.load(path, backend="cuda", activations="bfp6")
+    with pytest.raises(ValueError, match="activations: expected None or one of bfp8"):
+        mixrt.load(path, activations="bfp7")
+    model = mixrt.load(path, backend="auto", activations="bfp6")
+    assert model.backend == "cpu" and "activations bfp6" in model.backend_note

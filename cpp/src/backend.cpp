@@ -14,8 +14,9 @@ class CpuModel : public PreparedModel {
 public:
     explicit CpuModel(const LlamaModel &model) : model_(model), weights_(model, best_kernels().reads_tiles) {}
     mixrt_backend backend() const override { return MIXRT_BACKEND_CPU; }
-    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv) const override {
-        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv);
+    std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv,
+                                        mixrt_activations activations) const override {
+        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv, activations);
     }
 
 private:

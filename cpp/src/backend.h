@@ -21,8 +21,10 @@ public:
     virtual ~PreparedModel() = default;
     virtual mixrt_backend backend() const = 0;
     // A context with a KV cache of n_ctx tokens (0: the model's context length) stored as kv;
-    // n_threads: CPU threads (0: all cores). Throws mixrt::Error (also for a kv the backend lacks).
-    virtual std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv) const = 0;
+    // n_threads: CPU threads (0: all cores); activations: the rounding of every matmul input.
+    // Throws mixrt::Error (also for a kv or activations the backend lacks).
+    virtual std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv,
+                                                mixrt_activations activations) const = 0;
 };
 
 // "" when this build has the CUDA backend and a CUDA device can be used, else why not.

@@ -209,7 +209,9 @@ mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t *ids, size
     return g != MIXRT_OK ? g : st;
 }
 
-mixrt_context_params mixrt_context_default_params(void) { return mixrt_context_params{0, 0, MIXRT_KV_F16}; }
+mixrt_context_params mixrt_context_default_params(void) {
+    return mixrt_context_params{0, 0, MIXRT_KV_F16, MIXRT_ACT_DEFAULT};
+}
 
 mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_params *params, mixrt_context **out_ctx) {
     MIXRT_REQUIRE(model && out_ctx, "mixrt_context_create: null argument");
@@ -218,8 +220,12 @@ mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_
     MIXRT_REQUIRE(p.kv_type == MIXRT_KV_F16 || p.kv_type == MIXRT_KV_F32,
                   "mixrt_context_create: kv_type is " + std::to_string(p.kv_type) +
                       ", expected MIXRT_KV_F16 (0) or MIXRT_KV_F32 (1)");
+    MIXRT_REQUIRE(p.activations == MIXRT_ACT_DEFAULT || (p.activations >= 3 && p.activations <= 8 && p.activations != 7),
+                  "mixrt_context_create: activations is " + std::to_string(p.activations) +
+                      ", expected MIXRT_ACT_DEFAULT (0) or a bfp width: 3, 4, 5, 6 or 8");
     return guarded([&] {
-        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads, static_cast<mixrt_kv_type>(p.kv_type));
+        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads, static_cast<mixrt_kv_type>(p.kv_type),
+                                                   static_cast<mixrt_activations>(p.activations));
         *out_ctx = new mixrt_context{std::move(engine)};
     });
 }

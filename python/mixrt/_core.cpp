@@ -110,12 +110,21 @@ struct Model {
     }
 };
 
+// "" (the kernels' own rounding) or "bfp<w>" as a mixrt_activations.
+int32_t activation_code(const std::string &name) {
+    if (name.empty()) return MIXRT_ACT_DEFAULT;
+    for (int32_t w : {3, 4, 5, 6, 8})
+        if (name == "bfp" + std::to_string(w)) return w;
+    throw nb::value_error(("activations: expected '', 'bfp8', 'bfp6', 'bfp5', 'bfp4' or 'bfp3', found '" + name + "'").c_str());
+}
+
 struct Context {
     mixrt_context *ptr = nullptr;
     int32_t n_vocab;
     nb::object capture_fn;      // Python callable(layer, site, x: ndarray (rows, width) float32)
     std::string capture_error;  // the first exception it raised during a feed
-    Context(const Model &model, int32_t n_ctx, int32_t n_threads, const std::string &kv_cache)
+    Context(const Model &model, int32_t n_ctx, int32_t n_threads, const std::string &kv_cache,
+            const std::string &activations)
         : n_vocab(mixrt_model_n_vocab(model.ptr)) {
         mixrt_context_params p = mixrt_context_default_params();
         p.n_ctx = n_ctx;
@@ -123,6 +132,7 @@ struct Context {
         if (kv_cache != "f16" && kv_cache != "f32")
             throw nb::value_error(("kv_cache: expected 'f16' or 'f32', found '" + kv_cache + "'").c_str());
         p.kv_type = kv_cache == "f32" ? MIXRT_KV_F32 : MIXRT_KV_F16;
+        p.activations = activation_code(activations);
         check(mixrt_context_create(model.ptr, &p, &ptr));
     }
     ~Context() { mixrt_context_free(ptr); }
@@ -244,8 +254,9 @@ NB_MODULE(_core, m) {
         .def("detokenize", &Model::detokenize, "ids"_a, "special"_a);
 
     nb::class_<Context>(m, "Context")
-        .def(nb::init<const Model &, int32_t, int32_t, const std::string &>(), "model"_a, "n_ctx"_a, "n_threads"_a,
-             "kv_cache"_a = "f16", nb::keep_alive<1, 2>())
+        .def(nb::init<const Model &, int32_t, int32_t, const std::string &, const std::string &>(), "model"_a,
+             "n_ctx"_a, "n_threads"_a,
+             "kv_cache"_a = "f16", "activations"_a = "", nb::keep_alive<1, 2>())
         .def("feed", &Context::feed, "tokens"_a, "all_logits"_a)
         .def("logits", &Context::logits)
         .def("reset", [](Context &s) { mixrt_context_reset(s.ptr); })

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/activation_rounding.h"
 #include "cpu/cpu_model.h"
 #include "cpu/kernels.h"
 #include "cpu/quantized_input.h"
@@ -107,6 +108,15 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> dequantize(const std::string &dtype, 
     float *out;
     auto result = new_matrix(M, K, &out);
     for (int64_t r = 0; r < M; ++r) mixrt::dequantize_row(w, r, out + r * K);
+    return result;
+}
+
+// x [n, K] rounded to bfp<bits> in blocks of 16 along K (the runtime's activations option).
+nb::ndarray<nb::numpy, float, nb::ndim<2>> round_to_bfp(FloatMatrix x, int bits) {
+    if (bits < 3 || bits > 8) throw nb::value_error("bits: expected 3..8");
+    float *out;
+    auto result = new_matrix(x.shape(0), x.shape(1), &out);
+    mixrt::round_rows_to_bfp(x.data(), int64_t(x.shape(0)), int64_t(x.shape(1)), bits, out);
     return result;
 }
 
@@ -326,6 +336,7 @@ NB_MODULE(_internal, m) {
     m.def("available_kernels", &mixrt::available_kernels);
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
+    m.def("round_to_bfp", &round_to_bfp, "x"_a, "bits"_a);
     m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a);
     m.def("read_bandwidth", [](int threads, size_t bytes, int reps) {
         nb::gil_scoped_release release;

@@ -26,6 +26,8 @@ MixrtError = _core.MixrtError
 FINISH_REASONS = {1: "stop", 2: "stop", 3: "length"}
 BACKENDS = ("auto", "cpu", "cuda")
 KV_CACHES = ("f16", "f32")  # how a context's KV cache stores keys and values
+# How every matmul input may be rounded first: block floating point of 8..3 bits (CPU only).
+ACTIVATIONS = ("bfp8", "bfp6", "bfp5", "bfp4", "bfp3")
 UNTIL_END = -1  # max_tokens: until the end-of-sequence token or the end of the context
 
 
@@ -162,7 +164,8 @@ class Model:
     meanwhile (from this or another thread) get another context."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
-                 n_ctx: Optional[int] = None, backend: str = "auto", kv_cache: str = "f16"):
+                 n_ctx: Optional[int] = None, backend: str = "auto", kv_cache: str = "f16",
+                 activations: Optional[str] = None):
         if threads is not None:
             _int_arg("threads", threads, 1)
         if n_ctx is not None:
@@ -171,6 +174,9 @@ class Model:
             raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         if kv_cache not in KV_CACHES:
             raise ValueError(f"kv_cache: expected one of {', '.join(KV_CACHES)}, found {kv_cache!r}")
+        if activations is not None and activations not in ACTIVATIONS:
+            raise ValueError(f"activations: expected None or one of {', '.join(ACTIVATIONS)}, "
+                             f"found {activations!r}")
         kv_note = ""
         if kv_cache == "f32":  # the CUDA backend keeps its KV cache in f16
             if backend == "cuda":
@@ -178,11 +184,18 @@ class Model:
                                  "cache in f16): use backend='cpu' or kv_cache='f16'")
             if backend == "auto":
                 backend, kv_note = "cpu", "kv_cache f32 runs on the CPU backend only"
+        if activations is not None:  # the CUDA backend does not round activations
+            if backend == "cuda":
+                raise ValueError(f"activations: {activations!r} runs on the CPU backend only: use "
+                                 f"backend='cpu' or activations=None")
+            if backend == "auto":
+                backend, kv_note = "cpu", f"activations {activations} run on the CPU backend only"
         self.path = str(path)
         self._core_model: Optional[_core.Model] = _core.Model(self.path, backend)
         self.threads = threads or (os.cpu_count() or 1)
         self.n_ctx = n_ctx or self._model.context_length
         self.kv_cache = kv_cache
+        self.activations = activations
         # Where the model runs ("cpu" or "cuda") and, when "auto" fell back to the CPU, why.
         self.backend = self._model.backend
         self.backend_note = self._model.backend_note or kv_note
@@ -228,7 +241,7 @@ class Model:
             self._check_open()
             ctx = self._idle.pop() if self._idle else None
         if ctx is None:
-            ctx = _core.Context(self._model, self.n_ctx, self.threads, self.kv_cache)
+            ctx = _core.Context(self._model, self.n_ctx, self.threads, self.kv_cache, self.activations or "")
         ctx.reset()
         return ctx
 
@@ -498,17 +511,21 @@ class Model:
 
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Optional[int] = None,
-         backend: str = "auto", kv_cache: str = "f16") -> Model:
+         backend: str = "auto", kv_cache: str = "f16", activations: Optional[str] = None) -> Model:
     """Maps and validates a .mixrt file. threads: CPU threads (default: all cores); n_ctx: tokens
     the KV cache holds (default: the model's context length); backend: "cuda" (weights uploaded to
     the GPU once, here; an error if mixrt has no CUDA backend or there is no GPU), "cpu", or "auto"
     (CUDA when built and a GPU is present, else the CPU: Model.backend says which,
     Model.backend_note why it fell back); kv_cache: "f16" (keys and values stored as f16: half the
-    memory and attention reads) or "f32" (CPU only; "auto" then picks the CPU)."""
+    memory and attention reads) or "f32" (CPU only; "auto" then picks the CPU); activations: None
+    (matmul inputs as the kernels round them) or "bfp8", "bfp6", "bfp5", "bfp4", "bfp3" (every
+    matmul input first rounded to block floating point of that many bits, 16 values per shared
+    exponent, as arXiv 2310.05079 runs W6A6 and W4A4; CPU only, "auto" then picks the CPU)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, found {type(path).__name__}")
     _check_model_path(Path(path))
-    return Model(path, threads=threads, n_ctx=n_ctx, backend=backend, kv_cache=kv_cache)
+    return Model(path, threads=threads, n_ctx=n_ctx, backend=backend, kv_cache=kv_cache,
+                 activations=activations)
 
 
 def _check_model_path(path: Path) -> None:

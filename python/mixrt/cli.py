@@ -21,7 +21,8 @@ MB = 1e6  # every size is printed in MB (10^6 bytes)
 def _load(args, n_ctx=None):
     from .api import load
 
-    return load(args.model, threads=args.threads, n_ctx=n_ctx, backend=args.backend, kv_cache=args.kv_cache)
+    return load(args.model, threads=args.threads, n_ctx=n_ctx, backend=args.backend, kv_cache=args.kv_cache,
+                activations=args.activations)
 
 
 def _read_prompt(args) -> str:
@@ -429,12 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def backend(sp):
+        from .api import ACTIVATIONS
+
         sp.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs (default auto: CUDA when built and a GPU is present, "
                              "else the CPU)")
         sp.add_argument("--kv-cache", choices=("f16", "f32"), default="f16",
                         help="how the KV cache stores keys and values (default f16: half the memory; "
                              "f32 runs on the CPU only)")
+        sp.add_argument("--activations", choices=ACTIVATIONS, default=None,
+                        help="round every matmul input to block floating point of this many bits first "
+                             "(16 values per shared exponent, as arXiv 2310.05079's W6A6; CPU only; "
+                             "default: the kernels' own rounding)")
 
     def sampling(sp, n_default):
         from .api import SAMPLER_DEFAULTS as d
@@ -478,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
 
     i = command("info", "what a file holds: model, recipe, bits, tokenizer, chat template")
-    i.set_defaults(backend="cpu", kv_cache="f16")
+    i.set_defaults(backend="cpu", kv_cache="f16", activations=None)
     i.add_argument("--tensors", action="store_true", help="also list every tensor (dtype, dims, MB, bits)")
     i.add_argument("--metadata", action="store_true", help="also list every scalar metadata key")
     i.add_argument("--json", action="store_true", help="everything as one JSON object")

@@ -118,10 +118,24 @@ typedef enum mixrt_kv_type {
     MIXRT_KV_F32 = 1
 } mixrt_kv_type;
 
+/* How every matmul input (activation) is rounded before the product. MIXRT_ACT_DEFAULT: the
+   kernels' own rounding only (8-bit groups of 32 for quantized weights, none for f16/f32);
+   MIXRT_ACT_BFP8 .. MIXRT_ACT_BFP3: first to block floating point of that many bits, 16 values per
+   shared exponent (FORMAT.md 5.6, arXiv 2310.05079's activations; CPU backend only). */
+typedef enum mixrt_activations {
+    MIXRT_ACT_DEFAULT = 0,
+    MIXRT_ACT_BFP3 = 3,
+    MIXRT_ACT_BFP4 = 4,
+    MIXRT_ACT_BFP5 = 5,
+    MIXRT_ACT_BFP6 = 6,
+    MIXRT_ACT_BFP8 = 8
+} mixrt_activations;
+
 typedef struct mixrt_context_params {
-    int32_t n_ctx;     /* tokens the KV cache holds; 0 = the model's context length */
-    int32_t n_threads; /* 0 = all cores */
-    int32_t kv_type;   /* a mixrt_kv_type */
+    int32_t n_ctx;       /* tokens the KV cache holds; 0 = the model's context length */
+    int32_t n_threads;   /* 0 = all cores */
+    int32_t kv_type;     /* a mixrt_kv_type */
+    int32_t activations; /* a mixrt_activations */
 } mixrt_context_params;
 
 MIXRT_API mixrt_context_params mixrt_context_default_params(void);

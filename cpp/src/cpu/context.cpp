@@ -1,7 +1,9 @@
 // context.cpp: the Llama forward pass in fp32 activations over weights of any dtype (matmuls in
 // cpu/matmul.h), read top to bottom:
 // embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache (f16 or f32) -> causal GQA attention -> output
-// projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head.
+// projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head. With the
+// activations option every matmul input is first rounded to block floating point
+// (cpu/activation_rounding.h).
 // Tested against the float64 numpy reference in tests/test_forward_reference.py.
 #include "cpu/context.h"
 
@@ -12,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "cpu/activation_rounding.h"
 #include "cpu/matmul.h"
 #include "error.h"
 
@@ -37,7 +40,7 @@ CacheBuffer calloc_cache(size_t count, size_t size, const char *what) {
 }  // namespace
 
 Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads,
-                 mixrt_kv_type kv)
+                 mixrt_kv_type kv, mixrt_activations activations)
     : Engine(model, n_ctx),
       p_(model.params()),
       weights_(weights),
@@ -48,7 +51,8 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
                                                             int64_t(model.params().n_heads) * model.params().head_dim,
                                                             model.params().ffn_size})),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size),
-          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)} {
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)},
+      activations_(activations) {
     rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     const size_t cache_values = size_t(p_.n_layers) * n_ctx_ * kv_width;
@@ -56,6 +60,9 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
     k_cache_ = calloc_cache(cache_values, value_bytes, "key cache");
     v_cache_ = calloc_cache(cache_values, value_bytes, "value cache");
     const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
+    if (activations_ != MIXRT_ACT_DEFAULT)
+        xa_.resize(size_t(kMaxBatch) * std::max<size_t>({size_t(p_.hidden_size), size_t(p_.n_heads) * p_.head_dim,
+                                                         size_t(p_.ffn_size)}));
     x_.resize(sizes.x);
     xb_.resize(sizes.xb);
     q_.resize(sizes.q);
@@ -81,7 +88,13 @@ void Context::feed(const int32_t *tokens, size_t n, bool all_logits) {
 // ---- helpers ------------------------------------------------------------------------------------
 
 void Context::matmul(const TiledMatrix &w, const float *x, float *out, int32_t n) {
-    parallel_matmul(kernels_, pool_, xq_[0], w, x, out, n);
+    parallel_matmul(kernels_, pool_, xq_[0], w, activations(x, n, w.weight().cols), out, n);
+}
+
+const float *Context::activations(const float *x, int32_t n, int64_t K) {
+    if (activations_ == MIXRT_ACT_DEFAULT) return x;
+    round_rows_to_bfp(x, n, K, int(activations_), xa_.data());
+    return xa_.data();
 }
 
 void Context::rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const {
@@ -216,7 +229,7 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
             QuantizedInputBuffer *const xq[] = {&xq_[0], &xq_[1], &xq_[2]};
             const TiledMatrix *const ws[] = {&w.attn_q, &w.attn_k, &w.attn_v};
             float *const outs[] = {q_.data(), k_.data(), v_.data()};
-            parallel_matmuls(kernels_, pool_, xq, ws, outs, 3, xb_.data(), n);
+            parallel_matmuls(kernels_, pool_, xq, ws, outs, 3, activations(xb_.data(), n, d), n);
         }
         rope(q_.data(), n, p_.n_heads, pos0);
         rope(k_.data(), n, p_.n_kv_heads, pos0);
@@ -229,7 +242,8 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
         // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
         rmsnorm(x_.data(), w.ffn_norm.weight(), xb_.data(), n);
         capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.weight().cols);
-        parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, xb_.data(), gate_.data(), up_.data(), n);
+        parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, activations(xb_.data(), n, d), gate_.data(),
+                        up_.data(), n);
         capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.weight().cols);
         matmul(w.ffn_down, gate_.data(), xb_.data(), n);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];

@@ -28,7 +28,7 @@ public:
 
     // weights: the model's weights as the CPU reads them (cpu_model.h); both must outlive this.
     Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads,
-            mixrt_kv_type kv);  // throws mixrt::Error
+            mixrt_kv_type kv, mixrt_activations activations = MIXRT_ACT_DEFAULT);  // throws mixrt::Error
 
     const char *backend_name() const override { return "cpu"; }
     int32_t n_threads() const { return pool_.size(); }
@@ -46,6 +46,8 @@ private:
 
     // Kernel helpers, parallel over output rows.
     void matmul(const TiledMatrix &w, const float *x, float *out, int32_t n);
+    // x [n, K] as every matmul reads it: x itself, or rounded by the activations option into xa_.
+    const float *activations(const float *x, int32_t n, int64_t K);
     void rmsnorm(const float *x, const Weight &gain, float *out, int32_t n) const;
     void rope(float *x, int32_t n, int32_t n_heads, int32_t pos0) const;
     void attention(int layer, int32_t n, int32_t pos0);
@@ -68,6 +70,8 @@ private:
     CacheBuffer k_cache_, v_cache_;
     // Activations of one batch (activation_sizes(kMaxBatch)).
     std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_;
+    mixrt_activations activations_;
+    std::vector<float> xa_;  // matmul inputs rounded by the activations option (empty without it)
     // Inputs of quantized matmuls, rounded to 8-bit groups: [0] of any width; [1] and [2] (hidden
     // size) for the matmuls that share a parallel region with [0]'s (K and V with Q, up with gate).
     QuantizedInputBuffer xq_[3];
