@@ -194,7 +194,7 @@ def test_convert_and_run(random_hf, tmp_path, recipe, bits, dtype):
     assert linear and all(t.dtype_name == dtype for t in linear)
     assert info.metadata["mixrt.recipe"] == recipe and info.header["version_minor"] == 2
     assert info.metadata["mixrt.recipe.block_format"] == dtype
-    assert info.metadata["mixrt.recipe.block_size"] == fmt.block
+    assert info.metadata["mixrt.recipe.group_size"] == fmt.block
     stored = sum(sum(layouts.part_sizes(dtype, *t.dims)) for t in linear)  # K padded to 32: > w + 8/B
     assert math.isclose(info.metadata["mixrt.recipe.linear_bits"], 8 * stored / sum(math.prod(t.dims) for t in linear))
     # the CPU runs it (its logits against the dequantized weights': test_convert.py)
@@ -208,7 +208,9 @@ def test_convert_and_run(random_hf, tmp_path, recipe, bits, dtype):
 
 @pytest.mark.parametrize("args,message", [
     (["--recipe", "bfp", "--bits", "7"], "bits: the bfp recipe expected one of 8, 6, 5, 4, 3, found 7"),
-    (["--recipe", "mxfp4", "--bits", "4"], "bits: expected only with the mix and bfp recipes"),
+    (["--recipe", "mxfp4", "--bits", "4"], "bits: expected only with the mix, bfp and bfp-search recipes"),
+    (["--recipe", "bfp-search", "--bits", "3"], "bfp-search: bits: expected at least 3.5"),
+    (["--recipe", "bfp-search", "--no-calib"], "calib: the bfp-search recipe measures each format's cost"),
 ])
 def test_convert_refusals(random_hf, tmp_path, args, message):
     import subprocess
@@ -260,3 +262,48 @@ def test_activations_option(random_hf, tmp_path):
         mixrt.load(path, activations="bfp7")
     model = mixrt.load(path, backend="auto", activations="bfp6")
     assert model.backend == "cpu" and "activations bfp6" in model.backend_note
+
+
+def test_plan_widths_spends_the_budget_by_kl_per_byte():
+    """Greedy upgrades from the smallest formats: within the budget, the largest KL saving per
+    added byte first; a budget below the smallest formats is refused."""
+    from mixrt.quant.width_plan import plan_widths
+
+    sizes = [{"a": 10, "b": 20, "c": 30}] * 3
+    costs = [{"a": 9.0, "b": 1.0, "c": 0.0},  # a -> b saves 0.8 per byte
+             {"a": 2.0, "b": 1.5, "c": 1.4},  # saves little
+             {"a": 6.0, "b": 3.0, "c": 0.5}]  # a -> b 0.3 per byte, b -> c 0.25
+    weights = 8 * 90  # so that `bits` = bytes / 90
+    plan = plan_widths(costs, sizes, weights, 30 / 90)
+    assert plan.choice == ["a", "a", "a"] and plan.bytes == 30
+    plan = plan_widths(costs, sizes, weights, 50 / 90)
+    assert plan.choice == ["b", "a", "b"] and plan.bytes == 50 and plan.predicted_kl == 1.0 + 2.0 + 3.0
+    plan = plan_widths(costs, sizes, weights, 90 / 90)
+    assert plan.choice == ["c", "c", "c"]
+    with pytest.raises(ValueError, match="bits: expected at least"):
+        plan_widths(costs, sizes, weights, 29 / 90)
+
+
+def test_bfp_search_records_its_choices(random_hf, tmp_path):
+    """--recipe bfp-search: each linear matrix in one of bfp6..bfp3, the average within --bits,
+    the formats' counts and the predicted KL in the metadata; a larger budget predicts less KL."""
+    from mixrt.convert import convert
+    from mixrt.format import read_mixrt
+
+    plans = {}
+    for bits in (4.5, 5.5):
+        out = tmp_path / f"s{bits}.mixrt"
+        convert(random_hf, out, "bfp-search", bits=bits, calib_tokens=256, progress=False)
+        info = read_mixrt(out)
+        linear = [t for t in info.tensors.values() if t.name.startswith("blk.") and len(t.dims) == 2]
+        kinds = {t.dtype_name for t in linear}
+        assert kinds <= {"bfp6", "bfp5", "bfp4", "bfp3"}
+        meta = info.metadata
+        assert meta["mixrt.recipe"] == "bfp-search" and meta["mixrt.recipe.bits_target"] == bits
+        assert meta["mixrt.recipe.linear_bits"] <= bits
+        counts = dict(part.split(":") for part in meta["mixrt.recipe.format_counts"].split(","))
+        assert sum(map(int, counts.values())) == len(linear)
+        assert all(int(counts[k]) == sum(t.dtype_name == k for t in linear) for k in counts)
+        assert meta["mixrt.recipe.calib_file"] == "self"
+        plans[bits] = meta["mixrt.recipe.predicted_kl"]
+    assert plans[5.5] < plans[4.5]

@@ -430,9 +430,9 @@ def test_cli_mix_options(tiny_hf, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(recipe="q4", bits=3.0), "bits: expected only with the mix and bfp recipes, found 3.0 for q4"),
+    (dict(recipe="q4", bits=3.0), "bits: expected only with the mix, bfp and bfp-search recipes, found 3.0 for q4"),
     (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
-    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, bfp, mxint8, mxfp4, found 'q3'"),
+    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, bfp, bfp-search, mxint8, mxfp4, found 'q3'"),
     (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
     (dict(recipe="mix", outlier_frac=1.5), r"outlier_frac: expected a number in \[0, 1\), "
                                            "found 1.5"),
@@ -445,7 +445,7 @@ def test_cli_mix_options(tiny_hf, tmp_path):
     (dict(calib_tokens=0), "calib_tokens: expected an integer >= 1, found 0"),
     (dict(calib_tokens=2.5), "calib_tokens: expected an integer >= 1, found 2.5"),
     (dict(recipe="q8", dtype="f32"), "dtype: an alias of recipe"),
-    (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix recipe"),
+    (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix and bfp-search recipes"),
     (dict(recipe="mix", calib="calib.txt"), "calib calib.txt: expected a text file or 'self', found nothing"),
 ])
 def test_recipe_refusals(tiny_hf, tmp_path, options, message):
@@ -1060,7 +1060,7 @@ def test_mix_calibrates_on_the_models_own_text_by_default(tiny_hf, tmp_path):
     with pytest.warns(UserWarning, match="the mix recipe without calibration rounds its 2-bit weights"):
         convert(tiny_hf, tmp_path / "rtn.mixrt", recipe="mix", bits=TINY_MIX_BITS, calib=None, progress=False)
     assert "mixrt.recipe.calib_file" not in read_mixrt(tmp_path / "rtn.mixrt").metadata
-    with pytest.raises(ConversionError, match="calib: expected only with the mix recipe, found q8"):
+    with pytest.raises(ConversionError, match="calib: expected only with the mix and bfp-search recipes, found q8"):
         convert(tiny_hf, tmp_path / "q8.mixrt", recipe="q8", calib=out, progress=False)
 
 

@@ -1,6 +1,6 @@
 # test_quant_table.py: tools/quant_table.py end to end on the tiny random checkpoint: every recipe
 # converted and measured, perplexity ratios and the KL divergence / top-1 agreement against the f16
-# file in the table and the JSON lines.
+# file in the table and the JSON lines; block-format recipes and their activations suffix.
 import json
 import subprocess
 import sys
@@ -15,11 +15,15 @@ def test_quant_table_reports_ratios_and_kl_against_f16(random_model, tmp_path):
     text.write_text("The quick brown fox jumps over the lazy dog. " * 30)
     table = tmp_path / "table.jsonl"
     r = subprocess.run([sys.executable, str(REPO / "tools" / "quant_table.py"), str(hf), "--text", str(text),
-                        "--recipes", "q4", "f16", "q4:head-q4", "--tokens", "256", "--ctx", "64", "--out-dir", str(tmp_path / "out"),
+                        "--recipes", "q4", "f16", "q4:head-q4", "bfp:6", "bfp:6:a6", "--tokens", "256", "--ctx", "64", "--out-dir", str(tmp_path / "out"),
                         "--json", str(table)], capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in table.read_text().splitlines()]
-    assert [row["recipe"] for row in rows] == ["f16", "q4", "q4:head-q4"]  # f16 first: the reference
-    f16, q4, q4_head = rows
+    assert [row["recipe"] for row in rows] == ["f16", "q4", "q4:head-q4", "bfp:6", "bfp:6:a6"]  # f16 first
+    f16, q4, q4_head, w6, w6a6 = rows
+    # bfp:6 is bfp6 weights (6.5 bits, more with the padding of K to 32); :a6 runs the same file
+    # with bfp6 activations
+    assert w6["linear_bits"] == w6a6["linear_bits"] and 6.5 <= w6["linear_bits"] < 7
+    assert w6a6[f"ppl:{text.parent.name}/{text.name}"] != w6[f"ppl:{text.parent.name}/{text.name}"]
     # the same decoder layers, a q4 instead of a q8 embedding/head
     assert q4_head["linear_bits"] == q4["linear_bits"] and q4_head["file_mb"] < q4["file_mb"]
     name = f"{text.parent.name}/{text.name}"  # how the tool names a text
@@ -38,3 +42,4 @@ def test_plot_names_recipes_in_words():
     assert describe("mix:2.5:calib:head-q4") == "mix 2.5 (calibration text, q4 head)"
     assert describe("mix:2.9:rtn") == "mix 2.9 (no calibration)"
     assert describe("q4:head-q4") == "q4 q4 head"
+    assert describe("bfp:6:a6") == "bfp6A6" and describe("f16:a8") == "f16A8" and describe("mxfp4") == "mxfp4"

@@ -30,12 +30,15 @@ def peer_rows(markdown: Path) -> list[tuple[str, float, float]]:
 
 
 def describe(recipe: str) -> str:
-    """quant_table's recipe names in words: mix:2.9 (own text), mix:2.9:calib, mix:2.9:rtn, and
-    a :head-q4 suffix."""
+    """quant_table's recipe names in words: mix:2.9 (own text), mix:2.9:calib, mix:2.9:rtn, a
+    :head-q4 suffix, bfp:6 (bfp6) and an :aW suffix (W-bit activations: bfp:6:a6 is W6A6)."""
     name, *rest = recipe.split(":")
     head = [f"{part[5:]} head" for part in rest if part.startswith("head-")]
+    acts = [f"A{part[1:]}" for part in rest if part[:1] == "a" and part[1:].isdigit()]
+    if name == "bfp":
+        return f"bfp{rest[0] if rest and rest[0].isdigit() else 6}" + "".join(acts)
     if name != "mix":
-        return " ".join([name] + head)
+        return " ".join([name + "".join(acts)] + head)
     how = "calibration text" if "calib" in rest else "no calibration" if "rtn" in rest else "own text"
     bits = rest[0] if rest and rest[0] not in ("calib", "rtn") and not rest[0].startswith("head-") else ""
     return f"mix {bits} ({', '.join([how] + head)})".replace("mix  (", "mix (")

@@ -12,9 +12,11 @@ to --json FILE); --plot PNG draws ratio against bits beside llama.cpp's types
         --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode \\
         --json table.jsonl --plot models/recipes.png --peers ../shared/docs/BENCHMARKS.md
 
-A recipe is NAME[:BITS][:calib|:rtn][:head-DTYPE]: mix:2.9 calibrates on text the model writes
-itself (the converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at all;
-:head-q4 stores the embedding and output head as q4 (--embed-dtype q4) instead of q8.
+A recipe is NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW]: mix:2.9 calibrates on text the model
+writes itself (the converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at
+all; :head-q4 stores the embedding and output head as q4 (--embed-dtype q4) instead of q8; :aW
+runs the file with every matmul input rounded to W-bit block floating point (--activations bfpW),
+so bfp:6:a6 is the W6A6 of arXiv 2310.05079 and f16:a6 its activations alone.
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ def run_timed(cmd: list) -> tuple[float, float]:
     return seconds, usage.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
 
 
+def activations(recipe: str) -> list:
+    """The --activations option of a recipe's :aW part ([] without one)."""
+    return [arg for part in recipe.split(":")[1:] if part[:1] == "a" and part[1:].isdigit()
+            for arg in ("--activations", f"bfp{part[1:]}")]
+
+
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
     name, *rest = recipe.split(":")
+    rest = [part for part in rest if not (part[:1] == "a" and part[1:].isdigit())]
     cmd = ["mixrt-convert", src, "-o", str(out), "--force", "--recipe", name, "--quiet", *extra]
     if rest and rest[0] not in ("calib", "rtn") and not rest[0].startswith("head-"):
         cmd += ["--bits", rest[0]]
@@ -70,7 +79,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src", help="GGUF file or Hugging Face directory")
     p.add_argument("--recipes", nargs="+", default=["f16", "q8", "q4", "mix:2.9"],
-                   help="recipes, NAME[:BITS][:calib|:rtn][:head-DTYPE] (default: f16 q8 q4 mix:2.9)")
+                   help="recipes, NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW] (default: f16 q8 q4 mix:2.9)")
     p.add_argument("--calib", help="calibration text of the :calib recipes (never an evaluated text)")
     p.add_argument("--text", action="append", required=True, help="a text to measure perplexity on "
                    "(repeatable)")
@@ -109,7 +118,8 @@ def main() -> int:
         for text in args.text:
             kl = ["--kl-base", str(base_file)] if base_file and base_file != out else []
             r = run_json(["mixrt", "perplexity", str(out), text, "--ctx", str(args.ctx), "--tokens",
-                          str(args.tokens), "-t", str(args.threads), "--no-progress", "--json", *kl])
+                          str(args.tokens), "-t", str(args.threads), "--no-progress", "--json", *kl,
+                          *activations(recipe)])
             row[f"ppl:{text_name(text)}"] = r["ppl"]
             if base_file == out:  # the base against itself
                 row[f"kl:{text_name(text)}"], row[f"top1:{text_name(text)}"] = 0.0, 1.0
@@ -118,7 +128,7 @@ def main() -> int:
             row["tokens_scored"] = r["tokens_scored"]
         if args.decode:
             bench = run_json(["mixrt", "bench", str(out), "-p", "0", "-n", "128", "-r", "3", "-t",
-                              str(args.threads), "--json"])
+                              str(args.threads), "--json", *activations(recipe)])
             row["decode_tokens_per_s"] = bench["decode_tokens_per_s"]
         rows.append(row)
         print(json.dumps(row), flush=True)

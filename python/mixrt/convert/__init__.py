@@ -20,6 +20,7 @@ from ..quant.calibration import DEFAULT_CALIB_CTX, DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
 from ..quant.blockfp import BLOCK_FORMATS
 from ..quant import blockfp
+from ..quant.width_plan import plan_widths
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
 from .gguf_source import open_gguf
@@ -28,10 +29,15 @@ from .llama import ModelSource
 
 __all__ = ["ConversionError", "Storage", "convert", "open_source", "plan_storage"]
 
-RECIPES = ("f16", "f32", "q8", "q4", "mix", "bfp", "mxint8", "mxfp4")
+RECIPES = ("f16", "f32", "q8", "q4", "mix", "bfp", "bfp-search", "mxint8", "mxfp4")
+CALIBRATED_RECIPES = ("mix", "bfp-search")
 # bfp: the paper's block floating point (arXiv 2310.05079, FORMAT.md 5.6) at --bits element bits.
 BFP_BITS = (8, 6, 5, 4, 3)
 DEFAULT_BFP_BITS = 6  # W6: the width the paper finds nearly lossless without calibration
+# bfp-search: a format per matrix among these (the paper's per-tensor width search), --bits on
+# average, chosen by the KL each costs on calibration text (quant/width_plan.py).
+SEARCH_FORMATS = ("bfp6", "bfp5", "bfp4", "bfp3")
+DEFAULT_SEARCH_BITS = 5.5
 EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.7 allows for embedding and head
 EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
@@ -111,18 +117,22 @@ def _is_decoder_linear(name: str, dims: tuple[int, ...]) -> bool:
 
 
 def linear_dtype(recipe: str, bits: float | None) -> str:
-    """The dtype of the decoder linear weights of a recipe (bfp: bfp<bits>)."""
-    return f"bfp{int(bits)}" if recipe == "bfp" else recipe
+    """The dtype of the decoder linear weights of a recipe (bfp: bfp<bits>; bfp-search: the
+    widest of its formats, until planned)."""
+    return f"bfp{int(bits)}" if recipe == "bfp" else SEARCH_FORMATS[0] if recipe == "bfp-search" else recipe
 
 
 def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                  outlier_frac: float, clip_search: bool,
-                 sensitivities: dict | None = None) -> tuple[dict[str, Storage], dict]:
+                 sensitivities: dict | None = None,
+                 format_costs: dict | None = None) -> tuple[dict[str, Storage], dict]:
     """Every tensor's storage, decided before anything is written (the writer needs the part
     sizes up front): norms f32, embedding and head embed_dtype, decoder linear layers the
     recipe's dtype; for mix, plan_mix spends `bits` per decoder linear weight (uniform 4-bit
     fraction, or by column sensitivity when `sensitivities` maps each linear name to its scores,
-    Calibration.sensitivities). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
+    Calibration.sensitivities); for bfp-search, plan_widths picks each matrix's format within
+    `bits` by `format_costs` (Calibration.format_costs; without them every cost is 0, which only
+    checks that the budget can be met). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
     implied by an f16/f32 recipe, so that those files stay as they were)."""
     linear = {name: tensor.dims for name, tensor in model.tensors
               if _is_decoder_linear(name, tensor.dims)}
@@ -154,16 +164,33 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
             from ..quant.gptq import RECIPE
 
             recipe_keys.update({f"mixrt.recipe.gptq.{key}": value for key, value in RECIPE.items()})
-    if linear_dtype(recipe, bits) in BLOCK_FORMATS:
+    if recipe == "bfp-search":
+        costs = format_costs or {name: dict.fromkeys(SEARCH_FORMATS, 0.0) for name in linear}
+        try:
+            plan = plan_widths([costs[name] for name in linear],
+                               [{fmt: sum(part_sizes(fmt, *dims)) for fmt in SEARCH_FORMATS}
+                                for dims in linear.values()],
+                               sum(math.prod(dims) for dims in linear.values()), bits)
+        except ValueError as error:
+            raise ConversionError(f"bfp-search: {error}") from error
+        for name, fmt in zip(linear, plan.choice):
+            storage[name] = Storage(fmt)
+        recipe_keys.update({"mixrt.recipe.bits_target": float(bits),
+                            "mixrt.recipe.search_formats": ",".join(SEARCH_FORMATS),
+                            "mixrt.recipe.width_allocation": "fisher_kl",
+                            "mixrt.recipe.predicted_kl": float(plan.predicted_kl),
+                            "mixrt.recipe.format_counts": ",".join(
+                                f"{fmt}:{plan.choice.count(fmt)}" for fmt in SEARCH_FORMATS)})
+    elif linear_dtype(recipe, bits) in BLOCK_FORMATS:
         fmt = BLOCK_FORMATS[linear_dtype(recipe, bits)]
         recipe_keys.update({"mixrt.recipe.block_format": fmt.name,
-                            "mixrt.recipe.block_size": fmt.block,
                             "mixrt.recipe.element_bits": fmt.bits})
     if recipe not in ("f16", "f32"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
                                           storage[name].nnz))
                            for name, dims in linear.items())
-        recipe_keys.update({"mixrt.recipe.group_size": GROUP if recipe in ("q8", "q4", "mix") else fmt.block,
+        first = storage[next(iter(linear))].dtype
+        recipe_keys.update({"mixrt.recipe.group_size": BLOCK_FORMATS[first].block if first in BLOCK_FORMATS else GROUP,
                             "mixrt.recipe.linear_bits":
                                 8 * linear_bytes / sum(math.prod(d) for d in linear.values())})
     return storage, recipe_keys
@@ -240,20 +267,45 @@ class Calibration:
         outputs measured by backpropagation (quant.fisher) over about FISHER_TOKENS tokens of
         the calibration windows, with the runtime's Hessians or, for the sequential method, those
         of the unquantized numpy layer stack over the same windows."""
-        from ..quant.fisher import output_fisher
         from ..quant.gptq import kl_gains, model_sensitivities
 
         linear = [name for name, tensor in model.tensors if _is_decoder_linear(name, tensor.dims)]
-        step = max(1, len(self.windows) * len(self.windows[0]) // FISHER_TOKENS)
-        windows = self.windows[::step][:max(1, FISHER_TOKENS // len(self.windows[0]))]
-        fisher = output_fisher(_stack_hparams(model), _loader(model), windows, progress=progress)
-        self.fisher_tokens = sum(len(window) for window in windows)
+        windows, fisher = self._output_fisher(model, progress)
         if self.method == "runtime":
             tensors = dict(model.tensors)
             return {name: kl_gains(tensors[name].load(), self.hessian(name), fisher[name])
                     for name in linear}
         return model_sensitivities(_stack_hparams(model), _loader(model), windows,
                                    {name: fisher[name] for name in linear})
+
+    def _output_fisher(self, model: ModelSource, progress: bool) -> tuple[list, dict]:
+        """(the windows used, name -> the Fisher diagonal of that linear layer's outputs over
+        about FISHER_TOKENS tokens of the calibration windows)."""
+        from ..quant.fisher import output_fisher
+
+        step = max(1, len(self.windows) * len(self.windows[0]) // FISHER_TOKENS)
+        windows = self.windows[::step][:max(1, FISHER_TOKENS // len(self.windows[0]))]
+        fisher = output_fisher(_stack_hparams(model), _loader(model), windows, progress=progress)
+        self.fisher_tokens = sum(len(window) for window in windows)
+        return windows, fisher
+
+    def format_costs(self, model: ModelSource, formats: tuple, progress: bool = False) -> dict:
+        """Per decoder linear weight, {format: the KL divergence that storing it in that block
+        format costs} (quant.gptq.predicted_kl: the rounding error with the runtime's Hessian and
+        the Fisher diagonal of the layer's outputs), the bfp-search planner's input. Needs the
+        runtime method's Hessians."""
+        from ..quant.gptq import predicted_kl
+
+        _, fisher = self._output_fisher(model, progress)
+        costs = {}
+        for name, tensor in model.tensors:
+            if _is_decoder_linear(name, tensor.dims):
+                w = np.asarray(tensor.load(), np.float32)
+                h = self.hessian(name)
+                costs[name] = {fmt: predicted_kl(blockfp.decode(*blockfp.encode(w, BLOCK_FORMATS[fmt], name),
+                                                                BLOCK_FORMATS[fmt], w.shape[1]) - w, h, fisher[name])
+                               for fmt in formats}
+        return costs
 
     def quantize_all(self, model: ModelSource, storage: dict, progress: bool) -> None:
         """sequential: GPTQ of every mix weight in one layer-by-layer pass, packed into parts."""
@@ -368,9 +420,9 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if embed_dtype not in EMBED_DTYPES:
         raise ConversionError(f"embed_dtype: expected one of {', '.join(EMBED_DTYPES)}, "
                               f"found {embed_dtype!r}")
-    if recipe not in ("mix", "bfp") and bits is not None:
-        raise ConversionError(f"bits: expected only with the mix and bfp recipes, found {bits} for "
-                              f"{recipe}")
+    if recipe not in ("mix", "bfp", "bfp-search") and bits is not None:
+        raise ConversionError(f"bits: expected only with the mix, bfp and bfp-search recipes, found {bits} "
+                              f"for {recipe}")
     if recipe == "bfp":
         bits = DEFAULT_BFP_BITS if bits is None else bits
         if bits not in BFP_BITS:
@@ -381,9 +433,15 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         problem = None if value is None else numeric_problem(name, value)
         if problem is not None:
             raise ConversionError(f"{name}: {problem}")
-    if calib not in (None, SELF_CALIB) and recipe != "mix":
-        raise ConversionError(f"calib: expected only with the mix recipe, found {recipe}")
-    if recipe != "mix":
+    if calib not in (None, SELF_CALIB) and recipe not in CALIBRATED_RECIPES:
+        raise ConversionError(f"calib: expected only with the {' and '.join(CALIBRATED_RECIPES)} recipes, "
+                              f"found {recipe}")
+    if recipe == "bfp-search":
+        bits = DEFAULT_SEARCH_BITS if bits is None else bits
+        if calib is None:
+            raise ConversionError("calib: the bfp-search recipe measures each format's cost on calibration "
+                                  "text; give --calib FILE or leave the default (the model's own text)")
+    if recipe not in CALIBRATED_RECIPES:
         calib = None
     elif calib is None:
         warnings.warn(RTN_WARNING, stacklevel=2)
@@ -393,7 +451,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
-    calibration = sensitivities = None
+    calibration = sensitivities = format_costs = None
+    if recipe == "bfp-search" and (calib_method == "sequential" or (
+            calib_method == "auto" and runtime_hessian_bytes(model.hparams) > RUNTIME_HESSIAN_LIMIT)):
+        raise ConversionError("bfp-search: the width search needs the runtime calibration method, whose "
+                              "Hessians of every layer must fit in memory (models up to ~1B parameters)")
     if calib is not None:
         # A budget the plan cannot meet is refused now, not after calibrating.
         plan_storage(model, recipe, embed_dtype, DEFAULT_BITS if bits is None else bits, outlier_frac,
@@ -401,16 +463,19 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         ctx = min(DEFAULT_CALIB_CTX, model.hparams.context_length)
         calibration = calibrate(Path(src), Path(out), calib, calib_tokens, ctx,
                                 calib_method, model.hparams, progress)
-        sensitivities = calibration.sensitivities(model, progress)
+        if recipe == "mix":
+            sensitivities = calibration.sensitivities(model, progress)
+        else:
+            format_costs = calibration.format_costs(model, SEARCH_FORMATS, progress)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
-                                        clip_search, sensitivities)
+                                        clip_search, sensitivities, format_costs)
     if calibration is not None:
         recipe_keys.update({"mixrt.recipe.calib_file": SELF_CALIB if calib == SELF_CALIB else Path(calib).name,
                             "mixrt.recipe.calib_tokens": int(calibration.n_tokens),
                             "mixrt.recipe.fisher_tokens": int(calibration.fisher_tokens),
                             "mixrt.recipe.calib_method": calibration.method})
-        if calibration.method == "sequential":
+        if calibration.method == "sequential" and recipe == "mix":
             calibration.quantize_all(model, storage, progress)
     with MixrtWriter(out) as writer:
         writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})

@@ -1,4 +1,4 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix|bfp|mxint8|mxfp4] [--bits B]
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix|bfp|bfp-search|mxint8|mxfp4] [--bits B]
 # [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M] [--outlier-frac F]
 # [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
 # Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
@@ -11,8 +11,9 @@ import sys
 import warnings
 
 from .. import __version__
-from . import (BFP_BITS, CALIB_METHODS, DEFAULT_BFP_BITS, DEFAULT_BITS, DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC,
-               EMBED_DTYPES, NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
+from . import (BFP_BITS, CALIB_METHODS, CALIBRATED_RECIPES, DEFAULT_BFP_BITS, DEFAULT_BITS,
+               DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, DEFAULT_SEARCH_BITS, EMBED_DTYPES,
+               NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
 from .errors import ConversionError
 
 
@@ -55,18 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", "--dtype", dest="recipe", choices=RECIPES, default="f16",
                         help="storage of the decoder linear weights: f16, f32, q8 (8.5 bits), "
                              "q4 (5 bits), mix (2/4/16-bit within --bits), bfp (block floating "
-                             "point: --bits-bit elements, 16 per shared exponent), mxint8 (8.25 "
-                             "bits) or mxfp4 (4.25 bits; OCP MX); norms stay f32 (default: f16)")
+                             "point: --bits-bit elements, 16 per shared exponent), bfp-search (bfp6 "
+                             "to bfp3 per matrix within --bits, by their cost on calibration text), "
+                             "mxint8 (8.25 bits) or mxfp4 (4.25 bits; OCP MX); norms stay f32 "
+                             "(default: f16)")
     parser.add_argument("--bits", type=numeric("bits"), metavar="B",
                         help=f"mix: budget in bits per decoder linear weight, every stored byte "
                              f"counted (default: {DEFAULT_BITS}); bfp: element bits, one of "
-                             f"{', '.join(map(str, BFP_BITS))} (default: {DEFAULT_BFP_BITS})")
+                             f"{', '.join(map(str, BFP_BITS))} (default: {DEFAULT_BFP_BITS}); bfp-search: "
+                             f"budget as for mix (default: {DEFAULT_SEARCH_BITS})")
     parser.add_argument("--embed-dtype", choices=EMBED_DTYPES,
                         help="storage of the embedding and output head (default: the recipe "
                              "for f16/f32, else q8; q4: smaller and faster, less accurate)")
     calib = parser.add_mutually_exclusive_group()
     calib.add_argument("--calib", metavar="TEXTFILE", default=SELF_CALIB,
-                       help=f"mix: calibrate (Hessian-aware quantization, GPTQ) on this text, never one you "
+                       help=f"mix, bfp-search: calibrate (mix: Hessian-aware quantization, GPTQ; "
+                            f"bfp-search: each format's cost) on this text, never one you "
                             f"evaluate on; '{SELF_CALIB}' (the default): on text the model writes itself, "
                             f"which needs no data but takes its decode time")
     calib.add_argument("--no-calib", dest="calib", action="store_const", const=None,
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Warnings of convert() (e.g. the mix recipe without calibration) as one line each.
     warnings.showwarning = lambda message, *_: print(f"{parser.prog}: warning: {message}", file=sys.stderr)
-    if args.recipe == "mix" and args.calib == SELF_CALIB and not args.quiet:
+    if args.recipe in CALIBRATED_RECIPES and args.calib == SELF_CALIB and not args.quiet:
         print(f"{parser.prog}: calibrating on {args.calib_tokens} tokens of text the model writes itself "
               f"(--calib FILE to use a text instead)", file=sys.stderr)
     try:

@@ -230,6 +230,15 @@ def kl_gains(w: np.ndarray, h: np.ndarray, fisher: np.ndarray) -> np.ndarray:
     return 0.5 * diag * np.maximum(weighted.sum(axis=0), 0)
 
 
+def predicted_kl(delta: np.ndarray, h: np.ndarray, fisher: np.ndarray) -> float:
+    """1/2 sum_r F_r (dW_r H dW_r^T): the KL divergence from the unquantized model's predictions
+    (per token, second order) that a weight error dW [M, K] of one matrix costs, with H its input
+    Hessian and F [M] the Fisher diagonal of its outputs (quant/fisher.py); kl_gains is this
+    estimate column by column with H's diagonal."""
+    delta = np.asarray(delta, np.float64)
+    return 0.5 * float(np.einsum("r,rk,rk->", np.asarray(fisher, np.float64), delta @ h, delta))
+
+
 def mix_permutation(w: np.ndarray, h: np.ndarray, k4: int) -> np.ndarray:
     """perm [K]: the K - k4 2-bit columns, then the k4 4-bit columns (those of highest
     column_gains, ties: the lower index), each part in act order (decreasing H_jj; free here, the
