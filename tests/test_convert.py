@@ -683,7 +683,7 @@ def test_gguf_rope_permutation_is_undone(tiny_hf, tiny_f32, tmp_path):
 
 @pytest.mark.parametrize("qtype, tolerance", [("F16", 1e-3), ("BF16", 1e-2), ("Q8_0", 0.01),
                                               ("Q5_0", 0.05), ("Q5_1", 0.05), ("Q4_0", 0.12),
-                                              ("Q4_1", 0.12)])
+                                              ("Q4_1", 0.12), ("MXFP4", 0.2)])
 def test_gguf_quantized_types(tiny_hf, tiny_f32, tmp_path, qtype, tolerance):
     """Each supported GGML type converts to the original weights within its rounding error
     (relative RMS); a wrong row order or block layout would give errors near 1."""
@@ -703,13 +703,30 @@ def test_gguf_quantized_types(tiny_hf, tiny_f32, tmp_path, qtype, tolerance):
     assert 0 < worst < tolerance
 
 
+def test_gguf_mxfp4_converts_losslessly_to_mxfp4(tiny_hf, tmp_path):
+    """An MXFP4 GGUF (llama.cpp's gpt-oss type) converts to --recipe mxfp4 without loss: every
+    block re-encodes to the same values (FORMAT.md 5.6 uses the same E8M0 scale and E2M1
+    elements). Matrices whose width is no multiple of 32 stay F32 in the GGUF and are left out."""
+    def tensor_type(name, weight):
+        return "MXFP4" if name.startswith("blk.") and weight.ndim == 2 and weight.shape[1] % 32 == 0 else "F32"
+
+    gguf_file = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_hf, tensor_type)
+    convert(gguf_file, tmp_path / "f32.mixrt", dtype="f32", progress=False)
+    convert(gguf_file, tmp_path / "mx.mixrt", recipe="mxfp4", progress=False)
+    dense, mx = read_mixrt(tmp_path / "f32.mixrt"), read_mixrt(tmp_path / "mx.mixrt")
+    stored = [name for name, t in mx.tensors.items() if t.dtype_name == "mxfp4" and t.dims[1] % 32 == 0]
+    assert stored
+    for name in stored:
+        assert np.array_equal(mx.tensors[name].dequantize(), dense.tensors[name].array()), name
+
+
 GGUF_REFUSALS = {
     "unknown architecture": (dict(arch="qwen2"),
                              "GGUF key general.architecture: expected 'llama', found 'qwen2'"),
-    "unsupported type": (dict(tensor_type=lambda name, w: "IQ4_NL" if name == "blk.1.attn_v.weight"
+    "unsupported type": (dict(tensor_type=lambda name, w: "I8" if name == "blk.1.attn_v.weight"
                               else "F32"),
-                         "tensor blk.1.attn_v.weight: GGUF type expected one of F32, F16, BF16, "
-                         "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, found IQ4_NL"),
+                         "tensor blk.1.attn_v.weight: GGUF type expected one of F32, F16, Q4_0, .*"
+                         "MXFP4.*, found I8"),
     "rope scaling": (dict(extra=lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)),
                      "GGUF key llama.rope.scaling.type: expected 'none' .*, found 'linear'"),
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from .errors import ConversionError
@@ -16,8 +16,23 @@ from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tenso
 from .tokenizer_export import tokenizer_metadata_from_gguf
 
 MAGIC = b"GGUF"
-SUPPORTED_TYPES = tuple(GGMLQuantizationType[name] for name in
-                        ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
+_INTEGER_TYPES = ("I8", "I16", "I32", "I64")  # not weights
+
+
+def _decodable(kind: GGMLQuantizationType) -> bool:
+    """Whether the installed gguf package dequantizes this type (newer versions know more: the
+    k-quants, i-quants, ternary and MXFP4 types of llama.cpp's files)."""
+    block, block_bytes = GGML_QUANT_SIZES[kind]
+    try:
+        dequantize(np.zeros((1, block_bytes), np.uint8), kind)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
+    return True
+
+
+# Every weight type the installed gguf package can dequantize to float32.
+SUPPORTED_TYPES = tuple(kind for kind in GGMLQuantizationType
+                        if kind.name not in _INTEGER_TYPES and kind in GGML_QUANT_SIZES and _decodable(kind))
 _REQUIRED = object()
 
 
