@@ -31,6 +31,17 @@ struct Avx512 {
     template <int N>
     static I shr32(I v) { return _mm512_srli_epi32(v, N); }
     static I mask(I v, char m) { return _mm512_and_si512(v, _mm512_set1_epi8(m)); }
+    template <int N>
+    static I shl(I v) { return _mm512_slli_epi16(v, N); }
+    static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+    static I sub8(I v, char m) { return _mm512_sub_epi8(v, _mm512_set1_epi8(m)); }
+    static I lut(I v, const int8_t *table) {
+        return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(table))), v);
+    }
+    static F exp_scale(I e) {
+        const __mmask16 zero = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512());
+        return _mm512_castsi512_ps(_mm512_mask_mov_epi32(_mm512_slli_epi32(e, 23), zero, _mm512_set1_epi32(0x00400000)));
+    }
     static X bcast(const int8_t *p) {
         int32_t v;
         std::memcpy(&v, p, 4);

@@ -194,31 +194,68 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
     for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
 }
 
-// Block formats (FORMAT.md 5.6), repacked as int8 element codes in q8's chunk order with one f32
-// scale per 16 columns: per half group, the exact code products (corrected with the half's input
-// code sum, as for q8) scaled by the block and input scales.
-template <class V, int T>
-inline void block_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
-    const uint8_t *rec = rt.tile(tile), *codes = rec + rt.q8;
-    const float *scales = reinterpret_cast<const float *>(rec + rt.scale16);
+// Block formats (FORMAT.md 5.6), tiles of BlockTiles::kind K: per 16 columns, the elements m of
+// the 16 rows as signed bytes (int8: loaded; nibble: u - 8, or E2M1 codes through a table;
+// nibble_crumb: the nibble and the 2 high bits joined, minus the offset), their exact products with
+// the input codes (corrected with the 16 columns' input code sum, as for q8), scaled by 2^(E - 127)
+// from the 16 exponent bytes and by the input scale x 2^-fraction_bits.
+// E2M1 codes 0..15 as twice their value: +-{0, 0.5, 1, 1.5, 2, 3, 4, 6} x 2.
+alignas(16) constexpr int8_t kE2M1Twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+template <class V, BlockTiles::Kind K>
+inline void block_elements(const uint8_t *rec, const RowTiles &rt, int64_t h, typename V::I m[4]) {
+    using I = typename V::I;
+    if constexpr (K == BlockTiles::Kind::int8) {
+        for (int c = 0; c < 4; ++c) m[c] = V::load(rec + rt.q8 + (4 * h + c) * 64);
+    } else {
+        const I v0 = V::load(rec + rt.q4 + (2 * h) * 64), v1 = V::load(rec + rt.q4 + (2 * h + 1) * 64);
+        m[0] = V::mask(v0, 0x0F);
+        m[1] = V::mask(V::template shr<4>(v0), 0x0F);
+        m[2] = V::mask(v1, 0x0F);
+        m[3] = V::mask(V::template shr<4>(v1), 0x0F);
+        if constexpr (K == BlockTiles::Kind::nibble_crumb) {
+            const I c = V::load(rec + rt.q2 + h * 64);
+            m[0] = V::or_(m[0], V::mask(c, 0x30));
+            m[1] = V::or_(m[1], V::mask(V::template shr<2>(c), 0x30));
+            m[2] = V::or_(m[2], V::mask(V::template shl<4>(c), 0x30));
+            m[3] = V::or_(m[3], V::mask(V::template shl<2>(c), 0x30));
+        }
+        for (int c = 0; c < 4; ++c) m[c] = rt.block.e2m1 ? V::lut(m[c], kE2M1Twice) : V::sub8(m[c], char(rt.block.offset));
+    }
+}
+
+template <class V, int T, BlockTiles::Kind K>
+inline void block_tile_of(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    const uint8_t *rec = rt.tile(tile);
+    const float unit = 1.0f / float(1 << rt.block.fraction_bits);  // exact
     typename V::F acc[T];
     for (int t = 0; t < T; ++t) acc[t] = V::zerof();
     Prefetcher next(rt, tile, 2 * W.G);
-    for (int64_t h = 0; h < 2 * W.G; ++h) {  // half groups of 16 columns
+    for (int64_t h = 0; h < 2 * W.G; ++h) {  // 16 columns at a time
         next.step();
+        typename V::I m[4];
+        block_elements<V, K>(rec, rt, h, m);
         typename V::I a[T];
-        for (int t = 0; t < T; ++t) a[t] = V::set1(0);
-        for (int c = 0; c < 4; ++c) {  // 4 columns per chunk
-            const typename V::I v = V::load(codes + (4 * h + c) * 64);
-            for (int t = 0; t < T; ++t) a[t] = V::dot_q8(a[t], v, V::bcast(x.q[t] + h * 16 + 4 * c));
+        for (int t = 0; t < T; ++t) {
+            a[t] = V::set1(0);
+            for (int c = 0; c < 4; ++c) a[t] = V::dot_q8(a[t], m[c], V::bcast(x.q[t] + h * 16 + 4 * c));
         }
-        const typename V::F s = V::loadf(scales + h * kTileRows);
+        const typename V::F s = V::exp_scale(V::bytes(rec + rt.exp16 + h * kTileRows));
         for (int t = 0; t < T; ++t) {
             const typename V::I exact = V::sub(a[t], V::set1(V::kQ8Offset * x.qsum16[t][h]));
-            acc[t] = V::fmadd(V::to_float(exact), V::mul(s, V::set1f(x.d[t][h / 2])), acc[t]);
+            acc[t] = V::fmadd(V::to_float(exact), V::mul(s, V::set1f(x.d[t][h / 2] * unit)), acc[t]);
         }
     }
     for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
+}
+
+template <class V, int T>
+inline void block_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    switch (rt.block.kind) {
+        case BlockTiles::Kind::int8: block_tile_of<V, T, BlockTiles::Kind::int8>(W, rt, tile, x, out); break;
+        case BlockTiles::Kind::nibble: block_tile_of<V, T, BlockTiles::Kind::nibble>(W, rt, tile, x, out); break;
+        default: block_tile_of<V, T, BlockTiles::Kind::nibble_crumb>(W, rt, tile, x, out); break;
+    }
 }
 
 // result[t][row] += the fp16 outliers of the tile's rows [r0, r1) against x^ of token t in the

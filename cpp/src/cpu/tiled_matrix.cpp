@@ -2,7 +2,6 @@
 // (decoded to one byte per code), then writes them to their tile positions.
 #include "cpu/tiled_matrix.h"
 
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -39,18 +38,30 @@ void unpack_q4_row(const Q4View &v, int64_t groups, int64_t r, uint8_t *codes) {
 // The byte of row `lane_row` (0..15) inside a 64-byte chunk that holds 4 of its columns.
 inline int64_t lane_byte(int64_t lane_row) { return 32 * (lane_row / 8) + 4 * (lane_row % 8); }
 
-// Row r of a block-format matrix into its tile: each element as a signed byte (columns 4c..4c+3
-// at chunk c, from `codes`, the row's lane in the first chunk), each 16 columns' scale (every
-// kTileRows-th float from `scales`). The element value is byte x 2^-f, so the 16 columns scale by
-// 2^(E - 127 - f).
-void repack_block_row(const BlockView &b, int64_t Kp, int64_t r, uint8_t *codes, float *scales) {
-    const int f = b.spec.e2m1 ? 1 : b.spec.bits - 2;
+// Row r of a block-format matrix into its tile record `tile` at lane row lr.
+void repack_block_row(const BlockView &b, const BlockTiles &bt, const RowTiles &t, int64_t Kp, int64_t r,
+                      uint8_t *tile, int64_t lr) {
+    const int64_t lb = lane_byte(lr);
+    std::vector<uint8_t> u(Kp);  // the stored value of each column: m, or m + offset, or the E2M1 code
     for (int64_t k = 0; k < Kp; ++k) {
-        const float element = block_element_value(b.spec, block_code(b.spec, b.codes, b.row_bytes, r, k)) * float(1 << f);
-        codes[(k / 4) * 64 + k % 4] = uint8_t(int8_t(element));  // an integer, -128 .. 127
+        const unsigned q = block_code(b.spec, b.codes, b.row_bytes, r, k);
+        const int m = int(block_element_value(b.spec, q) * float(1 << bt.fraction_bits));  // exact
+        u[k] = uint8_t(bt.e2m1 ? q : unsigned(m + bt.offset));
     }
-    for (int64_t j = 0; j < Kp / 16; ++j)
-        scales[j * kTileRows] = std::ldexp(1.0f, int(b.exps[r * b.blocks + j * 16 / b.spec.block]) - kBlockExpBias - f);
+    if (bt.kind == BlockTiles::Kind::int8)
+        for (int64_t c = 0; c < Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, &u[4 * c], 4);
+    if (bt.kind == BlockTiles::Kind::nibble || bt.kind == BlockTiles::Kind::nibble_crumb)
+        for (int64_t c = 0; c < Kp / 8; ++c)
+            for (int i = 0; i < 4; ++i)
+                tile[t.q4 + 64 * c + lb + i] = uint8_t((u[8 * c + i] & 15) | (u[8 * c + 4 + i] & 15) << 4);
+    if (bt.kind == BlockTiles::Kind::nibble_crumb)
+        for (int64_t h = 0; h < Kp / 16; ++h)
+            for (int i = 0; i < 4; ++i) {
+                const uint8_t *v = &u[16 * h + i];
+                tile[t.q2 + 64 * h + lb + i] =
+                    uint8_t((v[0] >> 4) << 4 | (v[4] >> 4) << 6 | (v[8] >> 4) | (v[12] >> 4) << 2);
+            }
+    for (int64_t h = 0; h < Kp / 16; ++h) tile[t.exp16 + h * kTileRows + lr] = b.exps[r * b.blocks + h * 16 / b.spec.block];
 }
 
 // Per-row values of `per_row` entries each (bytes of `size`), side by side: dst[e][lane_row].
@@ -60,6 +71,17 @@ void interleave(const T *src_row, int64_t per_row, int64_t lane_row, T *dst) {
 }
 
 }  // namespace
+
+BlockTiles block_tiles(const BlockSpec &spec) {
+    BlockTiles bt;
+    bt.e2m1 = spec.e2m1;
+    bt.fraction_bits = spec.e2m1 ? 1 : spec.bits - 2;
+    if (spec.bits == 8) bt.kind = BlockTiles::Kind::int8;
+    else if (spec.bits <= 4) bt.kind = BlockTiles::Kind::nibble;
+    else bt.kind = BlockTiles::Kind::nibble_crumb;
+    bt.offset = spec.e2m1 || spec.bits == 8 ? 0 : spec.bits <= 4 ? 8 : 1 << (spec.bits - 1);
+    return bt;
+}
 
 void TiledMatrix::Free::operator()(uint8_t *p) const { std::free(p); }
 
@@ -84,9 +106,17 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
         part(t.scale4, G4 * kTileRows * 2);
         part(t.min4, G4 * kTileRows * 2);
     }
-    if (w.dtype == DType::q8 || is_block_format(w.dtype)) part(t.q8, w.Kp / 4 * 64);
-    if (w.dtype == DType::q8) part(t.scale8, w.G * kTileRows * 2);
-    if (is_block_format(w.dtype)) part(t.scale16, w.Kp / 16 * kTileRows * 4);
+    if (is_block_format(w.dtype)) {
+        t.block = block_tiles(w.block.spec);
+        if (t.block.kind == BlockTiles::Kind::int8) part(t.q8, w.Kp / 4 * 64);
+        else part(t.q4, w.Kp / 8 * 64);
+        if (t.block.kind == BlockTiles::Kind::nibble_crumb) part(t.q2, w.Kp / 16 * 64);
+        part(t.exp16, w.Kp / 16 * kTileRows);
+    }
+    if (w.dtype == DType::q8) {
+        part(t.q8, w.Kp / 4 * 64);
+        part(t.scale8, w.G * kTileRows * 2);
+    }
     t.record = at;
     const size_t total = size_t(t.count) * size_t(t.record);
     uint8_t *p = static_cast<uint8_t *>(std::aligned_alloc(64, total));
@@ -127,8 +157,7 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
             interleave(q4.scales + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.scale4));
             interleave(q4.mins + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.min4));
         }
-        if (is_block_format(w.dtype)) repack_block_row(w.block, w.Kp, r, tile + t.q8 + lb,
-                                                      reinterpret_cast<float *>(tile + t.scale16) + lr);
+        if (is_block_format(w.dtype)) repack_block_row(w.block, t.block, t, w.Kp, r, tile, lr);
         if (w.dtype == DType::q8) {
             const int8_t *row = w.q8.codes + r * w.Kp;
             for (int64_t c = 0; c < w.Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, row + 4 * c, 4);

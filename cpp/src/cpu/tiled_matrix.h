@@ -21,10 +21,18 @@
 //   q8     [Kp/4][64]    signed codes, columns 4c..4c+3 per 64 bytes: byte 32h + 4l + b is
 //                        column 4c + b of row 8h + l
 //   scale8 [G][16]       f16 group scales, one per row
-// and the block formats (FORMAT.md 5.6) are q8's codes part, holding each element as a signed byte
-// (the integer m, or twice the E2M1 value), with
-//   scale16 [Kp/16][16]  f32 scales of each 16 columns, one per row: 2^(E - 127 - f), f the
-//                        element's fraction bits (bits - 2 for integers, 1 for E2M1 doubled)
+// The block formats (FORMAT.md 5.6) keep their element codes at their width, by BlockTiles::kind:
+//   int8    (bfp8, mxint8): q8's codes part, each element m a signed byte
+//   nibble  (bfp4, bfp3, mxfp4): q4's codes part, each nibble u = m + 8, or mxfp4's E2M1 code
+//   nibble_crumb (bfp6, bfp5): q4's codes part with the low 4 bits of u = m + 2^(bits-1), and
+//   q2     [Kp/16][64]   their high 2 bits, 16 columns 16h.. per 64 bytes: byte 32h' + 4l + b of
+//                        row 8h' + l holds column 16h + b in bits 5..4, 16h + 4 + b in bits 7..6,
+//                        16h + 8 + b in bits 1..0 and 16h + 12 + b in bits 3..2 (so that a mask
+//                        and at most one shift put each beside its nibble)
+// with, for all of them,
+//   exp16  [Kp/16][16]   the biased shared exponent E of each 16 columns, one per row
+// Element m (as an integer: twice the value for E2M1) times 2^(E - 127 - fraction_bits) is the
+// weight.
 // Parts start at 64-byte boundaries; rows past M (the last tile) are zero. Outliers and the
 // permutation stay in the canonical views (w.mix); the outliers of a tile (CSR entries
 // row_ptr[16t] .. row_ptr[16t + 16]) are added in one flat loop over those entries, each knowing
@@ -42,13 +50,25 @@ namespace mixrt {
 
 constexpr int64_t kTileRows = 16;
 
+// How a block-format matrix's tiles hold its elements (see above).
+struct BlockTiles {
+    enum class Kind { none, int8, nibble, nibble_crumb } kind = Kind::none;
+    int offset = 0;         // subtracted from a stored u to give m (nibble, nibble_crumb)
+    bool e2m1 = false;      // nibbles are E2M1 codes (mxfp4), m from a table
+    int fraction_bits = 0;  // the element is m x 2^-fraction_bits
+};
+
+// The tile layout of a block format.
+BlockTiles block_tiles(const BlockSpec &spec);
+
 struct RowTiles {
     int64_t count = 0;        // tiles: ceil(M / 16); 0 for f32 / f16
     int64_t record = 0;       // bytes per tile
     const uint8_t *data = nullptr;
     // Byte offsets of the parts inside a tile record (those of absent parts are 0).
-    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, scale16 = 0;
+    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, exp16 = 0;
     const uint8_t *outlier_row = nullptr;  // mix: [nnz] the row of each outlier within its tile
+    BlockTiles block;                      // block formats
     const uint8_t *tile(int64_t t) const { return data + t * record; }
 };
 

@@ -38,6 +38,28 @@ struct Vec256 {
     static I shr(I v) { return {_mm256_srli_epi16(v.lo, N), _mm256_srli_epi16(v.hi, N)}; }
     template <int N>
     static I shr32(I v) { return {_mm256_srli_epi32(v.lo, N), _mm256_srli_epi32(v.hi, N)}; }
+    template <int N>
+    static I shl(I v) { return {_mm256_slli_epi16(v.lo, N), _mm256_slli_epi16(v.hi, N)}; }
+    static I or_(I a, I b) { return {_mm256_or_si256(a.lo, b.lo), _mm256_or_si256(a.hi, b.hi)}; }
+    static I sub8(I v, char m) {
+        const __m256i k = _mm256_set1_epi8(m);
+        return {_mm256_sub_epi8(v.lo, k), _mm256_sub_epi8(v.hi, k)};
+    }
+    // Bytes 0..15 of v replaced by table[v] (a 16-entry table of signed bytes).
+    static I lut(I v, const int8_t *table) {
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(table)));
+        return {_mm256_shuffle_epi8(t, v.lo), _mm256_shuffle_epi8(t, v.hi)};
+    }
+    // 2^(e - 127) of biased exponents e in 0..254 (0: 2^-127, a subnormal).
+    static F exp_scale(I e) {
+        auto half = [](__m256i v) {
+            const __m256i bits = _mm256_or_si256(_mm256_slli_epi32(v, 23),
+                                                 _mm256_and_si256(_mm256_cmpeq_epi32(v, _mm256_setzero_si256()),
+                                                                  _mm256_set1_epi32(0x00400000)));
+            return _mm256_castsi256_ps(bits);
+        };
+        return {half(e.lo), half(e.hi)};
+    }
     static I mask(I v, char m) {
         const __m256i k = _mm256_set1_epi8(m);
         return {_mm256_and_si256(v.lo, k), _mm256_and_si256(v.hi, k)};
