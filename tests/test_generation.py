@@ -130,7 +130,7 @@ def test_results_do_not_depend_on_the_thread_count(random_model):
     np.testing.assert_array_equal(one, three)
 
 
-@pytest.mark.parametrize("recipe", ["q8", "q4", "mix"])
+@pytest.mark.parametrize("recipe", ["q8", "q4", "mix", "bfp6", "bfp4", "mxfp4"])
 def test_quantized_results_do_not_depend_on_the_thread_count(tmp_path, recipe):
     # The quantized paths split across threads too: inputs rounded per token in parallel, Q/K/V
     # and gate/up (with SwiGLU) in shared regions, the query heads of a KV head taken in runs cut

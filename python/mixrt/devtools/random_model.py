@@ -24,7 +24,8 @@ from safetensors.numpy import save_file
 
 from ..convert import DEFAULT_BITS, DEFAULT_OUTLIER_FRAC
 from ..format import MixrtWriter
-from ..quant import layouts
+from ..quant import blockfp, layouts
+from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.plan import plan_mix
 from .gguf_to_hf import BLOCK_NAMES, GLOBAL_NAMES
 
@@ -249,7 +250,7 @@ def write_byte_model(path, metadata: dict | None = None, tensors: dict | None = 
 
 # ---- .mixrt files in packed form ------------------------------------------------------------------
 
-RECIPES = ("f16", "q8", "q4", "mix")
+RECIPES = ("f16", "q8", "q4", "mix", *BLOCK_FORMATS)  # the block formats by dtype name (bfp6, ...)
 EMBED_DTYPES = ("f16", "q8", "q4")
 SCALE_CODES = (16, 48)  # 2-bit group scale codes are drawn from this range: scales near 32.5 x S
 # Standard deviations of the code distributions, to scale codes to a target weight std:
@@ -297,8 +298,15 @@ def random_weight(rng, dtype: str, m: int, k: int, std: float, k4: int = 0, per_
         q = rng.integers(0, 16, size=(m, k), dtype=np.uint8)
         scales = (rng.uniform(0.8, 1.2, (m, g)) * std / Q4_STD).astype(np.float16)
         return layouts.pack_q4(q, scales, (-7.5 * scales.astype(np.float32)).astype(np.float16))
+    if dtype in BLOCK_FORMATS:  # uniform element codes, one exponent for all blocks
+        fmt = BLOCK_FORMATS[dtype]
+        codes = rng.integers(0, 2 ** fmt.bits, size=(m, g * layouts.GROUP), dtype=np.uint8)
+        codes[:, k:] = 0
+        rms = np.sqrt(np.mean(fmt.element_values(np.arange(2 ** fmt.bits)) ** 2))
+        exps = np.full((m, g * layouts.GROUP // fmt.block), 127 + round(np.log2(std / rms)), np.uint8)
+        return blockfp.pack(codes, exps, fmt)
     if dtype != "mix":
-        raise ValueError(f"dtype: expected f16, f32, q8, q4 or mix, found {dtype!r}")
+        raise ValueError(f"dtype: expected f16, f32, q8, q4, mix or a block format, found {dtype!r}")
     k2 = k - k4
     g2 = layouts.padded_k2(k2) // layouts.GROUP
     super_scale = std / (Q2_RMS * np.mean(SCALE_CODES))
