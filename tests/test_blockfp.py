@@ -2,10 +2,11 @@
 # blockfp.py and format/quant_element.h): the encoder's rule and edge cases (all-zero blocks,
 # subnormal flush, the exponent at both ends, saturation, ties, NaN/Inf refused with the tensor
 # named), the bit packing byte for byte, the C++ reference decode equal to the numpy decode bit for
-# bit, every CPU kernel table equal to the dequantized weights times the rounded input, the reader
-# and writer refusing the NaN scale, and `mixrt-convert --recipe bfp/mxint8/mxfp4` end to end on a
-# tiny random model (the CUDA backend refuses the dtypes by name; auto falls back to the CPU; the
-# logits against the dequantized weights' are test_convert.py's).
+# bit on those edge cases (the kernels against it: test_quant_kernels.py), the reader and writer
+# refusing the NaN scale, the activations option's rounding bit for bit against numpy and its
+# wiring, the bfp-search planner, and `mixrt-convert --recipe bfp/bfp-search/mxint8/mxfp4` end to
+# end on a tiny random model (the CUDA backend refuses the dtypes by name; auto falls back to the
+# CPU; the logits against the dequantized weights' are test_convert.py's).
 import math
 
 import numpy as np
@@ -139,22 +140,6 @@ def test_cpp_decode_bit_exact(fmt, m, k):
     ref = layouts.dequantize(fmt.name, parts, m, k)
     cpp = _internal.dequantize(fmt.name, list(parts), m, k)
     assert ref.view(np.uint32).tolist() == cpp.view(np.uint32).tolist()
-
-
-@pytest.mark.parametrize("fmt", FORMATS, ids=IDS)
-@pytest.mark.parametrize("impl", _internal.available_kernels())
-@pytest.mark.parametrize("m,k,n", [(5, 576, 1), (17, 1536, 3), (3, 577, 17), (33, 64, 4)])
-def test_kernels_match_reference(fmt, impl, m, k, n):
-    """out = x^ W^T with W the decoded weights and x^ the input as the kernels round it: exact
-    integer products per 16 columns, scaled in fp32, so within fp32 accumulation error (K terms of
-    relative error 2^-24 each: 1e-5 of the largest output is ample for K <= 1536)."""
-    rng = np.random.default_rng(n)
-    w = rng.normal(0, 0.02, size=(m, k)).astype(np.float32)
-    parts = blockfp.quantize(w, fmt)
-    x = rng.normal(0, 1, size=(n, k)).astype(np.float32)
-    out, xhat = _internal.kernel_matmul_quant(impl, fmt.name, list(parts), m, k, x)
-    expected = xhat.astype(np.float64) @ layouts.dequantize(fmt.name, parts, m, k).astype(np.float64).T
-    assert np.abs(out - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
 def test_nan_scale_refused():

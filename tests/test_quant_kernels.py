@@ -1,5 +1,5 @@
-# test_quant_kernels.py: the C++ side of the quantized dtypes on the same packed bytes as the numpy
-# reference (python/mixrt/quant/layouts.py): the C++ reference decode equals the numpy decode bit
+# test_quant_kernels.py: the C++ side of the quantized dtypes (q8, q4, mix and the block formats) on
+# the same packed bytes as the numpy reference (python/mixrt/quant/layouts.py): the C++ reference decode equals the numpy decode bit
 # for bit; the input rounding x -> x^ (8-bit groups of 32, cpu/quantized_input.h) is within half a
 # step of x; every kernel table the machine can run (scalar, avx2, avx512: their fast kernels read
 # the row tiles repacked from these bytes) equals the dequantized W times x^ in fp32 accuracy, and
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mixrt import _internal
-from mixrt.quant import layouts
+from mixrt.quant import blockfp, layouts
 
 IMPLS = _internal.available_kernels()
 FAST = [impl for impl in IMPLS if impl != "scalar"]
@@ -63,6 +63,8 @@ def cases():
         yield "q4", m, k, 0
         for k4 in sorted({0, 32 * ((k // 4) // 32), 32 * (k // 32)}):
             yield "mix", m, k, k4
+        for name in blockfp.BLOCK_FORMATS:
+            yield name, m, k, 0
 
 
 def packed(dtype, m, k, k4, seed):
@@ -71,6 +73,9 @@ def packed(dtype, m, k, k4, seed):
         return random_q8(rng, m, k)
     if dtype == "q4":
         return random_q4(rng, m, k)
+    if dtype in blockfp.BLOCK_FORMATS:  # rows of very different magnitudes: exponents far apart
+        w = rng.standard_normal((m, k)) * np.exp2(rng.integers(-12, 4, size=(m, 1)))
+        return blockfp.quantize(w.astype(np.float32), blockfp.BLOCK_FORMATS[dtype])
     return random_mix(rng, m, k, k4, outliers_per_row=3)
 
 
@@ -86,7 +91,7 @@ def test_cpp_decode_equals_numpy_decode_bit_for_bit(dtype, m, k, k4):
 def magnitudes(dtype, parts, m, k):
     """|terms| the fast kernels add per weight, [M, K] float64: the code part and the min/zero part
     of each weight are summed separately (s q x^ and m x^, or s q x^ and s z x^), plus outliers."""
-    if dtype == "q8":
+    if dtype == "q8" or dtype in blockfp.BLOCK_FORMATS:
         return np.abs(layouts.dequantize(dtype, parts, m, k).astype(np.float64))
     cols = np.arange(k) // 32
     if dtype == "q4":
