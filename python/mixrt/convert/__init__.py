@@ -1,6 +1,6 @@
 # mixrt.convert: converts a Llama checkpoint (GGUF file or Hugging Face directory) into one .mixrt
 # file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix, and
-# the block formats bfp, mxint8, mxfp4).
+# the block formats bfp, bfp-search, mxint8, mxfp4).
 # The console script is cli.py (`mixrt-convert`). Tested by tests/test_convert.py.
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from .. import __version__
 from ..format import FormatError, MixrtWriter
 from ..quant.calibration import DEFAULT_CALIB_CTX, DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
-from ..quant.blockfp import BLOCK_FORMATS
 from ..quant import blockfp
+from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.width_plan import plan_widths
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
 from .errors import ConversionError
@@ -389,7 +389,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4, mix, bfp (block floating point with `bits` element bits: 8, 6, 5, 4 or 3, default 6),
-    mxint8 or mxfp4; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
+    bfp-search (bfp6..bfp3 per matrix within `bits` per weight, default 5.5, by the KL each costs on
+    the calibration text: Calibration.format_costs), mxint8 or mxfp4; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
     and decode 21% faster for +7.5% perplexity on the calibrated 2.9-bit mix, measured) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
