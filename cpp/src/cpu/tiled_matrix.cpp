@@ -38,6 +38,20 @@ void unpack_q4_row(const Q4View &v, int64_t groups, int64_t r, uint8_t *codes) {
 // The byte of row `lane_row` (0..15) inside a 64-byte chunk that holds 4 of its columns.
 inline int64_t lane_byte(int64_t lane_row) { return 32 * (lane_row / 8) + 4 * (lane_row % 8); }
 
+// One row's byte codes (n columns) into a tile's 4-columns-per-chunk layout (q8's): chunk c holds
+// columns 4c..4c+3 at the row's lane bytes lb..lb+3.
+void place_bytes(const uint8_t *codes, int64_t n, int64_t lb, uint8_t *dst) {
+    for (int64_t c = 0; c < n / 4; ++c) std::memcpy(dst + 64 * c + lb, codes + 4 * c, 4);
+}
+
+// One row's 4-bit codes (n columns, one per byte) into the q4 tile layout: chunk c holds columns
+// 8c..8c+3 in the low nibbles and 8c+4..8c+7 in the high nibbles of the row's lane bytes.
+void place_nibbles(const uint8_t *codes, int64_t n, int64_t lb, uint8_t *dst) {
+    for (int64_t c = 0; c < n / 8; ++c)
+        for (int b = 0; b < 4; ++b)
+            dst[64 * c + lb + b] = uint8_t((codes[8 * c + b] & 15) | (codes[8 * c + 4 + b] & 15) << 4);
+}
+
 // Row r of a block-format matrix into its tile record `tile` at lane row lr.
 void repack_block_row(const BlockView &b, const BlockTiles &bt, const RowTiles &t, int64_t Kp, int64_t r,
                       uint8_t *tile, int64_t lr) {
@@ -48,12 +62,8 @@ void repack_block_row(const BlockView &b, const BlockTiles &bt, const RowTiles &
         const int m = int(block_element_value(b.spec, q) * float(1 << bt.fraction_bits));  // exact
         u[k] = uint8_t(bt.e2m1 ? q : unsigned(m + bt.offset));
     }
-    if (bt.kind == BlockTiles::Kind::int8)
-        for (int64_t c = 0; c < Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, &u[4 * c], 4);
-    if (bt.kind == BlockTiles::Kind::nibble || bt.kind == BlockTiles::Kind::nibble_crumb)
-        for (int64_t c = 0; c < Kp / 8; ++c)
-            for (int i = 0; i < 4; ++i)
-                tile[t.q4 + 64 * c + lb + i] = uint8_t((u[8 * c + i] & 15) | (u[8 * c + 4 + i] & 15) << 4);
+    if (bt.kind == BlockTiles::Kind::int8) place_bytes(u.data(), Kp, lb, tile + t.q8);
+    else place_nibbles(u.data(), Kp, lb, tile + t.q4);
     if (bt.kind == BlockTiles::Kind::nibble_crumb)
         for (int64_t h = 0; h < Kp / 16; ++h)
             for (int i = 0; i < 4; ++i) {
@@ -151,16 +161,13 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
         }
         if (w.dtype == DType::mix || w.dtype == DType::q4) {
             unpack_q4_row(q4, G4, r, codes.data());
-            for (int64_t c = 0; c < G4 * kGroup / 8; ++c)
-                for (int b = 0; b < 4; ++b)
-                    tile[t.q4 + 64 * c + lb + b] = uint8_t(codes[8 * c + b] | codes[8 * c + 4 + b] << 4);
+            place_nibbles(codes.data(), G4 * kGroup, lb, tile + t.q4);
             interleave(q4.scales + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.scale4));
             interleave(q4.mins + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.min4));
         }
         if (is_block_format(w.dtype)) repack_block_row(w.block, t.block, t, w.Kp, r, tile, lr);
         if (w.dtype == DType::q8) {
-            const int8_t *row = w.q8.codes + r * w.Kp;
-            for (int64_t c = 0; c < w.Kp / 4; ++c) std::memcpy(tile + t.q8 + 64 * c + lb, row + 4 * c, 4);
+            place_bytes(reinterpret_cast<const uint8_t *>(w.q8.codes + r * w.Kp), w.Kp, lb, tile + t.q8);
             interleave(w.q8.scales + r * w.G, w.G, lr, reinterpret_cast<uint16_t *>(tile + t.scale8));
         }
     }
