@@ -33,8 +33,8 @@ struct Avx512 {
     static I mask(I v, char m) { return _mm512_and_si512(v, _mm512_set1_epi8(m)); }
     template <int N>
     static I shl(I v) { return _mm512_slli_epi16(v, N); }
-    static I or_(I a, I b) { return _mm512_or_si512(a, b); }
-    static I sub8(I v, char m) { return _mm512_sub_epi8(v, _mm512_set1_epi8(m)); }
+    // a | (b & m) in one ternary-logic instruction.
+    static I or_masked(I a, I b, char m) { return _mm512_ternarylogic_epi32(a, b, _mm512_set1_epi8(m), 0xF8); }
     static I lut(I v, const int8_t *table) {
         return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(table))), v);
     }
@@ -50,6 +50,7 @@ struct Avx512 {
     static Acc acc_zero() { return _mm512_setzero_si512(); }
     static Acc acc_add(Acc a, I u, X x) { return _mm512_dpbusd_epi32(a, u, x); }
     static I acc_sum(Acc a) { return a; }
+    static I dot_u8(I acc, I u, X x) { return _mm512_dpbusd_epi32(acc, u, x); }
     static I dot_q8(I acc, I w, X x) { return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80))), x); }
     static I bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
     static I set1(int32_t v) { return _mm512_set1_epi32(v); }

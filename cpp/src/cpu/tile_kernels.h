@@ -194,40 +194,42 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
     for (int t = 0; t < T; ++t) V::store(out[t], acc[t]);
 }
 
-// Block formats (FORMAT.md 5.6), tiles of BlockTiles::kind K: per 16 columns, the elements m of
-// the 16 rows as signed bytes (int8: loaded; nibble: u - 8, or E2M1 codes through a table;
-// nibble_crumb: the nibble and the 2 high bits joined, minus the offset), their exact products with
-// the input codes (corrected with the 16 columns' input code sum, as for q8), scaled by 2^(E - 127)
-// from the 16 exponent bytes and by the input scale x 2^-fraction_bits.
-// E2M1 codes 0..15 as twice their value: +-{0, 0.5, 1, 1.5, 2, 3, 4, 6} x 2.
-alignas(16) constexpr int8_t kE2M1Twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
+// Block formats (FORMAT.md 5.6), tiles of BlockTiles::kind K: per 16 columns, the elements of the
+// 16 rows as bytes (int8: the signed m, loaded; nibble: the stored u = m + offset, or E2M1 codes
+// through kE2M1Unsigned; nibble_crumb: the nibbles and the 2 high bits of one q6 chunk joined into u), their exact
+// products with the input codes (V::dot_q8 for signed m, V::dot_u8 for u; either sum is corrected
+// with the 16 columns' input code sum times its offset), scaled by 2^(E - 127) from the 16
+// exponent bytes and by the input scale x 2^-fraction_bits.
 template <class V, BlockTiles::Kind K>
 inline void block_elements(const uint8_t *rec, const RowTiles &rt, int64_t h, typename V::I m[4]) {
     using I = typename V::I;
     if constexpr (K == BlockTiles::Kind::int8) {
         for (int c = 0; c < 4; ++c) m[c] = V::load(rec + rt.q8 + (4 * h + c) * 64);
     } else {
-        const I v0 = V::load(rec + rt.q4 + (2 * h) * 64), v1 = V::load(rec + rt.q4 + (2 * h + 1) * 64);
+        const uint8_t *chunk = K == BlockTiles::Kind::nibble ? rec + rt.q4 + 128 * h : rec + rt.q6 + 192 * h;
+        const I v0 = V::load(chunk), v1 = V::load(chunk + 64);
         m[0] = V::mask(v0, 0x0F);
         m[1] = V::mask(V::template shr<4>(v0), 0x0F);
         m[2] = V::mask(v1, 0x0F);
         m[3] = V::mask(V::template shr<4>(v1), 0x0F);
         if constexpr (K == BlockTiles::Kind::nibble_crumb) {
-            const I c = V::load(rec + rt.q2 + h * 64);
-            m[0] = V::or_(m[0], V::mask(c, 0x30));
-            m[1] = V::or_(m[1], V::mask(V::template shr<2>(c), 0x30));
-            m[2] = V::or_(m[2], V::mask(V::template shl<4>(c), 0x30));
-            m[3] = V::or_(m[3], V::mask(V::template shl<2>(c), 0x30));
+            const I c = V::load(chunk + 128);
+            m[0] = V::or_masked(m[0], c, 0x30);
+            m[1] = V::or_masked(m[1], V::template shr<2>(c), 0x30);
+            m[2] = V::or_masked(m[2], V::template shl<4>(c), 0x30);
+            m[3] = V::or_masked(m[3], V::template shl<2>(c), 0x30);
+        } else if (rt.block.e2m1) {
+            for (int c = 0; c < 4; ++c) m[c] = V::lut(m[c], kE2M1Unsigned);
         }
-        for (int c = 0; c < 4; ++c) m[c] = rt.block.e2m1 ? V::lut(m[c], kE2M1Twice) : V::sub8(m[c], char(rt.block.offset));
     }
 }
 
 template <class V, int T, BlockTiles::Kind K>
 inline void block_tile_of(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    constexpr bool kSigned = K == BlockTiles::Kind::int8;
     const uint8_t *rec = rt.tile(tile);
     const float unit = 1.0f / float(1 << rt.block.fraction_bits);  // exact
+    const int32_t offset = kSigned ? V::kQ8Offset : rt.block.offset;
     typename V::F acc[T];
     for (int t = 0; t < T; ++t) acc[t] = V::zerof();
     Prefetcher next(rt, tile, 2 * W.G);
@@ -238,11 +240,14 @@ inline void block_tile_of(const Weight &W, const RowTiles &rt, int64_t tile, con
         typename V::I a[T];
         for (int t = 0; t < T; ++t) {
             a[t] = V::set1(0);
-            for (int c = 0; c < 4; ++c) a[t] = V::dot_q8(a[t], m[c], V::bcast(x.q[t] + h * 16 + 4 * c));
+            for (int c = 0; c < 4; ++c) {
+                const typename V::X xc = V::bcast(x.q[t] + h * 16 + 4 * c);
+                a[t] = kSigned ? V::dot_q8(a[t], m[c], xc) : V::dot_u8(a[t], m[c], xc);
+            }
         }
         const typename V::F s = V::exp_scale(V::bytes(rec + rt.exp16 + h * kTileRows));
         for (int t = 0; t < T; ++t) {
-            const typename V::I exact = V::sub(a[t], V::set1(V::kQ8Offset * x.qsum16[t][h]));
+            const typename V::I exact = V::sub(a[t], V::set1(offset * x.qsum16[t][h]));
             acc[t] = V::fmadd(V::to_float(exact), V::mul(s, V::set1f(x.d[t][h / 2] * unit)), acc[t]);
         }
     }

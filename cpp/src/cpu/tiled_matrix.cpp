@@ -63,14 +63,16 @@ void repack_block_row(const BlockView &b, const BlockTiles &bt, const RowTiles &
         u[k] = uint8_t(bt.e2m1 ? q : unsigned(m + bt.offset));
     }
     if (bt.kind == BlockTiles::Kind::int8) place_bytes(u.data(), Kp, lb, tile + t.q8);
-    else place_nibbles(u.data(), Kp, lb, tile + t.q4);
+    if (bt.kind == BlockTiles::Kind::nibble) place_nibbles(u.data(), Kp, lb, tile + t.q4);
     if (bt.kind == BlockTiles::Kind::nibble_crumb)
-        for (int64_t h = 0; h < Kp / 16; ++h)
+        for (int64_t h = 0; h < Kp / 16; ++h) {
+            uint8_t *chunk = tile + t.q6 + 192 * h;
+            place_nibbles(&u[16 * h], 16, lb, chunk);
             for (int i = 0; i < 4; ++i) {
                 const uint8_t *v = &u[16 * h + i];
-                tile[t.q2 + 64 * h + lb + i] =
-                    uint8_t((v[0] >> 4) << 4 | (v[4] >> 4) << 6 | (v[8] >> 4) | (v[12] >> 4) << 2);
+                chunk[128 + lb + i] = uint8_t((v[0] >> 4) << 4 | (v[4] >> 4) << 6 | (v[8] >> 4) | (v[12] >> 4) << 2);
             }
+        }
     for (int64_t h = 0; h < Kp / 16; ++h) tile[t.exp16 + h * kTileRows + lr] = b.exps[r * b.blocks + h * 16 / b.spec.block];
 }
 
@@ -89,7 +91,7 @@ BlockTiles block_tiles(const BlockSpec &spec) {
     if (spec.bits == 8) bt.kind = BlockTiles::Kind::int8;
     else if (spec.bits <= 4) bt.kind = BlockTiles::Kind::nibble;
     else bt.kind = BlockTiles::Kind::nibble_crumb;
-    bt.offset = spec.e2m1 || spec.bits == 8 ? 0 : spec.bits <= 4 ? 8 : 1 << (spec.bits - 1);
+    bt.offset = spec.e2m1 ? kE2M1Offset : spec.bits == 8 ? 0 : spec.bits <= 4 ? 8 : 1 << (spec.bits - 1);
     return bt;
 }
 
@@ -119,8 +121,8 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
     if (is_block_format(w.dtype)) {
         t.block = block_tiles(w.block.spec);
         if (t.block.kind == BlockTiles::Kind::int8) part(t.q8, w.Kp / 4 * 64);
-        else part(t.q4, w.Kp / 8 * 64);
-        if (t.block.kind == BlockTiles::Kind::nibble_crumb) part(t.q2, w.Kp / 16 * 64);
+        if (t.block.kind == BlockTiles::Kind::nibble) part(t.q4, w.Kp / 8 * 64);
+        if (t.block.kind == BlockTiles::Kind::nibble_crumb) part(t.q6, w.Kp / 16 * 192);
         part(t.exp16, w.Kp / 16 * kTileRows);
     }
     if (w.dtype == DType::q8) {

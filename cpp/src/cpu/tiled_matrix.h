@@ -24,11 +24,12 @@
 // The block formats (FORMAT.md 5.6) keep their element codes at their width, by BlockTiles::kind:
 //   int8    (bfp8, mxint8): q8's codes part, each element m a signed byte
 //   nibble  (bfp4, bfp3, mxfp4): q4's codes part, each nibble u = m + 8, or mxfp4's E2M1 code
-//   nibble_crumb (bfp6, bfp5): q4's codes part with the low 4 bits of u = m + 2^(bits-1), and
-//   q2     [Kp/16][64]   their high 2 bits, 16 columns 16h.. per 64 bytes: byte 32h' + 4l + b of
-//                        row 8h' + l holds column 16h + b in bits 5..4, 16h + 4 + b in bits 7..6,
-//                        16h + 8 + b in bits 1..0 and 16h + 12 + b in bits 3..2 (so that a mask
-//                        and at most one shift put each beside its nibble)
+//   nibble_crumb (bfp6, bfp5): u = m + 2^(bits-1) in 192 bytes per 16 columns 16h..16h+15, one
+//   q6     [Kp/16][192]  stream: q4's two chunks of those columns with the low 4 bits of u, then
+//                        64 bytes of their high 2 bits: byte 128 + 32h' + 4l + b of row 8h' + l
+//                        holds column 16h + b in bits 5..4, 16h + 4 + b in bits 7..6, 16h + 8 + b
+//                        in bits 1..0 and 16h + 12 + b in bits 3..2 (so that a mask and at most
+//                        one shift put each beside its nibble)
 // with, for all of them,
 //   exp16  [Kp/16][16]   the biased shared exponent E of each 16 columns, one per row
 // Element m (as an integer: twice the value for E2M1) times 2^(E - 127 - fraction_bits) is the
@@ -53,10 +54,16 @@ constexpr int64_t kTileRows = 16;
 // How a block-format matrix's tiles hold its elements (see above).
 struct BlockTiles {
     enum class Kind { none, int8, nibble, nibble_crumb } kind = Kind::none;
-    int offset = 0;         // subtracted from a stored u to give m (nibble, nibble_crumb)
-    bool e2m1 = false;      // nibbles are E2M1 codes (mxfp4), m from a table
+    // nibble and nibble_crumb: the kernels multiply an unsigned u = m + offset (the stored value,
+    // or for E2M1 codes kE2M1Unsigned[code]) and subtract offset x the input code sum.
+    int offset = 0;
+    bool e2m1 = false;      // nibbles are E2M1 codes (mxfp4)
     int fraction_bits = 0;  // the element is m x 2^-fraction_bits
 };
+
+// E2M1 codes 0..15 as u = twice their value + 12: +-{0, 0.5, 1, 1.5, 2, 3, 4, 6} x 2 + 12.
+constexpr int kE2M1Offset = 12;
+alignas(16) constexpr int8_t kE2M1Unsigned[16] = {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0};
 
 // The tile layout of a block format.
 BlockTiles block_tiles(const BlockSpec &spec);
@@ -66,7 +73,7 @@ struct RowTiles {
     int64_t record = 0;       // bytes per tile
     const uint8_t *data = nullptr;
     // Byte offsets of the parts inside a tile record (those of absent parts are 0).
-    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, exp16 = 0;
+    int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, q6 = 0, exp16 = 0;
     const uint8_t *outlier_row = nullptr;  // mix: [nnz] the row of each outlier within its tile
     BlockTiles block;                      // block formats
     const uint8_t *tile(int64_t t) const { return data + t * record; }

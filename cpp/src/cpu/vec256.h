@@ -40,10 +40,9 @@ struct Vec256 {
     static I shr32(I v) { return {_mm256_srli_epi32(v.lo, N), _mm256_srli_epi32(v.hi, N)}; }
     template <int N>
     static I shl(I v) { return {_mm256_slli_epi16(v.lo, N), _mm256_slli_epi16(v.hi, N)}; }
-    static I or_(I a, I b) { return {_mm256_or_si256(a.lo, b.lo), _mm256_or_si256(a.hi, b.hi)}; }
-    static I sub8(I v, char m) {
+    static I or_masked(I a, I b, char m) {
         const __m256i k = _mm256_set1_epi8(m);
-        return {_mm256_sub_epi8(v.lo, k), _mm256_sub_epi8(v.hi, k)};
+        return {_mm256_or_si256(a.lo, _mm256_and_si256(b.lo, k)), _mm256_or_si256(a.hi, _mm256_and_si256(b.hi, k))};
     }
     // Bytes 0..15 of v replaced by table[v] (a 16-entry table of signed bytes).
     static I lut(I v, const int8_t *table) {
@@ -86,6 +85,13 @@ struct Vec256 {
         const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
         return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
     }
+    // acc + the sums of 4 products of unsigned codes u <= 63 by input bytes (maddubs pairs stay
+    // below 2 x 63 x 128 < 2^15).
+    static __m256i dot_u8_half(__m256i acc, __m256i u, __m256i x) {
+        if constexpr (kVnni) return _mm256_dpbusd_avx_epi32(acc, u, x);
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
+    }
+    static I dot_u8(I acc, I u, X x) { return {dot_u8_half(acc.lo, u.lo, x), dot_u8_half(acc.hi, u.hi, x)}; }
     static I dot_q8(I acc, I w, X x) { return {dot_q8_half(acc.lo, w.lo, x), dot_q8_half(acc.hi, w.hi, x)}; }
     static I bytes(const uint8_t *p) {
         return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))),
