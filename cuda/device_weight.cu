@@ -29,7 +29,7 @@ std::string shape_text(const Weight &w) {
 }  // namespace
 
 DeviceWeight DeviceWeight::upload(const Weight &w) {
-    if (is_block_format(w.dtype))
+    if (is_block_format(w.dtype) || w.dtype == DType::quik)
         fail(MIXRT_ERR_INVALID_ARGUMENT, std::string("dtype ") + dtype_name(w.dtype) +
                                              " is not implemented by the CUDA backend yet");
     const uint64_t M = w.rows, K = w.cols;

@@ -113,6 +113,29 @@ def random_model_file(directory: Path, tokenizer: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_hf(spm_tokenizer, tmp_path_factory) -> Path:
+    """The tiny random Llama (mixrt.devtools.random_model, seed 0) as a Hugging Face directory."""
+    from mixrt.devtools.random_model import make_random_model
+
+    return make_random_model(tmp_path_factory.mktemp("tiny") / "tiny", shape="tiny",
+                             tokenizer=spm_tokenizer, seed=0)
+
+
+def dequantized_copy(path: Path, out: Path) -> Path:
+    """The same model with every tensor stored as the f32 values its dtype decodes to."""
+    from mixrt.format import MixrtWriter, read_mixrt
+
+    file = read_mixrt(path)
+    with MixrtWriter(out) as writer:
+        writer.add_metadata(file.metadata)
+        for name, tensor in file.tensors.items():
+            writer.declare_tensor(name, "f32", tensor.dims)
+        for name, tensor in file.tensors.items():
+            writer.write_tensor(name, tensor.dequantize())
+    return out
+
+
+@pytest.fixture(scope="session")
 def random_model(spm_tokenizer, tmp_path_factory) -> Path:
     """A tiny random Llama with the trained sentencepiece tokenizer, as f16 .mixrt."""
     return random_model_file(tmp_path_factory.mktemp("random-spm"), spm_tokenizer)

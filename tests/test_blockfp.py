@@ -155,24 +155,15 @@ def test_nan_scale_refused():
         MixrtWriter._quantized_parts(type("T", (), {"name": "t", "dtype": 11, "sizes": [32, 2]})(), parts)
 
 
-@pytest.fixture(scope="module")
-def random_hf(tmp_path_factory, spm_tokenizer):
-    from mixrt.devtools.random_model import make_random_model
-
-    directory = tmp_path_factory.mktemp("blockfp") / "hf"
-    make_random_model(directory, shape="tiny", tokenizer=spm_tokenizer, seed=0)
-    return directory
-
-
 @pytest.mark.parametrize("recipe,bits,dtype", [("bfp", None, "bfp6"), ("bfp", 4, "bfp4"),
                                                ("mxint8", None, "mxint8"), ("mxfp4", None, "mxfp4")])
-def test_convert_and_run(random_hf, tmp_path, recipe, bits, dtype):
+def test_convert_and_run(tiny_hf, tmp_path, recipe, bits, dtype):
     import mixrt
     from mixrt.convert import convert
     from mixrt.format import read_mixrt
 
     out = tmp_path / f"{dtype}.mixrt"
-    convert(random_hf, out, recipe, bits=bits, progress=False)
+    convert(tiny_hf, out, recipe, bits=bits, progress=False)
     info = read_mixrt(out)
     fmt = BLOCK_FORMATS[dtype]
     linear = [t for t in info.tensors.values() if t.name.startswith("blk.") and len(t.dims) == 2]
@@ -197,11 +188,11 @@ def test_convert_and_run(random_hf, tmp_path, recipe, bits, dtype):
     (["--recipe", "bfp-search", "--bits", "3"], "bfp-search: bits: expected at least 3.5"),
     (["--recipe", "bfp-search", "--no-calib"], "calib: the bfp-search recipe measures each format's cost"),
 ])
-def test_convert_refusals(random_hf, tmp_path, args, message):
+def test_convert_refusals(tiny_hf, tmp_path, args, message):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(random_hf), "-o",
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",
                              str(tmp_path / "out.mixrt"), *args], capture_output=True, text=True)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.mixrt").exists()
@@ -222,7 +213,7 @@ def test_activation_rounding_matches_numpy(bits, k):
     assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
 
 
-def test_activations_option(random_hf, tmp_path):
+def test_activations_option(tiny_hf, tmp_path):
     """activations="bfp<w>" rounds every matmul input (the rounding itself is checked bit for bit
     above; its effect on real perplexity is measured by tools/quant_table.py): the logits move
     by less than 4% of their largest magnitude at bfp8 (the 8-bit rounding bound of test_convert.py)
@@ -232,7 +223,7 @@ def test_activations_option(random_hf, tmp_path):
     from mixrt.convert import convert
 
     path = tmp_path / "f16.mixrt"
-    convert(random_hf, path, "f16", progress=False)
+    convert(tiny_hf, path, "f16", progress=False)
     tokens = [1, 5, 9, 13, 2, 7]
     plain = mixrt.load(path, backend="cpu").eval_logits(tokens)
     a8 = mixrt.load(path, backend="cpu", activations="bfp8").eval_logits(tokens)
@@ -269,7 +260,7 @@ def test_plan_widths_spends_the_budget_by_kl_per_byte():
         plan_widths(costs, sizes, weights, 29 / 90)
 
 
-def test_bfp_search_records_its_choices(random_hf, tmp_path):
+def test_bfp_search_records_its_choices(tiny_hf, tmp_path):
     """--recipe bfp-search: each linear matrix in one of bfp6..bfp3, the average within --bits,
     the formats' counts and the predicted KL in the metadata; a larger budget predicts less KL."""
     from mixrt.convert import convert
@@ -278,7 +269,7 @@ def test_bfp_search_records_its_choices(random_hf, tmp_path):
     plans = {}
     for bits in (4.5, 5.5):
         out = tmp_path / f"s{bits}.mixrt"
-        convert(random_hf, out, "bfp-search", bits=bits, calib_tokens=256, progress=False)
+        convert(tiny_hf, out, "bfp-search", bits=bits, calib_tokens=256, progress=False)
         info = read_mixrt(out)
         linear = [t for t in info.tensors.values() if t.name.startswith("blk.") and len(t.dims) == 2]
         kinds = {t.dtype_name for t in linear}

@@ -20,7 +20,7 @@ import pytest
 import sentencepiece
 from safetensors.numpy import load_file, save_file
 
-from conftest import SMOLLM2_HF_FILES
+from conftest import SMOLLM2_HF_FILES, dequantized_copy
 
 import mixrt.convert
 from mixrt.convert import ConversionError, convert, open_source
@@ -266,12 +266,6 @@ def test_conversion_time_and_peak_memory(smollm2_gguf, smollm2_f32, tmp_path, re
 
 # ---- generated models and the Hugging Face path ------------------------------------------------
 
-@pytest.fixture(scope="session")
-def tiny_hf(spm_tokenizer, tmp_path_factory) -> Path:
-    return make_random_model(tmp_path_factory.mktemp("tiny") / "tiny", shape="tiny",
-                             tokenizer=spm_tokenizer, seed=0)
-
-
 @pytest.fixture
 def tiny_copy(tiny_hf, tmp_path) -> Path:
     """A private copy of the tiny model to break in one way."""
@@ -432,7 +426,7 @@ def test_cli_mix_options(tiny_hf, tmp_path):
 @pytest.mark.parametrize("options, message", [
     (dict(recipe="q4", bits=3.0), "bits: expected only with the mix, bfp and bfp-search recipes, found 3.0 for q4"),
     (dict(recipe="mix", bits=2.0), "mix: bits: expected at least .*, found 2.0"),
-    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, bfp, bfp-search, mxint8, mxfp4, found 'q3'"),
+    (dict(recipe="q3"), "recipe: expected one of f16, f32, q8, q4, mix, bfp, bfp-search, mxint8, mxfp4, quik, found 'q3'"),
     (dict(recipe="f16", embed_dtype="mix"), "embed_dtype: expected one of f16, f32, q8, q4"),
     (dict(recipe="mix", outlier_frac=1.5), r"outlier_frac: expected a number in \[0, 1\), "
                                            "found 1.5"),
@@ -445,7 +439,7 @@ def test_cli_mix_options(tiny_hf, tmp_path):
     (dict(calib_tokens=0), "calib_tokens: expected an integer >= 1, found 0"),
     (dict(calib_tokens=2.5), "calib_tokens: expected an integer >= 1, found 2.5"),
     (dict(recipe="q8", dtype="f32"), "dtype: an alias of recipe"),
-    (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix and bfp-search recipes"),
+    (dict(recipe="q8", calib="calib.txt"), "calib: expected only with the mix, bfp-search, quik recipes"),
     (dict(recipe="mix", calib="calib.txt"), "calib calib.txt: expected a text file or 'self', found nothing"),
 ])
 def test_recipe_refusals(tiny_hf, tmp_path, options, message):
@@ -455,20 +449,15 @@ def test_recipe_refusals(tiny_hf, tmp_path, options, message):
     assert list(tmp_path.iterdir()) == []
 
 
-# Every recipe with a quantized dtype (bfp at its default width, 6 bits).
-QUANTIZED_RECIPES = ["q8", "q4", "mix", "bfp", "mxint8", "mxfp4"]
+# Every recipe with a quantized dtype (bfp at its default width, 6 bits; quik without calibration,
+# so without fp16 columns: tests/test_quik.py runs the calibrated recipe).
+QUANTIZED_RECIPES = ["q8", "q4", "mix", "bfp", "mxint8", "mxfp4", "quik"]
 
 
-def dequantized_copy(path: Path, out: Path) -> Path:
-    """The same model with every tensor stored as the f32 values its dtype decodes to."""
-    file = read_mixrt(path)
-    with MixrtWriter(out) as writer:
-        writer.add_metadata(file.metadata)
-        for name, tensor in file.tensors.items():
-            writer.declare_tensor(name, "f32", tensor.dims)
-        for name, tensor in file.tensors.items():
-            writer.write_tensor(name, tensor.dequantize())
-    return out
+def uncalibrated(recipe: str) -> dict:
+    """convert() arguments of a recipe without calibration."""
+    return dict(bits=TINY_MIX_BITS if recipe == "mix" else None, calib=None,
+                **({"outlier_cols": 0} if recipe == "quik" else {}))
 
 
 @pytest.mark.parametrize("recipe", QUANTIZED_RECIPES)
@@ -482,8 +471,7 @@ def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_p
     weight (tens of percent)."""
     import mixrt
 
-    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
-            bits=TINY_MIX_BITS if recipe == "mix" else None, calib=None, progress=False)
+    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe, **uncalibrated(recipe), progress=False)
     tokens = [1, 450, 783, 338, 263]
     quantized = mixrt.load(tmp_path / "q.mixrt").eval_logits(tokens)
     dense = mixrt.load(dequantized_copy(tmp_path / "q.mixrt",
@@ -498,8 +486,7 @@ def test_quantized_results_do_not_depend_on_the_thread_count(tiny_hf, tmp_path, 
     """Threads split output rows, never a reduction: prefill and decode logits are bit-identical."""
     import mixrt
 
-    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe,
-            bits=TINY_MIX_BITS if recipe == "mix" else None, calib=None, progress=False)
+    convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe, **uncalibrated(recipe), progress=False)
     tokens = [1, 450, 783, 338, 263]
     runs = [mixrt.load(tmp_path / "q.mixrt", threads=t) for t in (1, 2, 3)]
     prefill = [m.eval_logits(tokens) for m in runs]
@@ -1077,7 +1064,7 @@ def test_mix_calibrates_on_the_models_own_text_by_default(tiny_hf, tmp_path):
     with pytest.warns(UserWarning, match="the mix recipe without calibration rounds its 2-bit weights"):
         convert(tiny_hf, tmp_path / "rtn.mixrt", recipe="mix", bits=TINY_MIX_BITS, calib=None, progress=False)
     assert "mixrt.recipe.calib_file" not in read_mixrt(tmp_path / "rtn.mixrt").metadata
-    with pytest.raises(ConversionError, match="calib: expected only with the mix and bfp-search recipes, found q8"):
+    with pytest.raises(ConversionError, match="calib: expected only with the mix, bfp-search, quik recipes, found q8"):
         convert(tiny_hf, tmp_path / "q8.mixrt", recipe="q8", calib=out, progress=False)
 
 

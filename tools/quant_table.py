@@ -12,11 +12,15 @@ to --json FILE); --plot PNG draws ratio against bits beside llama.cpp's types
         --text SHAKESPEARE.txt --recipes f16 q8 q4 mix:2.9 mix:2.9:calib mix:2.9:rtn --decode \\
         --json table.jsonl --plot models/recipes.png --peers ../shared/docs/BENCHMARKS.md
 
-A recipe is NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW]: mix:2.9 calibrates on text the model
-writes itself (the converter's default), mix:2.9:calib on the --calib text, mix:2.9:rtn not at
-all; :head-q4 stores the embedding and output head as q4 (--embed-dtype q4) instead of q8; :aW
-runs the file with every matmul input rounded to W-bit block floating point (--activations bfpW),
-so bfp:6:a6 is the W6A6 of arXiv 2310.05079 and f16:a6 its activations alone.
+A recipe is NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW][:cols-F][:down-quik][:t4|:a16]: mix:2.9
+calibrates on text the model writes itself (the converter's default), mix:2.9:calib on the --calib
+text, mix:2.9:rtn not at all; :head-q4 stores the embedding and output head as q4 (--embed-dtype
+q4) instead of q8; :aW runs the file with every matmul input rounded to W-bit block floating point
+(--activations bfpW), so bfp:6:a6 is the W6A6 of arXiv 2310.05079 and f16:a6 its activations alone.
+For quik (QUIK, arXiv 2310.09259): :cols-F keeps F of the input columns fp16 (--outlier-cols F),
+:down-quik stores ffn_down as quik too (--down-proj quik), :t4 runs its inputs at 4 bits per token
+(--activations token4: W4A4) instead of 8 (W4A8), and :a16 measures the weights alone (W4A16): the
+converted file is rewritten with every quik matrix decoded to f32, so nothing rounds the inputs.
 """
 
 from __future__ import annotations
@@ -45,15 +49,20 @@ def run_timed(cmd: list) -> tuple[float, float]:
 
 
 def activations(recipe: str) -> list:
-    """The --activations option of a recipe's :aW part ([] without one)."""
-    return [arg for part in recipe.split(":")[1:] if part[:1] == "a" and part[1:].isdigit()
-            for arg in ("--activations", f"bfp{part[1:]}")]
+    """The --activations option of a recipe's :aW or :t4 part ([] without one)."""
+    parts = recipe.split(":")[1:]
+    return ([arg for part in parts if part[:1] == "a" and part[1:].isdigit() and part != "a16"
+             for arg in ("--activations", f"bfp{part[1:]}")]
+            + (["--activations", "token4"] if "t4" in parts else []))
 
 
 def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list) -> list:
     name, *rest = recipe.split(":")
-    rest = [part for part in rest if not (part[:1] == "a" and part[1:].isdigit())]
     cmd = ["mixrt-convert", src, "-o", str(out), "--force", "--recipe", name, "--quiet", *extra]
+    cmd += [arg for part in rest if part.startswith("cols-") for arg in ("--outlier-cols", part[5:])]
+    cmd += ["--down-proj", "quik"] if "down-quik" in rest else []
+    rest = [part for part in rest if not (part[:1] == "a" and part[1:].isdigit()) and part != "t4"
+            and not part.startswith("cols-") and part != "down-quik"]
     if rest and rest[0] not in ("calib", "rtn") and not rest[0].startswith("head-"):
         cmd += ["--bits", rest[0]]
     if "calib" in rest:
@@ -64,6 +73,30 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
         cmd += ["--no-calib"]
     cmd += [arg for part in rest if part.startswith("head-") for arg in ("--embed-dtype", part[5:])]
     return cmd
+
+
+def decode_quik(path: Path) -> None:
+    """Rewrites the .mixrt file at path with every quik matrix decoded to f32 (its weights as
+    stored, without the per-token rounding of the inputs that the quik kernels do)."""
+    from mixrt.format import MixrtWriter, read_mixrt
+
+    source = read_mixrt(path)
+    decoded = path.with_name(path.name + ".f32")
+    with MixrtWriter(decoded) as writer:
+        writer.add_metadata(source.metadata)
+        for t in source.tensors.values():
+            writer.declare_tensor(t.name, "f32" if t.dtype_name == "quik" else t.dtype_name, t.dims,
+                                  **({} if t.dtype_name == "quik" else derived(t)))
+        for t in source.tensors.values():
+            writer.write_tensor(t.name, t.dequantize() if t.dtype_name == "quik" else
+                                t.array() if t.dtype_name in ("f32", "f16") else t.part_views())
+    os.replace(decoded, path)
+
+
+def derived(t) -> dict:
+    from mixrt.quant.layouts import derived_counts
+
+    return derived_counts(t.dtype_name, [size for _, size in t.parts], t.dims[0]) if len(t.dims) == 2 else {}
 
 
 def text_name(path: str) -> str:
@@ -79,7 +112,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src", help="GGUF file or Hugging Face directory")
     p.add_argument("--recipes", nargs="+", default=["f16", "q8", "q4", "mix:2.9"],
-                   help="recipes, NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW] (default: f16 q8 q4 mix:2.9)")
+                   help="recipes, NAME[:BITS][:calib|:rtn][:head-DTYPE][:aW][:cols-F][:down-quik][:t4|:a16] "
+                        "(default: f16 q8 q4 mix:2.9)")
     p.add_argument("--calib", help="calibration text of the :calib recipes (never an evaluated text)")
     p.add_argument("--text", action="append", required=True, help="a text to measure perplexity on "
                    "(repeatable)")
@@ -109,6 +143,8 @@ def main() -> int:
     for recipe in args.recipes:
         out = args.out_dir / (recipe.replace(":", "-") + ".mixrt")
         seconds, peak = run_timed(convert_cmd(args.src, out, recipe, args.calib, args.convert_arg))
+        if "a16" in recipe.split(":")[1:]:
+            decode_quik(out)
         info = run_json(["mixrt", "info", str(out), "--json"])
         row = {"recipe": recipe, "machine": machine, "linear_bits": info["bits_per_weight_decoder_linear"],
                "file_bits": info["bits_per_param_file"], "file_mb": info["file_bytes"] / 1e6,

@@ -25,7 +25,7 @@ private:
 };
 
 // Why the CUDA backend cannot run this model ("" when it can): the dtypes it does not implement yet
-// (the block formats of FORMAT.md 5.6).
+// (the block formats of FORMAT.md 5.6 and quik, 5.7).
 std::string cuda_model_unsupported_reason(const LlamaModel &model) {
     const auto &layers = model.layers();
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -33,7 +33,7 @@ std::string cuda_model_unsupported_reason(const LlamaModel &model) {
         for (const auto &[name, w] : {std::pair{"attn_q", &l.attn_q}, {"attn_k", &l.attn_k}, {"attn_v", &l.attn_v},
                                       {"attn_output", &l.attn_output}, {"ffn_gate", &l.ffn_gate},
                                       {"ffn_up", &l.ffn_up}, {"ffn_down", &l.ffn_down}})
-            if (is_block_format(w->dtype))
+            if (is_block_format(w->dtype) || w->dtype == DType::quik)
                 return std::string("tensor 'blk.") + std::to_string(i) + "." + name + ".weight' has dtype " +
                        dtype_name(w->dtype) + ", which the CUDA backend does not implement yet";
     }

@@ -220,9 +220,10 @@ mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_
     MIXRT_REQUIRE(p.kv_type == MIXRT_KV_F16 || p.kv_type == MIXRT_KV_F32,
                   "mixrt_context_create: kv_type is " + std::to_string(p.kv_type) +
                       ", expected MIXRT_KV_F16 (0) or MIXRT_KV_F32 (1)");
-    MIXRT_REQUIRE(p.activations == MIXRT_ACT_DEFAULT || (p.activations >= 3 && p.activations <= 8 && p.activations != 7),
+    MIXRT_REQUIRE(p.activations == MIXRT_ACT_DEFAULT || p.activations == MIXRT_ACT_TOKEN4 ||
+                      (p.activations >= 3 && p.activations <= 8 && p.activations != 7),
                   "mixrt_context_create: activations is " + std::to_string(p.activations) +
-                      ", expected MIXRT_ACT_DEFAULT (0) or a bfp width: 3, 4, 5, 6 or 8");
+                      ", expected MIXRT_ACT_DEFAULT (0), a bfp width (3, 4, 5, 6 or 8) or MIXRT_ACT_TOKEN4 (20)");
     return guarded([&] {
         auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads, static_cast<mixrt_kv_type>(p.kv_type),
                                                    static_cast<mixrt_activations>(p.activations));

@@ -53,7 +53,7 @@ private:
     void read_params();
     void read_tokenizer();
     void bind_weights();
-    enum class Role { norm, embedding, linear };  // which dtypes a tensor may have (FORMAT.md 5.7)
+    enum class Role { norm, embedding, linear };  // which dtypes a tensor may have (FORMAT.md 5.8)
     Weight weight(const std::string &name, int64_t rows, int64_t cols, Role role) const;
 
     ModelFile file_;

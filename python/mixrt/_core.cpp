@@ -110,12 +110,14 @@ struct Model {
     }
 };
 
-// "" (the kernels' own rounding) or "bfp<w>" as a mixrt_activations.
+// "" (the kernels' own rounding), "bfp<w>" or "token4" as a mixrt_activations.
 int32_t activation_code(const std::string &name) {
     if (name.empty()) return MIXRT_ACT_DEFAULT;
+    if (name == "token4") return MIXRT_ACT_TOKEN4;
     for (int32_t w : {3, 4, 5, 6, 8})
         if (name == "bfp" + std::to_string(w)) return w;
-    throw nb::value_error(("activations: expected '', 'bfp8', 'bfp6', 'bfp5', 'bfp4' or 'bfp3', found '" + name + "'").c_str());
+    throw nb::value_error(
+        ("activations: expected '', 'bfp8', 'bfp6', 'bfp5', 'bfp4', 'bfp3' or 'token4', found '" + name + "'").c_str());
 }
 
 struct Context {

@@ -123,14 +123,15 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> round_to_bfp(FloatMatrix x, int bits)
 // (out, xhat): out = x^ W^T with a packed quantized W [M, K] through the named kernel table, and
 // x^, the input rounded to 8-bit groups as the kernels see it (original column order).
 nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype, const nb::list &parts, int64_t M,
-                              int64_t K, FloatMatrix x) {
+                              int64_t K, FloatMatrix x, int quik_bits) {
     const mixrt::CpuKernels &k = kernel_table(impl);
     OwnedParts owned(parts);
     const mixrt::Weight w = mixrt::make_weight(dtype_from_name(dtype), M, K, owned.spans, "tensor");
     if (!mixrt::is_quantized(w.dtype)) throw nb::value_error("kernel_matmul_quant takes a quantized dtype");
     if (int64_t(x.shape(1)) != K) throw nb::value_error("x has a different K than W");
     const int64_t n = x.shape(0);
-    mixrt::QuantizedInputBuffer buffer(n, K);
+    if (quik_bits != 8 && quik_bits != 4) throw nb::value_error("quik_bits: expected 8 or 4");
+    mixrt::QuantizedInputBuffer buffer(n, K, quik_bits);
     const mixrt::QuantizedInput xq = buffer.quantize(w, x.data(), n);
     float *out, *xhat;
     auto result = new_matrix(n, M, &out);
@@ -140,6 +141,7 @@ nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype,
     if (w.dtype == mixrt::DType::q8) k.matmul_q8(tiled, xq, out, n, 0, M);
     else if (w.dtype == mixrt::DType::q4) k.matmul_q4(tiled, xq, out, n, 0, M);
     else if (w.dtype == mixrt::DType::mix) k.matmul_mix(tiled, xq, out, n, 0, M);
+    else if (w.dtype == mixrt::DType::quik) k.matmul_quik(tiled, xq, out, n, 0, M);
     else k.matmul_block(tiled, xq, out, n, 0, M);
     return nb::make_tuple(result, rounded);
 }
@@ -337,7 +339,8 @@ NB_MODULE(_internal, m) {
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
     m.def("round_to_bfp", &round_to_bfp, "x"_a, "bits"_a);
-    m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a);
+    m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a,
+          "quik_bits"_a = 8);
     m.def("read_bandwidth", [](int threads, size_t bytes, int reps) {
         nb::gil_scoped_release release;
         return mixrt::read_bandwidth(threads, bytes, reps);

@@ -27,7 +27,7 @@ FINISH_REASONS = {1: "stop", 2: "stop", 3: "length"}
 BACKENDS = ("auto", "cpu", "cuda")
 KV_CACHES = ("f16", "f32")  # how a context's KV cache stores keys and values
 # How every matmul input may be rounded first: block floating point of 8..3 bits (CPU only).
-ACTIVATIONS = ("bfp8", "bfp6", "bfp5", "bfp4", "bfp3")
+ACTIVATIONS = ("bfp8", "bfp6", "bfp5", "bfp4", "bfp3", "token4")
 UNTIL_END = -1  # max_tokens: until the end-of-sequence token or the end of the context
 
 
@@ -520,7 +520,8 @@ def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Op
     memory and attention reads) or "f32" (CPU only; "auto" then picks the CPU); activations: None
     (matmul inputs as the kernels round them) or "bfp8", "bfp6", "bfp5", "bfp4", "bfp3" (every
     matmul input first rounded to block floating point of that many bits, 16 values per shared
-    exponent, as arXiv 2310.05079 runs W6A6 and W4A4; CPU only, "auto" then picks the CPU)."""
+    exponent, as arXiv 2310.05079 runs W6A6 and W4A4) or "token4" (the inputs of quik weights
+    rounded to 4 bits per token instead of 8: QUIK's W4A4); CPU only, "auto" then picks the CPU)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a str or os.PathLike, found {type(path).__name__}")
     _check_model_path(Path(path))

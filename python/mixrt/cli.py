@@ -439,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the KV cache stores keys and values (default f16: half the memory; "
                              "f32 runs on the CPU only)")
         sp.add_argument("--activations", choices=ACTIVATIONS, default=None,
-                        help="round every matmul input to block floating point of this many bits first "
-                             "(16 values per shared exponent, as arXiv 2310.05079's W6A6; CPU only; "
-                             "default: the kernels' own rounding)")
+                        help="bfpW: round every matmul input to block floating point of W bits first "
+                             "(16 values per shared exponent, as arXiv 2310.05079's W6A6); token4: the "
+                             "inputs of quik weights to 4 bits per token instead of 8 (QUIK's W4A4); "
+                             "CPU only; default: the kernels' own rounding")
 
     def sampling(sp, n_default):
         from .api import SAMPLER_DEFAULTS as d

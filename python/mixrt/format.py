@@ -19,7 +19,7 @@ from .quant import blockfp, layouts
 
 MAGIC = b"MIXRT\x00\r\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # the highest minor version this writer knows (FORMAT.md 2)
+VERSION_MINOR = 3  # the highest minor version this writer knows (FORMAT.md 2)
 ALIGNMENT = 64
 HEADER_SIZE = 128
 
@@ -32,10 +32,12 @@ DTYPE_MIX = 4
 DTYPE_CODES = {"f32": DTYPE_F32, "f16": DTYPE_F16, "q8": DTYPE_Q8, "q4": DTYPE_Q4,
                "mix": DTYPE_MIX,
                # the block formats with a shared exponent (FORMAT.md 5.6, quant/blockfp.py)
-               "bfp8": 5, "bfp6": 6, "bfp5": 7, "bfp4": 8, "bfp3": 9, "mxint8": 10, "mxfp4": 11}
+               "bfp8": 5, "bfp6": 6, "bfp5": 7, "bfp4": 8, "bfp3": 9, "mxint8": 10, "mxfp4": 11,
+               "quik": 12}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 # The minor version that introduced each dtype: a file's version_minor is the highest it uses.
-_DTYPE_SINCE = {code: 0 if code < DTYPE_Q8 else 1 if code <= DTYPE_MIX else 2 for code in DTYPE_NAMES}
+_DTYPE_SINCE = {code: 0 if code < DTYPE_Q8 else 1 if code <= DTYPE_MIX else 2 if code <= 11 else 3
+                for code in DTYPE_NAMES}
 _FLOAT_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}  # one part, any dims
 
 # Metadata value types (FORMAT.md 3).
@@ -59,11 +61,11 @@ class FormatError(ValueError):
     """Data that cannot go into (or did not come out of) a valid .mixrt file."""
 
 
-def part_sizes(dtype: int, dims: tuple[int, ...], k4: int = 0, nnz: int = 0) -> list[int]:
+def part_sizes(dtype: int, dims: tuple[int, ...], k4: int = 0, nnz: int = 0, out_cols: int = 0) -> list[int]:
     """The exact byte size of each part of a tensor of this dtype and dims (FORMAT.md 5); k4 and
-    nnz (4-bit columns, outliers) only for mix."""
+    nnz (4-bit columns, outliers) only for mix, out_cols (fp16 columns) only for quik."""
     m, k = (1, math.prod(dims)) if dtype in _FLOAT_DTYPES else dims
-    return layouts.part_sizes(DTYPE_NAMES[dtype], m, k, k4, nnz)
+    return layouts.part_sizes(DTYPE_NAMES[dtype], m, k, k4, nnz, out_cols)
 
 
 def _align(offset: int) -> int:
@@ -164,9 +166,10 @@ class MixrtWriter:
             self._metadata[key] = (_checked_name("metadata key", key, _KEY_PATTERN)
                                    + _encode_value(key, value))
 
-    def declare_tensor(self, name: str, dtype: str, dims, k4: int = 0, nnz: int = 0) -> None:
-        """Declares a tensor: its dtype name and dims, and for mix its 4-bit columns k4 and
-        outlier count nnz, which fix the part sizes."""
+    def declare_tensor(self, name: str, dtype: str, dims, k4: int = 0, nnz: int = 0,
+                       out_cols: int = 0) -> None:
+        """Declares a tensor: its dtype name and dims, for mix its 4-bit columns k4 and outlier
+        count nnz, for quik its fp16 columns out_cols, which fix the part sizes."""
         self._require_layout_open("declare_tensor")
         if dtype not in DTYPE_CODES:
             raise FormatError(f"tensor {name}: dtype expected one of {sorted(DTYPE_CODES)}, "
@@ -194,7 +197,11 @@ class MixrtWriter:
         elif k4 or nnz:
             raise FormatError(f"tensor {name}: k4 and nnz expected only for mix, found "
                               f"k4={k4}, nnz={nnz} for {dtype}")
-        self._tensors.append(_Declared(name, code, dims, tuple(part_sizes(code, dims, k4, nnz))))
+        if dtype == "quik" and not 0 <= out_cols <= dims[1]:
+            raise FormatError(f"tensor {name}: out_cols expected 0..{dims[1]}, found {out_cols}")
+        if dtype != "quik" and out_cols:
+            raise FormatError(f"tensor {name}: out_cols expected only for quik, found {out_cols} for {dtype}")
+        self._tensors.append(_Declared(name, code, dims, tuple(part_sizes(code, dims, k4, nnz, out_cols))))
 
     def write_tensor(self, name: str, data) -> None:
         """Writes the data of the next declared tensor: for f32/f16 an array of its dims (converted

@@ -119,16 +119,19 @@ typedef enum mixrt_kv_type {
 } mixrt_kv_type;
 
 /* How every matmul input (activation) is rounded before the product. MIXRT_ACT_DEFAULT: the
-   kernels' own rounding only (8-bit groups of 32 for quantized weights, none for f16/f32);
-   MIXRT_ACT_BFP8 .. MIXRT_ACT_BFP3: first to block floating point of that many bits, 16 values per
-   shared exponent (FORMAT.md 5.6, arXiv 2310.05079's activations; CPU backend only). */
+   kernels' own rounding only (8-bit groups of 32 for quantized weights, 8 bits per token for quik
+   weights, none for f16/f32); MIXRT_ACT_BFP8 .. MIXRT_ACT_BFP3: first to block floating point of
+   that many bits, 16 values per shared exponent (FORMAT.md 5.6, arXiv 2310.05079's activations);
+   MIXRT_ACT_TOKEN4: the inputs of quik weights to 4 bits per token instead of 8 (QUIK's A4,
+   FORMAT.md 5.7), the others as by default. CPU backend only, except the default. */
 typedef enum mixrt_activations {
     MIXRT_ACT_DEFAULT = 0,
     MIXRT_ACT_BFP3 = 3,
     MIXRT_ACT_BFP4 = 4,
     MIXRT_ACT_BFP5 = 5,
     MIXRT_ACT_BFP6 = 6,
-    MIXRT_ACT_BFP8 = 8
+    MIXRT_ACT_BFP8 = 8,
+    MIXRT_ACT_TOKEN4 = 20
 } mixrt_activations;
 
 typedef struct mixrt_context_params {

@@ -3,7 +3,7 @@
 // embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache (f16 or f32) -> causal GQA attention -> output
 // projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head. With the
 // activations option every matmul input is first rounded to block floating point
-// (cpu/activation_rounding.h).
+// (cpu/activation_rounding.h), or quik inputs take 4 bits per token instead of 8.
 // Tested against the float64 numpy reference in tests/test_forward_reference.py.
 #include "cpu/context.h"
 
@@ -37,6 +37,10 @@ CacheBuffer calloc_cache(size_t count, size_t size, const char *what) {
     return CacheBuffer(p);
 }
 
+int quik_input_bits(mixrt_activations a) { return a == MIXRT_ACT_TOKEN4 ? 4 : 8; }
+
+bool rounds_to_bfp(mixrt_activations a) { return a != MIXRT_ACT_DEFAULT && a != MIXRT_ACT_TOKEN4; }
+
 }  // namespace
 
 Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_ctx, int32_t n_threads,
@@ -49,9 +53,9 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
       kv_(kv),
       xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
                                                             int64_t(model.params().n_heads) * model.params().head_dim,
-                                                            model.params().ffn_size})),
-          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size),
-          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size)},
+                                                            model.params().ffn_size}), quik_input_bits(activations)),
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations)),
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations))},
       activations_(activations) {
     rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
@@ -60,7 +64,7 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
     k_cache_ = calloc_cache(cache_values, value_bytes, "key cache");
     v_cache_ = calloc_cache(cache_values, value_bytes, "value cache");
     const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
-    if (activations_ != MIXRT_ACT_DEFAULT)
+    if (rounds_to_bfp(activations_))
         xa_.resize(size_t(kMaxBatch) * std::max<size_t>({size_t(p_.hidden_size), size_t(p_.n_heads) * p_.head_dim,
                                                          size_t(p_.ffn_size)}));
     x_.resize(sizes.x);
@@ -92,7 +96,7 @@ void Context::matmul(const TiledMatrix &w, const float *x, float *out, int32_t n
 }
 
 const float *Context::activations(const float *x, int32_t n, int64_t K) {
-    if (activations_ == MIXRT_ACT_DEFAULT) return x;
+    if (!rounds_to_bfp(activations_)) return x;
     round_rows_to_bfp(x, n, K, int(activations_), xa_.data());
     return xa_.data();
 }

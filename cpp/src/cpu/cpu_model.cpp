@@ -41,6 +41,11 @@ void add_repacked_parts(const Weight &w, std::vector<Span> &spans) {
             add(m.w4.mins, 2 * M * (m.K4 / kGroup));
             break;
         }
+        case DType::quik:
+            add(w.quik.codes, M * uint64_t(w.quik.Kinp) / 2);
+            add(w.quik.scales, 2 * M);
+            add(w.quik.out_w, 2 * M * uint64_t(w.quik.n_out));
+            break;
         default:
             if (is_block_format(w.dtype)) {
                 add(w.block.codes, M * uint64_t(w.block.row_bytes));

@@ -26,14 +26,15 @@ struct CpuKernels {
                        int64_t r0, int64_t r1);
     void (*matmul_f16)(const uint16_t *W, const float *x, float *out, int64_t n, int64_t M, int64_t K,
                        int64_t r0, int64_t r1);
-    // The quantized dtypes (FORMAT.md 5.3-5.6; matmul_block for every block format): rows [r0, r1) of out = x^ W^T, out is
-    // [n, W.weight().rows], with x^ the input rounded to 8-bit groups (quantized_input.h) in the
+    // The quantized dtypes (FORMAT.md 5.3-5.7; matmul_block for every block format): rows [r0, r1) of out = x^ W^T, out is
+    // [n, W.weight().rows], with x^ the input rounded as quantized_input.h describes, in the
     // layout of W's dtype. r0 is a multiple of kTileRows. The scalar table reads the canonical
     // parts (W.weight()), the others the row tiles (W.tiles()).
     void (*matmul_q8)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_q4)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_mix)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     void (*matmul_block)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
+    void (*matmul_quik)(const TiledMatrix &W, const QuantizedInput &x, float *out, int64_t n, int64_t r0, int64_t r1);
     // Attention of nq queries (the query heads that share one KV head, rows `q_stride` floats
     // apart) over len cached positions of that head (rows of width hd, `stride` values apart, f16
     // or f32 as the KV cache stores them), so each cached row is read once for all of them:

@@ -189,6 +189,7 @@ const CpuKernels &avx2_kernel_table() {
     static const CpuKernels k{"avx2",           true, matmul_avx2<float>, matmul_avx2<uint16_t>,
                               matmul_tiled<Avx2, TileKind::q8>, matmul_tiled<Avx2, TileKind::q4>,
                               matmul_tiled<Avx2, TileKind::mix>, matmul_tiled<Avx2, TileKind::block>,
+                              matmul_tiled<Avx2, TileKind::quik>,
                               attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
                               attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2};
     return k;

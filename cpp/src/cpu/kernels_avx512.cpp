@@ -51,6 +51,7 @@ struct Avx512 {
     static Acc acc_add(Acc a, I u, X x) { return _mm512_dpbusd_epi32(a, u, x); }
     static I acc_sum(Acc a) { return a; }
     static I dot_u8(I acc, I u, X x) { return _mm512_dpbusd_epi32(acc, u, x); }
+    static I dot_xu8(I acc, I w, X u) { return _mm512_dpbusd_epi32(acc, u, w); }
     static I dot_q8(I acc, I w, X x) { return _mm512_dpbusd_epi32(acc, _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80))), x); }
     static I bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
     static I set1(int32_t v) { return _mm512_set1_epi32(v); }

@@ -86,6 +86,7 @@ const CpuKernels &scalar_kernels() {
                               matmul_q_ref,
                               matmul_q_ref,
                               matmul_q_ref,
+                              matmul_q_ref,
                               attn_scores_ref<uint16_t>,
                               attn_values_ref<uint16_t>,
                               attn_scores_ref<float>,

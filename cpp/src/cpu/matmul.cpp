@@ -30,6 +30,7 @@ void matmul_rows(const CpuKernels &kernels, const TiledMatrix &tiled, const Quan
         case DType::q8: kernels.matmul_q8(tiled, xq, out, n, r0, r1); break;
         case DType::q4: kernels.matmul_q4(tiled, xq, out, n, r0, r1); break;
         case DType::mix: kernels.matmul_mix(tiled, xq, out, n, r0, r1); break;
+        case DType::quik: kernels.matmul_quik(tiled, xq, out, n, r0, r1); break;
         default: kernels.matmul_block(tiled, xq, out, n, r0, r1); break;  // the block formats
     }
 }

@@ -22,16 +22,21 @@ inline float round_even(float v) {
 
 }  // namespace
 
-QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K)
+QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K, int quik_bits)
     : max_rows_(max_rows),
       max_K_(max_K),
+      quik_bits_(quik_bits),
       q_(size_t(max_rows) * (max_K + 64)),
       d_(size_t(max_rows) * (max_K + 64) / kGroup + kGroupSlack),
       sum_(d_.size()),
       qsum_(d_.size()),
       qsum16_(2 * d_.size()),
       xhat_(size_t(max_rows) * max_K),
-      row_(size_t(max_rows) * (max_K + 64)) {}
+      row_(size_t(max_rows) * (max_K + 64)),
+      xout_(size_t(max_rows) * max_K) {
+    if (quik_bits != 8 && quik_bits != 4)
+        fail(MIXRT_ERR_INTERNAL, "quik input width " + std::to_string(quik_bits) + ", expected 8 or 4");
+}
 
 QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool) {
     const int64_t K = w.cols;
@@ -39,14 +44,21 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     const MixView &m = w.mix;
     QuantizedInput in;
     in.K = K;
-    in.stride = mix ? m.K2p + m.K4 : w.Kp;
-    in.groups = in.stride / kGroup;
+    const bool quik = w.dtype == DType::quik;
+    in.stride = mix ? m.K2p + m.K4 : quik ? w.quik.Kinp : w.Kp;
+    in.groups = quik ? 1 : in.stride / kGroup;
+    in.n_out = quik ? w.quik.n_out : 0;
     if (n > max_rows_ || K > max_K_)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "quantized input of " + std::to_string(n) + " rows of " + std::to_string(K) +
                                              " columns exceeds the buffer of " + std::to_string(max_rows_) + " rows of " +
                                              std::to_string(max_K_));
     // Token rows are independent: several tokens are split across the pool's threads.
-    auto rows = [&](int64_t t0, int64_t t1) { for (int64_t t = t0; t < t1; ++t) quantize_row(w, x + t * K, t, in); };
+    auto rows = [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            if (quik) quantize_quik_row(w.quik, x + t * K, t, in);
+            else quantize_row(w, x + t * K, t, in);
+        }
+    };
     if (pool && n > 1) pool->parallel_for(n, rows);
     else rows(0, n);
     in.q = q_.data();
@@ -55,7 +67,35 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     in.qsum = qsum_.data();
     in.qsum16 = qsum16_.data();
     in.xhat = xhat_.data();
+    in.xout = xout_.data();
     return in;
+}
+
+void QuantizedInputBuffer::quantize_quik_row(const QuikView &w, const float *xt, int64_t t, const QuantizedInput &in) {
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t j = 0; j < w.Kin; ++j) {
+        const float v = xt[w.perm[j]];
+        lo = j == 0 ? v : std::min(lo, v);
+        hi = j == 0 ? v : std::max(hi, v);
+    }
+    const float top = float((1 << quik_bits_) - 1);
+    const float scale = (hi - lo) / top, inv = hi > lo ? top / (hi - lo) : 0.0f;
+    uint8_t *u = reinterpret_cast<uint8_t *>(q_.data()) + t * in.stride;
+    float *xhat = xhat_.data() + t * in.K;
+    int32_t total = 0;
+    for (int64_t j = 0; j < w.Kin; ++j) {
+        const float v = xt[w.perm[j]];
+        const int32_t c = std::min(static_cast<int32_t>(round_even((v - lo) * inv)), int32_t(top));
+        u[j] = uint8_t(c);
+        total += c;
+        xhat[w.perm[j]] = lo + scale * float(c);
+    }
+    std::fill(u + w.Kin, u + w.Kinp, uint8_t(0));
+    d_[t] = scale;
+    sum_[t] = lo;
+    qsum_[t] = total;
+    float *xout = xout_.data() + t * w.n_out;
+    for (int64_t j = 0; j < w.n_out; ++j) xhat[w.perm[w.Kin + j]] = xout[j] = xt[w.perm[w.Kin + j]];
 }
 
 void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in) {

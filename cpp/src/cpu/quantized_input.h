@@ -1,11 +1,16 @@
-// quantized_input.h: the input x of a quantized matmul (q8, q4, mix, block formats) as the kernels read it:
+// quantized_input.h: the input x of a quantized matmul (q8, q4, mix, block formats, quik) as the kernels read it:
 // rounded to 8-bit codes with one f32 scale per block, x^ = d * q, so the weight codes can be
 // multiplied with integer instructions and only sums are scaled in fp32. For q8/q4 a row is x
 // padded with zeros to Kp, in blocks of one group (32 values; the block formats too); for mix it is x2 (the permuted
 // 2-bit columns, zero padded to K2p) in blocks of kMixBlockGroups groups (256 values: the 2-bit
 // kernel then multiplies the integer scale codes of a block's groups in integers too), followed
-// by x4 (the permuted 4-bit columns) in blocks of one group. Blocks line up with weight groups. Every kernel (scalar reference and fast twin) computes W x^ from these same
-// values; tests/test_quant_kernels.py bounds the difference to W x.
+// by x4 (the permuted 4-bit columns) in blocks of one group. Blocks line up with weight groups.
+// For quik (QUIK's activations, FORMAT.md 5.7) a row is instead the Kin 4-bit columns (permuted,
+// zero padded to Kinp) rounded per token, asymmetric, to `quik_bits` bits: lo = their minimum,
+// d = (max - lo) / (2^bits - 1), unsigned codes u = round((x - lo) / d), x^ = lo + d u; its one
+// block holds d, lo in sum and the code sum in qsum, and the fp16 columns stay exact in xout.
+// Every kernel (scalar reference and fast twin) computes W x^ from these same values;
+// tests/test_quant_kernels.py bounds the difference to W x.
 #pragma once
 
 #include <cstdint>
@@ -28,26 +33,30 @@ struct QuantizedInput {
     const int32_t *qsum = nullptr;  // [n, groups] sum of the group's codes
     const int32_t *qsum16 = nullptr;  // [n, 2 groups] sums of the first and the last 16 codes of each group
     const float *xhat = nullptr; // [n, K] x^ in the original column order (outliers, reference)
-    int64_t stride = 0, groups = 0, K = 0;
+    const float *xout = nullptr; // quik: [n, n_out] the fp16 columns' inputs, in perm order
+    int64_t stride = 0, groups = 0, K = 0, n_out = 0;
 };
 
 // Storage for the quantized inputs of up to max_rows rows of width at most max_K; allocated once
 // (per context), so quantizing never allocates.
 class QuantizedInputBuffer {
 public:
-    QuantizedInputBuffer(int64_t max_rows, int64_t max_K);
-    // Rounds x [n, w.cols] into the layout of w's dtype (q8, q4 or mix). n <= max_rows. With a
-    // pool, several rows are rounded in parallel.
+    // quik_bits: the width of quik inputs, 8 or 4.
+    QuantizedInputBuffer(int64_t max_rows, int64_t max_K, int quik_bits = 8);
+    // Rounds x [n, w.cols] into the layout of w's dtype. n <= max_rows. With a pool, several rows
+    // are rounded in parallel.
     QuantizedInput quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool = nullptr);
 
 private:
     void quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in);
+    void quantize_quik_row(const QuikView &w, const float *xt, int64_t t, const QuantizedInput &in);
 
     int64_t max_rows_, max_K_;
+    int quik_bits_;
     std::vector<int8_t> q_;
     std::vector<float> d_, sum_;
     std::vector<int32_t> qsum_, qsum16_;
-    std::vector<float> xhat_, row_;
+    std::vector<float> xhat_, row_, xout_;
 };
 
 }  // namespace mixrt

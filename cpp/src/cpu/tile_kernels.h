@@ -1,4 +1,4 @@
-// tile_kernels.h: the quantized matmuls (q8, q4, mix, block formats) over row tiles (tiled_matrix.h), written once
+// tile_kernels.h: the quantized matmuls (q8, q4, mix, block formats, quik) over row tiles (tiled_matrix.h), written once
 // for every vector instruction set. A kernel file includes this header after defining a struct V
 // of the few vector operations the kernels use on 16 int32 / float lanes (one per row of a tile):
 // kernels_avx2.cpp (two 256-bit halves, maddubs), kernels_avx512.cpp (512-bit, vpdpbusd). Everything
@@ -40,6 +40,7 @@ inline QuantizedInput token(const QuantizedInput &in, int64_t t) {
     r.qsum += t * in.groups;
     r.qsum16 += 2 * t * in.groups;
     r.xhat += t * in.K;
+    r.xout += t * in.n_out;
     return r;
 }
 
@@ -48,8 +49,10 @@ struct Tokens {  // T consecutive tokens' inputs
     const int8_t *q[T];
     const float *d[T], *sum[T];
     const int32_t *qsum[T], *qsum16[T];
+    const float *xout[T];
     explicit Tokens(const QuantizedInput &in) {
         for (int t = 0; t < T; ++t) {
+            xout[t] = in.xout + t * in.n_out;
             q[t] = in.q + t * in.stride;
             d[t] = in.d + t * in.groups;
             sum[t] = in.sum + t * in.groups;
@@ -263,6 +266,44 @@ inline void block_tile(const Weight &W, const RowTiles &rt, int64_t tile, const 
     }
 }
 
+// quik (FORMAT.md 5.7): the 16 rows' 4-bit codes as u = q + 8 times the token's unsigned input
+// codes (V::dot_xu8: the input on the unsigned side), summed in int32 over all Kin columns (one
+// scale per row: no float work inside the loop); minus 8 x the input code sum that is sum q x u,
+// and out = s_row (d sum + lo rowsum) + the fp16 columns' products in fp32.
+template <class V, int T>
+inline void quik_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
+    const QuikView &q = W.quik;
+    const uint8_t *rec = rt.tile(tile), *codes = rec + rt.q4;
+    // Two sums per token (low and high nibbles): the sums run through the whole row, so each
+    // chunk adds to each one once and the vpdpbusd latency stays hidden.
+    typename V::I a[T], b[T];
+    for (int t = 0; t < T; ++t) a[t] = b[t] = V::set1(0);
+    Prefetcher next(rt, tile, std::max<int64_t>(1, q.Kinp / 8));
+    for (int64_t c = 0; c < q.Kinp / 8; ++c) {  // 8 columns per chunk: low nibbles 0..3, high 4..7
+        next.step();
+        const typename V::I v = V::load(codes + c * 64);
+        const typename V::I lo = V::mask(v, 0x0F), hi = V::mask(V::template shr<4>(v), 0x0F);
+        for (int t = 0; t < T; ++t) {
+            const int8_t *xc = x.q[t] + 8 * c;
+            a[t] = V::dot_xu8(a[t], lo, V::bcast(xc));
+            b[t] = V::dot_xu8(b[t], hi, V::bcast(xc + 4));
+        }
+    }
+    const typename V::F s = V::loadf(reinterpret_cast<const float *>(rec + rt.srow));
+    const typename V::F rowsum = V::to_float(V::load(rec + rt.rowsum));
+    const uint16_t *w16 = halves(rec, rt.out16);
+    typename V::F r[T];
+    for (int t = 0; t < T; ++t) {
+        const typename V::I exact = V::sub(V::add(a[t], b[t]), V::set1(8 * x.qsum[t][0]));
+        r[t] = V::mul(s, V::fmadd(V::to_float(exact), V::set1f(x.d[t][0]), V::mul(rowsum, V::set1f(x.sum[t][0]))));
+    }
+    for (int64_t j = 0; j < q.n_out; ++j) {
+        const typename V::F wj = V::f16(w16 + j * kTileRows);
+        for (int t = 0; t < T; ++t) r[t] = V::fmadd(wj, V::set1f(x.xout[t][j]), r[t]);
+    }
+    for (int t = 0; t < T; ++t) V::store(out[t], r[t]);
+}
+
 // result[t][row] += the fp16 outliers of the tile's rows [r0, r1) against x^ of token t in the
 // original column order: one loop over the tile's CSR entries. Consecutive entries often share a
 // row, so even and odd entries add into separate sums (no chain of dependent stores and loads).
@@ -286,7 +327,7 @@ inline void add_outliers(const MixView &m, const uint8_t *outlier_row, int64_t r
         for (int i = 0; i < kTileRows; ++i) result[t][i] += odd[t][i];
 }
 
-enum class TileKind { q8, q4, mix, block };
+enum class TileKind { q8, q4, mix, block, quik };
 
 template <class V, TileKind kind, int T>
 inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &in, float *out, int64_t r1) {
@@ -297,6 +338,7 @@ inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &i
     if constexpr (kind == TileKind::q4) q4_tile<V, T>(w, W.tiles(), tile, x, result);
     if constexpr (kind == TileKind::q8) q8_tile<V, T>(w, W.tiles(), tile, x, result);
     if constexpr (kind == TileKind::block) block_tile<V, T>(w, W.tiles(), tile, x, result);
+    if constexpr (kind == TileKind::quik) quik_tile<V, T>(w, W.tiles(), tile, x, result);
     const int64_t r0 = tile * kTileRows, rows = std::min(r1 - r0, kTileRows);
     if constexpr (kind == TileKind::mix) add_outliers<T>(w.mix, W.tiles().outlier_row, r0, r0 + rows, in, result);
     for (int t = 0; t < T; ++t)
@@ -329,6 +371,7 @@ CpuKernels with_tile_kernels(const CpuKernels &base, const char *name) {
     k.matmul_q4 = matmul_tiled<V, TileKind::q4>;
     k.matmul_mix = matmul_tiled<V, TileKind::mix>;
     k.matmul_block = matmul_tiled<V, TileKind::block>;
+    k.matmul_quik = matmul_tiled<V, TileKind::quik>;
     return k;
 }
 

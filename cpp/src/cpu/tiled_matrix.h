@@ -34,6 +34,11 @@
 //   exp16  [Kp/16][16]   the biased shared exponent E of each 16 columns, one per row
 // Element m (as an integer: twice the value for E2M1) times 2^(E - 127 - fraction_bits) is the
 // weight.
+// quik (FORMAT.md 5.7): q4's codes part over the Kinp 4-bit columns (perm order), each nibble
+// u = q + 8, then
+//   out16  [n_out][16]   f16 weights of the fp16 columns, one per row
+//   srow   [16]          f32 row scales
+//   rowsum [16]          i32 sum of each row's codes q
 // Parts start at 64-byte boundaries; rows past M (the last tile) are zero. Outliers and the
 // permutation stay in the canonical views (w.mix); the outliers of a tile (CSR entries
 // row_ptr[16t] .. row_ptr[16t + 16]) are added in one flat loop over those entries, each knowing
@@ -74,6 +79,7 @@ struct RowTiles {
     const uint8_t *data = nullptr;
     // Byte offsets of the parts inside a tile record (those of absent parts are 0).
     int64_t q2 = 0, meta2 = 0, super2 = 0, q4 = 0, scale4 = 0, min4 = 0, q8 = 0, scale8 = 0, q6 = 0, exp16 = 0;
+    int64_t out16 = 0, srow = 0, rowsum = 0;
     const uint8_t *outlier_row = nullptr;  // mix: [nnz] the row of each outlier within its tile
     BlockTiles block;                      // block formats
     const uint8_t *tile(int64_t t) const { return data + t * record; }

@@ -92,6 +92,9 @@ struct Vec256 {
         return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
     }
     static I dot_u8(I acc, I u, X x) { return {dot_u8_half(acc.lo, u.lo, x), dot_u8_half(acc.hi, u.hi, x)}; }
+    // acc + the sums of 4 products of small codes w <= 15 by unsigned input bytes u (the operands
+    // of dot_u8 swapped; maddubs pairs stay below 2 x 15 x 255 < 2^15).
+    static I dot_xu8(I acc, I w, X u) { return {dot_u8_half(acc.lo, u, w.lo), dot_u8_half(acc.hi, u, w.hi)}; }
     static I dot_q8(I acc, I w, X x) { return {dot_q8_half(acc.lo, w.lo, x), dot_q8_half(acc.hi, w.hi, x)}; }
     static I bytes(const uint8_t *p) {
         return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))),

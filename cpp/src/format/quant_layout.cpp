@@ -24,6 +24,16 @@ void check_finite_f16(const uint16_t *p, uint64_t n, const std::string &what, co
             layout_error(what, std::string(part) + " entry " + std::to_string(i) + " is not finite");
 }
 
+void check_permutation(const uint32_t *perm, int64_t K, const std::string &what) {
+    std::vector<bool> seen(K, false);
+    for (int64_t j = 0; j < K; ++j) {
+        const uint32_t c = perm[j];
+        if (c >= uint64_t(K) || seen[c])
+            layout_error(what, "perm is not a permutation of 0..K-1 (entry " + std::to_string(j) + " is " + std::to_string(c) + ")");
+        seen[c] = true;
+    }
+}
+
 }  // namespace
 
 const char *dtype_name(DType dtype) {
@@ -40,15 +50,16 @@ const char *dtype_name(DType dtype) {
         case DType::bfp3: return "bfp3";
         case DType::mxint8: return "mxint8";
         case DType::mxfp4: return "mxfp4";
+        case DType::quik: return "quik";
     }
     return "?";
 }
 
-bool is_block_format(DType dtype) { return uint32_t(dtype) >= uint32_t(DType::bfp8) && uint32_t(dtype) < kDTypeCount; }
-
-bool is_quantized(DType dtype) {
-    return dtype == DType::q8 || dtype == DType::q4 || dtype == DType::mix || is_block_format(dtype);
+bool is_block_format(DType dtype) {
+    return uint32_t(dtype) >= uint32_t(DType::bfp8) && uint32_t(dtype) <= uint32_t(DType::mxfp4);
 }
+
+bool is_quantized(DType dtype) { return dtype != DType::f32 && dtype != DType::f16; }
 
 BlockSpec block_spec(DType dtype) {
     switch (dtype) {
@@ -63,7 +74,7 @@ BlockSpec block_spec(DType dtype) {
     }
 }
 
-std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4, uint64_t nnz) {
+std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k4, uint64_t nnz, uint64_t out_cols) {
     const uint64_t G = ceil_div(K, kGroup), Kp = G * kGroup;
     switch (dtype) {
         case DType::f32: return {4 * M * K};
@@ -74,6 +85,10 @@ std::vector<uint64_t> part_sizes(DType dtype, uint64_t M, uint64_t K, uint64_t k
             const MixShape s = mix_shape(int64_t(K), int64_t(k4));
             const uint64_t K2p = s.K2p, G2 = s.G2, B2 = s.B2, G4 = s.G4;
             return {4 * K, M * K2p / 4, M * G2, 2 * M * B2, M * k4 / 2, 2 * M * G4, 2 * M * G4, 4 * (M + 1), 2 * nnz, 2 * nnz};
+        }
+        case DType::quik: {
+            const uint64_t Kinp = ceil_div(K - out_cols, kGroup) * kGroup;
+            return {4 * K, M * Kinp / 2, 2 * M, 2 * M * out_cols};
         }
         default: {
             const BlockSpec s = block_spec(dtype);
@@ -98,7 +113,16 @@ MixCounts check_part_sizes(DType dtype, uint64_t M, uint64_t K, const std::vecto
                                        std::to_string(2.0 * part_bytes[4] / M) +
                                        ", expected a multiple of 32 no larger than K = " + std::to_string(K));
     }
-    const std::vector<uint64_t> expected = part_sizes(dtype, M, K, counts.k4, counts.nnz);
+    if (dtype == DType::quik) {
+        if (part_bytes.size() != 4)
+            fail(MIXRT_ERR_FORMAT, what + " has " + std::to_string(part_bytes.size()) + " parts, dtype quik has 4");
+        counts.out_cols = M == 0 ? 0 : part_bytes[3] / (2 * M);
+        if (M == 0 || part_bytes[3] % (2 * M) != 0 || counts.out_cols > K)
+            fail(MIXRT_ERR_FORMAT, what + " has an fp16 column part of " + std::to_string(part_bytes[3]) +
+                                       " bytes, expected 2 x M x (fp16 columns) with at most K = " + std::to_string(K) +
+                                       " columns");
+    }
+    const std::vector<uint64_t> expected = part_sizes(dtype, M, K, counts.k4, counts.nnz, counts.out_cols);
     if (part_bytes.size() != expected.size())
         fail(MIXRT_ERR_FORMAT, what + " has " + std::to_string(part_bytes.size()) + " parts, dtype " + dtype_name(dtype) +
                                    " has " + std::to_string(expected.size()));
@@ -152,14 +176,7 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
             m.row_ptr = u32(7);
             m.cols = u16(8);
             m.vals = u16(9);
-            std::vector<bool> seen(K, false);
-            for (int64_t j = 0; j < K; ++j) {
-                const uint32_t c = m.perm[j];
-                if (c >= uint64_t(K) || seen[c])
-                    layout_error(what, "perm is not a permutation of 0..K-1 (entry " + std::to_string(j) + " is " +
-                                           std::to_string(c) + ")");
-                seen[c] = true;
-            }
+            check_permutation(m.perm, K, what);
             check_finite_f16(m.super2, parts[3].size / 2, what, "2-bit super-scale");
             check_finite_f16(m.w4.scales, parts[5].size / 2, what, "4-bit scale");
             check_finite_f16(m.w4.mins, parts[6].size / 2, what, "4-bit min");
@@ -176,6 +193,20 @@ Weight make_weight(DType dtype, int64_t M, int64_t K, const std::vector<PartSpan
             }
             if (m.row_ptr[M] != nnz)
                 layout_error(what, "outlier row_ptr[M] is " + std::to_string(m.row_ptr[M]) + ", expected nnz = " + std::to_string(nnz));
+            break;
+        }
+        case DType::quik: {
+            QuikView &q = w.quik;
+            q.n_out = int64_t(counts.out_cols);
+            q.Kin = K - q.n_out;
+            q.Kinp = int64_t(ceil_div(uint64_t(q.Kin), kGroup)) * kGroup;
+            q.perm = u32(0);
+            q.codes = parts[1].data;
+            q.scales = u16(2);
+            q.out_w = u16(3);
+            check_permutation(q.perm, K, what);
+            check_finite_f16(q.scales, uint64_t(M), what, "row scale");
+            check_finite_f16(q.out_w, uint64_t(M) * counts.out_cols, what, "fp16 column weight");
             break;
         }
         default: {
@@ -219,6 +250,13 @@ void dequantize_row(const Weight &w, int64_t r, float *out) {
                 out[m.perm[m.K2 + k]] = q4_element(m.w4.codes, m.w4.scales, m.w4.mins, m.K4 / 2, shape.G4, r, k);
             // Outliers: residuals on top of the dense value.
             for (uint32_t o = m.row_ptr[r]; o < m.row_ptr[r + 1]; ++o) out[m.cols[o]] += f16_value(m.vals[o]);
+            return;
+        }
+        case DType::quik: {
+            const QuikView &q = w.quik;
+            const float s = f16_value(q.scales[r]);
+            for (int64_t j = 0; j < q.Kin; ++j) out[q.perm[j]] = s * float(quik_code(q, r, j));
+            for (int64_t j = 0; j < q.n_out; ++j) out[q.perm[q.Kin + j]] = f16_value(q.out_w[r * q.n_out + j]);
             return;
         }
         default: {

@@ -1,6 +1,6 @@
 # mixrt.convert: converts a Llama checkpoint (GGUF file or Hugging Face directory) into one .mixrt
-# file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix, and
-# the block formats bfp, bfp-search, mxint8, mxfp4).
+# file, streaming tensor by tensor, with the weights stored by a recipe (f16, f32, q8, q4, mix, the
+# block formats bfp, bfp-search, mxint8, mxfp4, and quik).
 # The console script is cli.py (`mixrt-convert`). Tested by tests/test_convert.py.
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .. import __version__
 from ..format import FormatError, MixrtWriter
 from ..quant.calibration import DEFAULT_CALIB_CTX, DEFAULT_CALIB_TOKENS
 from ..quant import pack_mix, part_sizes, plan_mix, quantize_mix_rtn, quantize_q4, quantize_q8
-from ..quant import blockfp
+from ..quant import blockfp, quik
 from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.width_plan import plan_widths
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
@@ -29,8 +29,12 @@ from .llama import ModelSource
 
 __all__ = ["ConversionError", "Storage", "convert", "open_source", "plan_storage"]
 
-RECIPES = ("f16", "f32", "q8", "q4", "mix", "bfp", "bfp-search", "mxint8", "mxfp4")
-CALIBRATED_RECIPES = ("mix", "bfp-search")
+RECIPES = ("f16", "f32", "q8", "q4", "mix", "bfp", "bfp-search", "mxint8", "mxfp4", "quik")
+CALIBRATED_RECIPES = ("mix", "bfp-search", "quik")
+# quik (QUIK, arXiv 2310.09259, FORMAT.md 5.7): this fraction of every layer's input columns (those
+# with the largest calibration max|x|) stays fp16; ffn_down is q8 (the paper's 8-bit down_proj) or
+# quik too.
+DOWN_PROJ_DTYPES = ("q8", "quik")
 # bfp: the paper's block floating point (arXiv 2310.05079, FORMAT.md 5.6) at --bits element bits.
 BFP_BITS = (8, 6, 5, 4, 3)
 DEFAULT_BFP_BITS = 6  # W6: the width the paper finds nearly lossless without calibration
@@ -38,7 +42,7 @@ DEFAULT_BFP_BITS = 6  # W6: the width the paper finds nearly lossless without ca
 # average, chosen by the KL each costs on calibration text (quant/width_plan.py).
 SEARCH_FORMATS = ("bfp6", "bfp5", "bfp4", "bfp3")
 DEFAULT_SEARCH_BITS = 5.5
-EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.7 allows for embedding and head
+EMBED_DTYPES = ("f16", "f32", "q8", "q4")  # what FORMAT.md 5.8 allows for embedding and head
 EMBEDDINGS = ("token_embd.weight", "output.weight")
 DEFAULT_BITS = 2.9  # mix budget per decoder linear weight, all metadata counted (the paper's v4)
 # Share of the mix weights kept as fp16 outliers. Measured on SmolLM2 at 2.9 bits (wikitext
@@ -58,17 +62,20 @@ QUANTIZE_ROWS = 4096  # q8/q4 quantize this many rows at a time, bounding the te
 NUMERIC_RANGES = {
     "bits": (float, lambda value: 0 < value <= 16, "a number in (0, 16]"),
     "outlier_frac": (float, lambda value: 0 <= value < 1, "a number in [0, 1)"),
+    "outlier_cols": (float, lambda value: 0 <= value <= 1, "a number in [0, 1]"),
     "calib_tokens": (int, lambda value: value >= 1, "an integer >= 1"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Storage:
-    """How one tensor is stored: its dtype and, for mix, its 4-bit columns and outliers."""
+    """How one tensor is stored: its dtype and, for mix, its 4-bit columns and outliers, for quik
+    its fp16 columns."""
 
     dtype: str
     k4: int = 0
     nnz: int = 0
+    out_cols: int = 0
 
 
 def numeric_problem(name: str, value) -> str | None:
@@ -125,14 +132,17 @@ def linear_dtype(recipe: str, bits: float | None) -> str:
 def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                  outlier_frac: float, clip_search: bool,
                  sensitivities: dict | None = None,
-                 format_costs: dict | None = None) -> tuple[dict[str, Storage], dict]:
+                 format_costs: dict | None = None, *,
+                 outlier_cols: float = quik.DEFAULT_OUT_FRACTION, down_proj: str = "q8",
+                 calibrated: bool = True) -> tuple[dict[str, Storage], dict]:
     """Every tensor's storage, decided before anything is written (the writer needs the part
     sizes up front): norms f32, embedding and head embed_dtype, decoder linear layers the
     recipe's dtype; for mix, plan_mix spends `bits` per decoder linear weight (uniform 4-bit
     fraction, or by column sensitivity when `sensitivities` maps each linear name to its scores,
     Calibration.sensitivities); for bfp-search, plan_widths picks each matrix's format within
     `bits` by `format_costs` (Calibration.format_costs; without them every cost is 0, which only
-    checks that the budget can be met). Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
+    checks that the budget can be met); for quik, round(outlier_cols x K) fp16 columns per matrix
+    and ffn_down as `down_proj` (q8 or quik), by GPTQ when `calibrated`. Also returns the mixrt.recipe.* metadata entries (embed_dtype only where it is not
     implied by an f16/f32 recipe, so that those files stay as they were)."""
     linear = {name: tensor.dims for name, tensor in model.tensors
               if _is_decoder_linear(name, tensor.dims)}
@@ -164,6 +174,14 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
             from ..quant.gptq import RECIPE
 
             recipe_keys.update({f"mixrt.recipe.gptq.{key}": value for key, value in RECIPE.items()})
+    if recipe == "quik":
+        for name, (m, k) in linear.items():
+            storage[name] = (Storage("q8") if name.endswith("ffn_down.weight") and down_proj == "q8" else
+                             Storage("quik", out_cols=quik.out_column_count(k, outlier_cols)))
+        recipe_keys.update({"mixrt.recipe.outlier_cols": float(outlier_cols),
+                            "mixrt.recipe.out_col_selection": "calibration_max_abs",
+                            "mixrt.recipe.down_proj": down_proj,
+                            "mixrt.recipe.method": "gptq" if calibrated else "rtn"})
     if recipe == "bfp-search":
         costs = format_costs or {name: dict.fromkeys(SEARCH_FORMATS, 0.0) for name in linear}
         try:
@@ -187,7 +205,7 @@ def plan_storage(model: ModelSource, recipe: str, embed_dtype: str, bits: float,
                             "mixrt.recipe.element_bits": fmt.bits})
     if recipe not in ("f16", "f32"):
         linear_bytes = sum(sum(part_sizes(storage[name].dtype, *dims, storage[name].k4,
-                                          storage[name].nnz))
+                                          storage[name].nnz, storage[name].out_cols))
                            for name, dims in linear.items())
         first = storage[next(iter(linear))].dtype
         recipe_keys.update({"mixrt.recipe.group_size": BLOCK_FORMATS[first].block if first in BLOCK_FORMATS else GROUP,
@@ -212,6 +230,11 @@ def _stored(name: str, storage: Storage, weight: np.ndarray, clip_search: bool,
         return pack_mix(quantize_mix_gptq(weight, calibration.hessian(name), storage.k4, storage.nnz))
     if storage.dtype == "mix":
         return pack_mix(quantize_mix_rtn(weight, storage.k4, storage.nnz, clip_search))
+    if storage.dtype == "quik":
+        if calibration is None:  # no fp16 columns (convert refuses any without calibration)
+            return quik.pack(quik.quantize_rtn(weight, np.arange(weight.shape[1], dtype=np.uint32), 0))
+        perm = quik.column_order(calibration.col_max(name), weight.shape[1], storage.out_cols)
+        return quik.pack(quik.quantize_gptq(weight, calibration.hessian(name), perm, storage.out_cols))
     if storage.dtype in BLOCK_FORMATS:
         def quantize(rows):
             return blockfp.quantize(rows, BLOCK_FORMATS[storage.dtype], name)
@@ -260,6 +283,12 @@ class Calibration:
         from ..quant.calibration import tensor_site
 
         return self.hessians[tensor_site(name)]
+
+    def col_max(self, name: str) -> np.ndarray:
+        """max |x| of each input column of the named layer over the calibration tokens."""
+        from ..quant.calibration import tensor_site
+
+        return self.hessians.col_max[tensor_site(name)]
 
     def sensitivities(self, model: ModelSource, progress: bool = False) -> dict:
         """Per decoder linear weight, the KL divergence that each column saves at 4 bits
@@ -386,11 +415,14 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             calib: str | os.PathLike | None = SELF_CALIB, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
             calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
+            outlier_cols: float = quik.DEFAULT_OUT_FRACTION, down_proj: str = "q8",
             dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4, mix, bfp (block floating point with `bits` element bits: 8, 6, 5, 4 or 3, default 6),
     bfp-search (bfp6..bfp3 per matrix within `bits` per weight, default 5.5, by the KL each costs on
-    the calibration text: Calibration.format_costs), mxint8 or mxfp4; `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
+    the calibration text: Calibration.format_costs), mxint8, mxfp4 or quik (QUIK: `outlier_cols`
+    of each layer's input columns, those with the largest max|x| on the calibration text, kept
+    fp16, the rest 4-bit per row by GPTQ; ffn_down `down_proj`, q8 or quik); `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
     and decode 21% faster for +7.5% perplexity on the calibrated 2.9-bit mix, measured) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
@@ -430,13 +462,19 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             raise ConversionError(f"bits: the bfp recipe expected one of "
                                   f"{', '.join(map(str, BFP_BITS))}, found {bits:g}")
     for name, value in (("bits", bits), ("outlier_frac", outlier_frac),
-                        ("calib_tokens", calib_tokens)):
+                        ("calib_tokens", calib_tokens), ("outlier_cols", outlier_cols)):
         problem = None if value is None else numeric_problem(name, value)
         if problem is not None:
             raise ConversionError(f"{name}: {problem}")
     if calib not in (None, SELF_CALIB) and recipe not in CALIBRATED_RECIPES:
-        raise ConversionError(f"calib: expected only with the {' and '.join(CALIBRATED_RECIPES)} recipes, "
+        raise ConversionError(f"calib: expected only with the {', '.join(CALIBRATED_RECIPES)} recipes, "
                               f"found {recipe}")
+    if down_proj not in DOWN_PROJ_DTYPES:
+        raise ConversionError(f"down_proj: expected one of {', '.join(DOWN_PROJ_DTYPES)}, found {down_proj!r}")
+    if recipe == "quik" and calib is None and outlier_cols > 0:
+        raise ConversionError("calib: the quik recipe picks its fp16 columns by their activations on "
+                              "calibration text; give --calib FILE, leave the default (the model's own "
+                              "text) or set --outlier-cols 0")
     if recipe == "bfp-search":
         bits = DEFAULT_SEARCH_BITS if bits is None else bits
         if calib is None:
@@ -445,7 +483,8 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if recipe not in CALIBRATED_RECIPES:
         calib = None
     elif calib is None:
-        warnings.warn(RTN_WARNING, stacklevel=2)
+        if recipe == "mix":
+            warnings.warn(RTN_WARNING, stacklevel=2)
     elif calib != SELF_CALIB and not Path(calib).is_file():
         raise ConversionError(f"calib {calib}: expected a text file or '{SELF_CALIB}', found nothing")
     check_output(Path(src), Path(out), force)
@@ -453,10 +492,10 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
     calibration = sensitivities = format_costs = None
-    if recipe == "bfp-search" and (calib_method == "sequential" or (
+    if recipe in ("bfp-search", "quik") and calib is not None and (calib_method == "sequential" or (
             calib_method == "auto" and runtime_hessian_bytes(model.hparams) > RUNTIME_HESSIAN_LIMIT)):
-        raise ConversionError("bfp-search: the width search needs the runtime calibration method, whose "
-                              "Hessians of every layer must fit in memory (models up to ~1B parameters)")
+        raise ConversionError(f"{recipe}: needs the runtime calibration method, whose Hessians of every "
+                              f"layer must fit in memory (models up to ~1B parameters)")
     if calib is not None:
         # A budget the plan cannot meet is refused now, not after calibrating.
         plan_storage(model, recipe, embed_dtype, DEFAULT_BITS if bits is None else bits, outlier_frac,
@@ -466,11 +505,13 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
                                 calib_method, model.hparams, progress)
         if recipe == "mix":
             sensitivities = calibration.sensitivities(model, progress)
-        else:
+        elif recipe == "bfp-search":
             format_costs = calibration.format_costs(model, SEARCH_FORMATS, progress)
     storage, recipe_keys = plan_storage(model, recipe, embed_dtype,
                                         DEFAULT_BITS if bits is None else bits, outlier_frac,
-                                        clip_search, sensitivities, format_costs)
+                                        clip_search, sensitivities, format_costs,
+                                        outlier_cols=outlier_cols, down_proj=down_proj,
+                                        calibrated=calibration is not None)
     if calibration is not None:
         recipe_keys.update({"mixrt.recipe.calib_file": SELF_CALIB if calib == SELF_CALIB else Path(calib).name,
                             "mixrt.recipe.calib_tokens": int(calibration.n_tokens),
@@ -482,7 +523,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
         for name, tensor in model.tensors:
             writer.declare_tensor(name, storage[name].dtype, tensor.dims, storage[name].k4,
-                                  storage[name].nnz)
+                                  storage[name].nnz, storage[name].out_cols)
         with tqdm(total=parameters, unit="param", unit_scale=True, desc=Path(out).name,
                   disable=not progress) as bar:
             for name, tensor in model.tensors:

@@ -1,6 +1,7 @@
-# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix|bfp|bfp-search|mxint8|mxfp4] [--bits B]
-# [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M] [--outlier-frac F]
-# [--no-clip-search] [--quiet]` console script, and `mixrt-convert --version`.
+# cli.py: the `mixrt-convert SRC -o OUT.mixrt [--force] [--recipe f16|f32|q8|q4|mix|bfp|bfp-search|mxint8|mxfp4|quik]
+# [--bits B] [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M]
+# [--outlier-frac F] [--no-clip-search] [--outlier-cols F] [--down-proj q8|quik] [--quiet]` console
+# script, and `mixrt-convert --version`.
 # Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
 # out of its range too: `argument --bits: expected ..., found ...`) are refused the same way while
 # parsing, before any work, with exit status 2. Tested by tests/test_convert.py.
@@ -12,8 +13,9 @@ import warnings
 
 from .. import __version__
 from . import (BFP_BITS, CALIB_METHODS, CALIBRATED_RECIPES, DEFAULT_BFP_BITS, DEFAULT_BITS,
-               DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, DEFAULT_SEARCH_BITS, EMBED_DTYPES,
-               NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
+               DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, DEFAULT_SEARCH_BITS, DOWN_PROJ_DTYPES,
+               EMBED_DTYPES, NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
+from ..quant.quik import DEFAULT_OUT_FRACTION
 from .errors import ConversionError
 
 
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "q4 (5 bits), mix (2/4/16-bit within --bits), bfp (block floating "
                              "point: --bits-bit elements, 16 per shared exponent), bfp-search (bfp6 "
                              "to bfp3 per matrix within --bits, by their cost on calibration text), "
-                             "mxint8 (8.25 bits) or mxfp4 (4.25 bits; OCP MX); norms stay f32 "
-                             "(default: f16)")
+                             "mxint8 (8.25 bits), mxfp4 (4.25 bits; OCP MX) or quik (QUIK: 4-bit "
+                             "weights and per-token 8-bit inputs with fp16 input columns); norms "
+                             "stay f32 (default: f16)")
     parser.add_argument("--bits", type=numeric("bits"), metavar="B",
                         help=f"mix: budget in bits per decoder linear weight, every stored byte "
                              f"counted (default: {DEFAULT_BITS}); bfp: element bits, one of "
@@ -70,12 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "for f16/f32, else q8; q4: smaller and faster, less accurate)")
     calib = parser.add_mutually_exclusive_group()
     calib.add_argument("--calib", metavar="TEXTFILE", default=SELF_CALIB,
-                       help=f"mix, bfp-search: calibrate (mix: Hessian-aware quantization, GPTQ; "
-                            f"bfp-search: each format's cost) on this text, never one you "
+                       help=f"mix, bfp-search, quik: calibrate (mix, quik: Hessian-aware quantization, "
+                            f"GPTQ; bfp-search: each format's cost; quik: its fp16 columns) on this "
+                            f"text, never one you "
                             f"evaluate on; '{SELF_CALIB}' (the default): on text the model writes itself, "
                             f"which needs no data but takes its decode time")
     calib.add_argument("--no-calib", dest="calib", action="store_const", const=None,
-                       help="mix: round to nearest without calibration (fast, far less accurate)")
+                       help="mix: round to nearest without calibration (fast, far less accurate); "
+                            "quik: the same, with --outlier-cols 0")
     parser.add_argument("--calib-tokens", type=numeric("calib_tokens"), metavar="N",
                         default=DEFAULT_CALIB_TOKENS,
                         help=f"mix: calibration tokens, read from the text or written by the model "
@@ -92,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-clip-search", dest="clip_search", action="store_false",
                         help="mix: 2-bit groups take their full range instead of the best of "
                              "several clipped ranges")
+    parser.add_argument("--outlier-cols", type=numeric("outlier_cols"), metavar="F",
+                        default=DEFAULT_OUT_FRACTION,
+                        help=f"quik: fraction of each layer's input columns (those with the largest "
+                             f"calibration activations) kept fp16 (default: {DEFAULT_OUT_FRACTION}, "
+                             f"the paper's 256 of 4096)")
+    parser.add_argument("--down-proj", choices=DOWN_PROJ_DTYPES, default="q8",
+                        help="quik: storage of ffn_down, q8 (the paper's 8-bit down_proj, the "
+                             "default) or quik")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the version and exit")
@@ -111,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                           embed_dtype=args.embed_dtype, calib=args.calib, calib_tokens=args.calib_tokens,
                           calib_method=args.calib_method,
                           progress=not args.quiet, outlier_frac=args.outlier_frac,
-                          clip_search=args.clip_search, force=args.force)
+                          clip_search=args.clip_search, outlier_cols=args.outlier_cols,
+                          down_proj=args.down_proj, force=args.force)
     except (ConversionError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1

@@ -45,9 +45,11 @@ SELF_REPEAT_PENALTY = 1.1
 
 class Hessians(dict):
     """dict (layer, site) -> float64 [width, width], the mean of x x^T over the captured rows,
-    plus `counts` (layer, site) -> rows captured, `n_tokens` fed, `seconds` taken."""
+    plus `counts` (layer, site) -> rows captured, `col_max` (layer, site) -> float32 [width], the
+    largest |x| of each input column, `n_tokens` fed, `seconds` taken."""
 
     counts: dict
+    col_max: dict
     n_tokens: int
     seconds: float
 
@@ -150,8 +152,12 @@ def collect_hessians(model_path, text: Optional[str] = None, n_tokens: int = DEF
         if wanted_layers is None or layer in wanted_layers:
             pending.append(((int(layer), int(site)), np.array(x, dtype=np.float32)))
 
+    col_max: dict = {}
+
     def accumulate():
         for key, x in pending:
+            top = np.abs(x).max(axis=0)
+            col_max[key] = np.maximum(col_max[key], top) if key in col_max else top
             gram = x.T @ x  # float32 BLAS (syrk)
             acc = sums.get(key)
             if acc is None:
@@ -188,6 +194,7 @@ def collect_hessians(model_path, text: Optional[str] = None, n_tokens: int = DEF
         # exact symmetry (float32 BLAS may round the two halves differently)
         out[key] = 0.5 * (gram + gram.T)
     out.counts = counts
+    out.col_max = col_max
     out.n_tokens = sum(len(w) for w in windows)
     out.seconds = time.perf_counter() - start
     return out

@@ -1,5 +1,6 @@
 # layouts.py: the one numpy reference of the tensor layouts of FORMAT.md 5 (f32, f16, q8, q4, mix;
-# the block formats bfp*/mx* of 5.6 are quant/blockfp.py's, dispatched from here): part sizes, bit
+# the block formats bfp*/mx* of 5.6 are quant/blockfp.py's and quik (5.7) quant/quik.py's,
+# dispatched from here): part sizes, bit
 # packing, unpacking and float32 dequantization; the C++ decoders are tested bit for bit against it.
 # Tested by tests/test_quant_layouts.py.
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .blockfp import BLOCK_FORMATS
-from . import blockfp
+from . import blockfp, quik
 
 GROUP = 32  # values per group along K (FORMAT.md 5.2)
 SUPER_GROUPS = 16  # 2-bit groups per super-scale (FORMAT.md 5.5)
@@ -27,6 +28,7 @@ PART_DTYPES = {
     "mix": (np.dtype("<u4"), np.dtype("u1"), np.dtype("u1"), np.dtype("<f2"), np.dtype("u1"),
             np.dtype("<f2"), np.dtype("<f2"), np.dtype("<u4"), np.dtype("<u2"), np.dtype("<f2")),
     **{name: (np.dtype("u1"), np.dtype("u1")) for name in BLOCK_FORMATS},
+    "quik": (np.dtype("<u4"), np.dtype("u1"), np.dtype("<f2"), np.dtype("<f2")),
 }
 
 
@@ -40,7 +42,8 @@ def padded_k2(k2: int) -> int:
     return -(-k2 // BLOCK2) * BLOCK2
 
 
-def part_shapes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[tuple[int, ...]]:
+def part_shapes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0,
+                out_cols: int = 0) -> list[tuple[int, ...]]:
     """The shape of each part (in units of its PART_DTYPES type) of an [M, K] tensor."""
     if dtype in ("f32", "f16"):
         return [(m, k)]
@@ -51,6 +54,8 @@ def part_shapes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[t
         return [(m, GROUP * g // 2), (m, g), (m, g)]
     if dtype in BLOCK_FORMATS:
         return blockfp.part_shapes(BLOCK_FORMATS[dtype], m, k)
+    if dtype == "quik":
+        return quik.part_shapes(m, k, out_cols)
     if dtype != "mix":
         raise ValueError(f"dtype: expected one of {', '.join(PART_DTYPES)}, found {dtype!r}")
     if k4 % GROUP or not 0 <= k4 <= k:
@@ -61,28 +66,37 @@ def part_shapes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[t
             (m, k4 // 2), (m, k4 // GROUP), (m, k4 // GROUP), (m + 1,), (nnz,), (nnz,)]
 
 
-def part_sizes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[int]:
+def part_sizes(dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0, out_cols: int = 0) -> list[int]:
     """The exact byte size of each part of an [M, K] tensor of `dtype` (FORMAT.md 5); k4 and nnz
-    (4-bit columns and outliers) only matter for mix. f32/f16 of other ranks: pass M=1, K=size."""
+    (4-bit columns and outliers) only matter for mix, out_cols (fp16 columns) for quik. f32/f16 of
+    other ranks: pass M=1, K=size."""
     return [math.prod(shape) * part_dtype.itemsize
-            for shape, part_dtype in zip(part_shapes(dtype, m, k, k4, nnz), PART_DTYPES[dtype])]
+            for shape, part_dtype in zip(part_shapes(dtype, m, k, k4, nnz, out_cols), PART_DTYPES[dtype])]
+
+
+def derived_counts(dtype: str, sizes: list[int], m: int) -> dict:
+    """What a reader derives from the part byte sizes: mix k4 and nnz, quik out_cols."""
+    if dtype == "mix":
+        return {"k4": 2 * sizes[4] // m, "nnz": sizes[8] // 2}
+    if dtype == "quik":
+        return {"out_cols": sizes[3] // (2 * m)}
+    return {}
 
 
 def bits_per_weight(dtype: str, parts, m: int, k: int) -> float:
     """8 x (bytes of all parts) / (M x K) (FORMAT.md 5.2), from the parts themselves; checks that
     they have the sizes the dtype defines (k4 and nnz derived as a reader does)."""
     sizes = [np.asarray(part).nbytes for part in parts]
-    k4, nnz = (2 * sizes[4] // m, sizes[8] // 2) if dtype == "mix" else (0, 0)
-    expected = part_sizes(dtype, m, k, k4, nnz)
+    expected = part_sizes(dtype, m, k, **derived_counts(dtype, sizes, m))
     if sizes != expected:
         raise ValueError(f"{dtype} [{m}, {k}] parts: sizes expected {expected}, found {sizes}")
     return 8 * sum(sizes) / (m * k)
 
 
-def _typed(parts, dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0) -> list[np.ndarray]:
+def _typed(parts, dtype: str, m: int, k: int, k4: int = 0, nnz: int = 0, out_cols: int = 0) -> list[np.ndarray]:
     """The parts as arrays of their FORMAT.md types and shapes, whether given so (as the pack_*
     functions return them) or as raw bytes (as read_mixrt exposes them)."""
-    shapes = part_shapes(dtype, m, k, k4, nnz)
+    shapes = part_shapes(dtype, m, k, k4, nnz, out_cols)
     if len(parts) != len(shapes):
         raise ValueError(f"{dtype}: expected {len(shapes)} parts, found {len(parts)}")
     typed = []
@@ -312,6 +326,13 @@ def dequantize_mix(mix: MixParts) -> np.ndarray:
     return w
 
 
+def unpack_quik(parts, m: int, k: int) -> quik.QuikParts:
+    sizes = [np.asarray(part).nbytes for part in parts]
+    if len(sizes) != 4:
+        raise ValueError(f"quik: expected 4 parts, found {len(sizes)}")
+    return quik.unpack(_typed(parts, "quik", m, k, **derived_counts("quik", sizes, m)), m, k)
+
+
 def dequantize(dtype: str, parts, m: int, k: int) -> np.ndarray:
     """The float32 [M, K] values of a tensor stored as `parts` (typed arrays or raw bytes)."""
     if dtype == "mix":
@@ -324,5 +345,7 @@ def dequantize(dtype: str, parts, m: int, k: int) -> np.ndarray:
     if dtype in BLOCK_FORMATS:
         fmt = BLOCK_FORMATS[dtype]
         return blockfp.decode(*blockfp.unpack(parts, fmt, m, k), fmt, k)
+    if dtype == "quik":
+        return quik.decode(unpack_quik(parts, m, k), k)
     (values,) = _typed(parts, dtype, m, k)
     return values.astype(np.float32)
