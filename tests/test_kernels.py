@@ -24,8 +24,8 @@ def cpu_flags() -> set:
 
 
 def test_the_machine_uses_its_highest_kernel_table():
-    # This project's machines have AVX2/FMA/F16C, some also AVX-VNNI and AVX-512 VNNI: the best path
-    # must be active.
+    # This project's machines have AVX2/FMA/F16C, some also AVX-VNNI, AVX-512 VNNI and AMX: the best
+    # path must be active (AMX where Linux grants the tile registers, as it does since 5.16).
     flags = cpu_flags()
     expected = ["scalar"]
     if {"avx2", "fma", "f16c"} <= flags:
@@ -34,6 +34,8 @@ def test_the_machine_uses_its_highest_kernel_table():
             expected.append("avxvnni")
         if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
             expected.append("avx512")
+            if {"amx_tile", "amx_int8"} <= flags:
+                expected.append("amx")
     assert IMPLS == expected
     if "MIXRT_CPU_KERNELS" not in os.environ:
         assert _internal.best_kernels() == expected[-1]

@@ -43,3 +43,36 @@ def test_plot_names_recipes_in_words():
     assert describe("mix:2.9:rtn") == "mix 2.9 (no calibration)"
     assert describe("q4:head-q4") == "q4 q4 head"
     assert describe("bfp:6:a6") == "bfp6A6" and describe("f16:a8") == "f16A8" and describe("mxfp4") == "mxfp4"
+
+
+def test_quik_recipes_map_to_their_options():
+    """quik's suffixes: :cols-F and :down-quik are converter options, :t4 the token4 activations,
+    and :a16 neither (the file is rewritten with its quik matrices decoded: test below)."""
+    from conftest import tool_module
+
+    qt = tool_module("quant_table")
+    cmd = qt.convert_cmd("m.gguf", Path("o.mixrt"), "quik:calib:cols-0.125:down-quik:t4", "c.txt", [])
+    assert cmd[cmd.index("--recipe") + 1] == "quik" and "--bits" not in cmd
+    assert cmd[cmd.index("--outlier-cols") + 1] == "0.125" and cmd[cmd.index("--down-proj") + 1] == "quik"
+    assert cmd[cmd.index("--calib") + 1] == "c.txt"
+    assert qt.activations("quik:calib:t4") == ["--activations", "token4"]
+    assert qt.activations("quik:calib:a16") == [] and qt.activations("bfp:6:a6") == ["--activations", "bfp6"]
+
+
+def test_quik_weights_alone_decode_to_f32(tiny_hf, tmp_path):
+    """:a16 rewrites the converted file with every quik matrix as the f32 values it decodes to
+    (the weights' error alone), the other tensors as they were."""
+    from conftest import tool_module
+    from mixrt.convert import convert
+    from mixrt.format import read_mixrt
+
+    path = tmp_path / "q.mixrt"
+    convert(tiny_hf, path, "quik", calib=None, outlier_cols=0, progress=False)
+    before = {name: (t.dtype_name, t.dequantize()) for name, t in read_mixrt(path).tensors.items()}
+    tool_module("quant_table").decode_quik(path)
+    after = read_mixrt(path)
+    for name, (dtype, values) in before.items():
+        t = after.tensors[name]
+        assert t.dtype_name == ("f32" if dtype == "quik" else dtype)
+        assert (t.dequantize() == values).all()
+    assert list(tmp_path.iterdir()) == [path]

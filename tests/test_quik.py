@@ -186,6 +186,10 @@ def test_convert_and_run(tiny_hf, calib_text, tmp_path, down_proj):
     stored = sum(sum(layouts.part_sizes(t.dtype_name, *t.dims, **layouts.derived_counts(
         t.dtype_name, [s for _, s in t.parts], t.dims[0]))) for t in linear.values())
     assert math.isclose(summary["linear_bits"], 8 * stored / sum(math.prod(t.dims) for t in linear.values()))
+    for t in mixrt.load(out, backend="cpu").tensors():  # what `mixrt info` shows
+        if t["dtype"] == "quik":
+            n_out = round(0.0625 * t["dims"][1])
+            assert (t["n_cols_4bit"], t["n_outliers"]) == (t["dims"][1] - n_out, t["dims"][0] * n_out)
     tokens = [1, 450, 783, 338, 263]
     a8 = mixrt.load(out, backend="cpu").eval_logits(tokens)
     a4 = mixrt.load(out, backend="cpu", activations="token4").eval_logits(tokens)

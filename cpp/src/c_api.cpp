@@ -173,6 +173,10 @@ mixrt_status mixrt_model_tensor_info(const mixrt_model *model, size_t index, mix
         out->n_cols_4bit = counts.k4;
         out->n_outliers = counts.nnz;
     }
+    if (t.dtype == mixrt::DType::quik && t.parts.size() == 4 && t.dims.size() == 2) {
+        out->n_outliers = t.parts[3].size / 2;  // the weights of the fp16 columns
+        out->n_cols_4bit = t.dims[1] - out->n_outliers / t.dims[0];
+    }
     return MIXRT_OK;
 }
 

@@ -123,7 +123,8 @@ def cmd_chat(args) -> int:
 
 def describe(model) -> dict:
     """Hyperparameters, tensors and bit counts of a loaded model. Per tensor: bits per weight from
-    the bytes stored, and for mix tensors the share of 4-bit columns and of fp16 outliers."""
+    the bytes stored, and for mix and quik tensors the share of 4-bit columns and of fp16 weights
+    (mix outliers, quik fp16 columns)."""
     meta = model.metadata()
     tensors = model.tensors()
     for t in tensors:
@@ -181,7 +182,7 @@ def cmd_info(args) -> int:
         print(f"\n  {'tensor':<32} {'dtype':<6} {'dims':<16} {'MB':>9} {'bits/w':>7} {'4-bit cols':>10} {'outliers':>9}")
         for t in info["tensors"]:
             dims = "x".join(str(d) for d in t["dims"])
-            mix = t["dtype"] == "mix"
+            mix = t["dtype"] in ("mix", "quik")
             cols = f"{100 * t['share_4bit_cols']:.1f}%" if mix else "-"
             outl = f"{100 * t['share_outliers']:.2f}%" if mix else "-"
             print(f"  {t['name']:<32} {t['dtype']:<6} {dims:<16} {t['n_bytes'] / MB:>9.3f} "

@@ -80,8 +80,8 @@ typedef struct mixrt_tensor_info {
     uint64_t dims[4];
     uint64_t n_elements;
     uint64_t n_bytes; /* all parts together */
-    uint64_t n_cols_4bit;  /* mix: columns stored in 4-bit strips (K4), else 0 */
-    uint64_t n_outliers;   /* mix: fp16 outliers, else 0 */
+    uint64_t n_cols_4bit;  /* mix: columns stored in 4-bit strips (K4); quik: its 4-bit columns; else 0 */
+    uint64_t n_outliers;   /* mix: fp16 outliers; quik: the weights of its fp16 columns; else 0 */
 } mixrt_tensor_info;
 
 MIXRT_API size_t mixrt_model_tensor_count(const mixrt_model *model);

@@ -1,6 +1,7 @@
 // kernels.cpp: the ladder of kernel tables (kernels.h) and the run-time choice among them. A table
 // is available when it is compiled in (the x86 kernel files are left out of a portable build,
-// cmake -DMIXRT_AVX2=OFF) and the CPU has every feature its file was compiled for.
+// cmake -DMIXRT_AVX2=OFF) and the CPU has every feature its file was compiled for (AMX: and the
+// operating system grants the tile registers).
 #include "cpu/kernels.h"
 
 #include <cstdlib>
@@ -13,6 +14,8 @@ namespace mixrt {
 const CpuKernels &avx2_kernel_table();
 CpuKernels avxvnni_kernel_table(const CpuKernels &avx2);
 CpuKernels avx512_kernel_table(const CpuKernels &avx2);
+CpuKernels amx_kernel_table(const CpuKernels &avx512);
+bool amx_usable();
 
 namespace {
 bool has_avx2() {
@@ -36,6 +39,12 @@ const CpuKernels *kernels_named(const std::string &name) {
         static const CpuKernels table = avx512_kernel_table(avx2_kernel_table());
         return has_avx512_vnni() ? &table : nullptr;
     }
+    if (name == "amx") {
+        const CpuKernels *avx512 = kernels_named("avx512");
+        if (!avx512 || !amx_usable()) return nullptr;
+        static const CpuKernels table = amx_kernel_table(*avx512);
+        return &table;
+    }
     return nullptr;
 }
 #else
@@ -44,7 +53,7 @@ const CpuKernels *kernels_named(const std::string &name) { return name == "scala
 
 std::vector<std::string> available_kernels() {
     std::vector<std::string> names;
-    for (const char *name : {"scalar", "avx2", "avxvnni", "avx512"})
+    for (const char *name : {"scalar", "avx2", "avxvnni", "avx512", "amx"})
         if (kernels_named(name)) names.push_back(name);
     return names;
 }

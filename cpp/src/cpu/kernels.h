@@ -1,10 +1,11 @@
 // kernels.h: the CPU kernel tables, a ladder from the scalar reference (kernels_ref.cpp) to
-// AVX2/FMA/F16C (kernels_avx2.cpp), 256-bit AVX-VNNI (kernels_avxvnni.cpp) and AVX-512 VNNI
-// (kernels_avx512.cpp); the VNNI tables replace the quantized matmuls, the rest is AVX2's.
+// AVX2/FMA/F16C (kernels_avx2.cpp), 256-bit AVX-VNNI (kernels_avxvnni.cpp), AVX-512 VNNI
+// (kernels_avx512.cpp) and AMX (kernels_amx.cpp); the VNNI tables replace the quantized matmuls,
+// the rest is AVX2's, and AMX replaces AVX-512's quik matmul from 16 tokens on.
 // tests/test_kernels.py and tests/test_quant_kernels.py compare every table the machine can run
 // with the scalar one on the same data. The table used is picked once, at first use: the highest
 // the CPU supports, or the one named by the environment variable MIXRT_CPU_KERNELS (scalar, avx2,
-// avxvnni, avx512), which may only name a table the CPU can run.
+// avxvnni, avx512, amx), which may only name a table the CPU can run.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +54,7 @@ struct CpuKernels {
 };
 
 const CpuKernels &scalar_kernels();
-// The table called `name` (scalar, avx2, avxvnni, avx512), or nullptr when this build or CPU cannot
+// The table called `name` (scalar, avx2, avxvnni, avx512, amx), or nullptr when this build or CPU cannot
 // run it.
 const CpuKernels *kernels_named(const std::string &name);
 // The names of the tables this build and CPU can run, lowest first.

@@ -45,7 +45,7 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     QuantizedInput in;
     in.K = K;
     const bool quik = w.dtype == DType::quik;
-    in.stride = mix ? m.K2p + m.K4 : quik ? w.quik.Kinp : w.Kp;
+    in.stride = mix ? m.K2p + m.K4 : quik ? (w.quik.Kinp + 63) / 64 * 64 : w.Kp;
     in.groups = quik ? 1 : in.stride / kGroup;
     in.n_out = quik ? w.quik.n_out : 0;
     if (n > max_rows_ || K > max_K_)
@@ -72,28 +72,29 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
 }
 
 void QuantizedInputBuffer::quantize_quik_row(const QuikView &w, const float *xt, int64_t t, const QuantizedInput &in) {
-    float lo = 0.0f, hi = 0.0f;
+    // The 4-bit columns in perm order, then plain loops over them (vectorised).
+    float *row = row_.data() + t * (max_K_ + 64);
+    for (int64_t j = 0; j < w.Kin; ++j) row[j] = xt[w.perm[j]];
+    float lo = w.Kin ? row[0] : 0.0f, hi = lo;
     for (int64_t j = 0; j < w.Kin; ++j) {
-        const float v = xt[w.perm[j]];
-        lo = j == 0 ? v : std::min(lo, v);
-        hi = j == 0 ? v : std::max(hi, v);
+        lo = std::min(lo, row[j]);
+        hi = std::max(hi, row[j]);
     }
     const float top = float((1 << quik_bits_) - 1);
     const float scale = (hi - lo) / top, inv = hi > lo ? top / (hi - lo) : 0.0f;
     uint8_t *u = reinterpret_cast<uint8_t *>(q_.data()) + t * in.stride;
-    float *xhat = xhat_.data() + t * in.K;
     int32_t total = 0;
     for (int64_t j = 0; j < w.Kin; ++j) {
-        const float v = xt[w.perm[j]];
-        const int32_t c = std::min(static_cast<int32_t>(round_even((v - lo) * inv)), int32_t(top));
+        const int32_t c = std::min(static_cast<int32_t>(round_even((row[j] - lo) * inv)), int32_t(top));
         u[j] = uint8_t(c);
         total += c;
-        xhat[w.perm[j]] = lo + scale * float(c);
     }
-    std::fill(u + w.Kin, u + w.Kinp, uint8_t(0));
+    std::fill(u + w.Kin, u + in.stride, uint8_t(0));
     d_[t] = scale;
     sum_[t] = lo;
     qsum_[t] = total;
+    float *xhat = xhat_.data() + t * in.K;
+    for (int64_t j = 0; j < w.Kin; ++j) xhat[w.perm[j]] = lo + scale * float(u[j]);
     float *xout = xout_.data() + t * w.n_out;
     for (int64_t j = 0; j < w.n_out; ++j) xhat[w.perm[w.Kin + j]] = xout[j] = xt[w.perm[w.Kin + j]];
 }

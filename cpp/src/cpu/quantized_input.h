@@ -6,7 +6,7 @@
 // kernel then multiplies the integer scale codes of a block's groups in integers too), followed
 // by x4 (the permuted 4-bit columns) in blocks of one group. Blocks line up with weight groups.
 // For quik (QUIK's activations, FORMAT.md 5.7) a row is instead the Kin 4-bit columns (permuted,
-// zero padded to Kinp) rounded per token, asymmetric, to `quik_bits` bits: lo = their minimum,
+// zero padded to a multiple of 64: whole AMX tile rows) rounded per token, asymmetric, to `quik_bits` bits: lo = their minimum,
 // d = (max - lo) / (2^bits - 1), unsigned codes u = round((x - lo) / d), x^ = lo + d u; its one
 // block holds d, lo in sum and the code sum in qsum, and the fp16 columns stay exact in xout.
 // Every kernel (scalar reference and fast twin) computes W x^ from these same values;

@@ -266,10 +266,31 @@ inline void block_tile(const Weight &W, const RowTiles &rt, int64_t tile, const 
     }
 }
 
+// The end of a quik tile for T tokens, from each token's integer sums of (q + 8) u over the 16
+// rows: minus 8 x the input code sum that is sum q u, and out = s_row (d sum + lo rowsum) + the
+// fp16 columns' products in fp32.
+template <class V, int T>
+inline void quik_finish(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x,
+                        const typename V::I sums[T], float out[T][kTileRows]) {
+    const uint8_t *rec = rt.tile(tile);
+    const typename V::F s = V::loadf(reinterpret_cast<const float *>(rec + rt.srow));
+    const typename V::F rowsum = V::to_float(V::load(rec + rt.rowsum));
+    const uint16_t *w16 = halves(rec, rt.out16);
+    typename V::F r[T];
+    for (int t = 0; t < T; ++t) {
+        const typename V::I exact = V::sub(sums[t], V::set1(8 * x.qsum[t][0]));
+        r[t] = V::mul(s, V::fmadd(V::to_float(exact), V::set1f(x.d[t][0]), V::mul(rowsum, V::set1f(x.sum[t][0]))));
+    }
+    for (int64_t j = 0; j < W.quik.n_out; ++j) {
+        const typename V::F wj = V::f16(w16 + j * kTileRows);
+        for (int t = 0; t < T; ++t) r[t] = V::fmadd(wj, V::set1f(x.xout[t][j]), r[t]);
+    }
+    for (int t = 0; t < T; ++t) V::store(out[t], r[t]);
+}
+
 // quik (FORMAT.md 5.7): the 16 rows' 4-bit codes as u = q + 8 times the token's unsigned input
 // codes (V::dot_xu8: the input on the unsigned side), summed in int32 over all Kin columns (one
-// scale per row: no float work inside the loop); minus 8 x the input code sum that is sum q x u,
-// and out = s_row (d sum + lo rowsum) + the fp16 columns' products in fp32.
+// scale per row: no float work inside the loop), then quik_finish.
 template <class V, int T>
 inline void quik_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
     const QuikView &q = W.quik;
@@ -289,19 +310,9 @@ inline void quik_tile(const Weight &W, const RowTiles &rt, int64_t tile, const T
             b[t] = V::dot_xu8(b[t], hi, V::bcast(xc + 4));
         }
     }
-    const typename V::F s = V::loadf(reinterpret_cast<const float *>(rec + rt.srow));
-    const typename V::F rowsum = V::to_float(V::load(rec + rt.rowsum));
-    const uint16_t *w16 = halves(rec, rt.out16);
-    typename V::F r[T];
-    for (int t = 0; t < T; ++t) {
-        const typename V::I exact = V::sub(V::add(a[t], b[t]), V::set1(8 * x.qsum[t][0]));
-        r[t] = V::mul(s, V::fmadd(V::to_float(exact), V::set1f(x.d[t][0]), V::mul(rowsum, V::set1f(x.sum[t][0]))));
-    }
-    for (int64_t j = 0; j < q.n_out; ++j) {
-        const typename V::F wj = V::f16(w16 + j * kTileRows);
-        for (int t = 0; t < T; ++t) r[t] = V::fmadd(wj, V::set1f(x.xout[t][j]), r[t]);
-    }
-    for (int t = 0; t < T; ++t) V::store(out[t], r[t]);
+    typename V::I sums[T];
+    for (int t = 0; t < T; ++t) sums[t] = V::add(a[t], b[t]);
+    quik_finish<V, T>(W, rt, tile, x, sums, out);
 }
 
 // result[t][row] += the fp16 outliers of the tile's rows [r0, r1) against x^ of token t in the
