@@ -132,7 +132,7 @@ nb::tuple kernel_matmul_quant(const std::string &impl, const std::string &dtype,
     const int64_t n = x.shape(0);
     if (quik_bits != 8 && quik_bits != 4) throw nb::value_error("quik_bits: expected 8 or 4");
     mixrt::QuantizedInputBuffer buffer(n, K, quik_bits);
-    const mixrt::QuantizedInput xq = buffer.quantize(w, x.data(), n);
+    const mixrt::QuantizedInput xq = buffer.quantize(w, x.data(), n, nullptr, k.round_quik_row, true);
     float *out, *xhat;
     auto result = new_matrix(n, M, &out);
     auto rounded = new_matrix(n, K, &xhat);

@@ -51,7 +51,17 @@ struct CpuKernels {
                             float *out, int64_t out_stride);
     // dst[i] = x[i] rounded to f16 (nearest even), i < n: keys and values into the cache.
     void (*to_f16)(const float *x, uint16_t *dst, int64_t n);
+    // A quik input row (quantized_input.h): lo and hi, the min and max of x[k] where column[k] is
+    // 1, then u[k] = round((x[k] - lo) / d) clamped to 0..2^bits-1 for every k < K, with
+    // d = (hi - lo) / (2^bits - 1) (0 when hi = lo; lo = hi = 0 without such columns). Returns the
+    // sum of the codes; *lo_out and *d_out receive lo and d. Bit for bit the same in every table.
+    int32_t (*round_quik_row)(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
+                              float *d_out);
 };
+
+// The scalar round_quik_row (kernels_ref.cpp), which the AVX2 tables use too.
+int32_t round_quik_row_ref(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
+                           float *d_out);
 
 const CpuKernels &scalar_kernels();
 // The table called `name` (scalar, avx2, avxvnni, avx512, amx), or nullptr when this build or CPU cannot

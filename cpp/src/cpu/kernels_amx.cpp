@@ -95,14 +95,14 @@ void matmul_quik_amx(const TiledMatrix &W, const QuantizedInput &in, float *out,
     const RowTiles &rt = W.tiles();
     const int64_t M = w.rows, steps = in.stride / 64, tile0 = r0 / kTileRows;
     const int64_t tiles = (r1 - r0 + kTileRows - 1) / kTileRows, tile_bytes = steps * kStepBytes;
-    // Every row tile of [r0, r1) unpacked once (columns past Kinp zero, as their input codes are);
+    // Every row tile of [r0, r1) unpacked once (columns past Kp zero, as their input codes are);
     // then each group of token blocks, whose input codes stay in L1, passes over all of them.
     thread_local std::vector<uint8_t> stage;
     stage.assign(size_t(tiles * tile_bytes), 0);
     for (int64_t i = 0; i < tiles; ++i) {
         const uint8_t *codes = rt.tile(tile0 + i) + rt.q4;
         uint8_t *dst = stage.data() + i * tile_bytes;
-        for (int64_t c = 0; c < w.quik.Kinp / 8; ++c) {  // chunk c: columns 8c..8c+3 low, 8c+4..8c+7 high
+        for (int64_t c = 0; c < w.Kp / 8; ++c) {  // chunk c: columns 8c..8c+3 low, 8c+4..8c+7 high
             const __m512i v = _mm512_loadu_si512(codes + 64 * c);
             _mm512_storeu_si512(dst + 128 * c, Avx512::mask(v, 0x0F));
             _mm512_storeu_si512(dst + 128 * c + 64, Avx512::mask(Avx512::shr<4>(v), 0x0F));

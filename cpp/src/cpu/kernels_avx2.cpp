@@ -191,7 +191,7 @@ const CpuKernels &avx2_kernel_table() {
                               matmul_tiled<Avx2, TileKind::mix>, matmul_tiled<Avx2, TileKind::block>,
                               matmul_tiled<Avx2, TileKind::quik>,
                               attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
-                              attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2};
+                              attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2, round_quik_row_ref};
     return k;
 }
 

@@ -3,6 +3,8 @@
 // then multiplied with the rounded input x^ (quantized_input.h), from the canonical parts
 // (never the row tiles). The fast kernels are tested against these (tests/test_kernels.py,
 // tests/test_quant_kernels.py).
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "format/half.h"
@@ -77,6 +79,29 @@ void to_f16_ref(const float *x, uint16_t *dst, int64_t n) {
 
 }  // namespace
 
+int32_t round_quik_row_ref(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
+                           float *d_out) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t k = 0; k < K; ++k)
+        if (column[k]) {
+            lo = std::min(lo, x[k]);
+            hi = std::max(hi, x[k]);
+        }
+    if (lo > hi) lo = hi = 0.0f;  // no 4-bit column
+    const float top = float((1 << bits) - 1);
+    const float d = (hi - lo) / top, inv = hi > lo ? top / (hi - lo) : 0.0f;
+    int32_t total = 0;
+    for (int64_t k = 0; k < K; ++k) {
+        const float r = std::nearbyint((x[k] - lo) * inv);  // ties to even (the default rounding mode)
+        const float c = r < 0.0f ? 0.0f : r > top ? top : r;  // the fp16 columns may fall outside
+        u[k] = uint8_t(c);
+        total += int32_t(c);
+    }
+    *lo_out = lo;
+    *d_out = d;
+    return total;
+}
+
 const CpuKernels &scalar_kernels() {
     static const CpuKernels k{"scalar",
                               false,
@@ -91,7 +116,8 @@ const CpuKernels &scalar_kernels() {
                               attn_values_ref<uint16_t>,
                               attn_scores_ref<float>,
                               attn_values_ref<float>,
-                              to_f16_ref};
+                              to_f16_ref,
+                              round_quik_row_ref};
     return k;
 }
 

@@ -15,8 +15,11 @@ constexpr int64_t kRowBlock = kTileRows;  // rows per unit of work: whole row ti
 
 int64_t row_blocks(const TiledMatrix &w) { return (w.weight().rows + kRowBlock - 1) / kRowBlock; }
 
-QuantizedInput round_input(ThreadPool &pool, QuantizedInputBuffer &xq, const TiledMatrix &w, const float *x, int64_t n) {
-    return is_quantized(w.weight().dtype) ? xq.quantize(w.weight(), x, n, &pool) : QuantizedInput{};
+QuantizedInput round_input(const CpuKernels &kernels, ThreadPool &pool, QuantizedInputBuffer &xq, const TiledMatrix &w,
+                           const float *x, int64_t n) {
+    return is_quantized(w.weight().dtype)
+               ? xq.quantize(w.weight(), x, n, &pool, kernels.round_quik_row, !kernels.reads_tiles)
+               : QuantizedInput{};
 }
 
 // Rows [r0, r1) of out = x W^T.
@@ -53,7 +56,7 @@ void parallel_matmuls(const CpuKernels &kernels, ThreadPool &pool, QuantizedInpu
     QuantizedInput in[kMaxCount];
     int64_t first[kMaxCount + 1] = {0};  // the first row block of each matmul in the shared block index
     for (int i = 0; i < count; ++i) {
-        in[i] = round_input(pool, *xq[i], *w[i], x, n);
+        in[i] = round_input(kernels, pool, *xq[i], *w[i], x, n);
         first[i + 1] = first[i] + row_blocks(*w[i]);
     }
     pool.parallel_for(first[count], [&](int64_t b0, int64_t b1) {
@@ -70,7 +73,8 @@ void parallel_swiglu(const CpuKernels &kernels, ThreadPool &pool, QuantizedInput
                      QuantizedInputBuffer &xq_up, const TiledMatrix &gate_w, const TiledMatrix &up_w, const float *x,
                      float *gate, float *up, int64_t n) {
     const int64_t f = gate_w.weight().rows;
-    const QuantizedInput in_gate = round_input(pool, xq_gate, gate_w, x, n), in_up = round_input(pool, xq_up, up_w, x, n);
+    const QuantizedInput in_gate = round_input(kernels, pool, xq_gate, gate_w, x, n),
+                         in_up = round_input(kernels, pool, xq_up, up_w, x, n);
     pool.parallel_for(row_blocks(gate_w), [&](int64_t b0, int64_t b1) {
         const int64_t r0 = b0 * kRowBlock, r1 = std::min(f, b1 * kRowBlock);
         matmul_rows(kernels, gate_w, in_gate, x, gate, n, r0, r1);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "cpu/kernels.h"
 #include "error.h"
 
 namespace mixrt {
@@ -38,24 +39,29 @@ QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K, int 
         fail(MIXRT_ERR_INTERNAL, "quik input width " + std::to_string(quik_bits) + ", expected 8 or 4");
 }
 
-QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool) {
+QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, int64_t n, ThreadPool *pool,
+                                              QuikRowRounding round_quik_row, bool quik_xhat) {
     const int64_t K = w.cols;
     const bool mix = w.dtype == DType::mix;
     const MixView &m = w.mix;
     QuantizedInput in;
     in.K = K;
     const bool quik = w.dtype == DType::quik;
-    in.stride = mix ? m.K2p + m.K4 : quik ? (w.quik.Kinp + 63) / 64 * 64 : w.Kp;
+    in.stride = mix ? m.K2p + m.K4 : quik ? (w.Kp + 63) / 64 * 64 : w.Kp;
     in.groups = quik ? 1 : in.stride / kGroup;
     in.n_out = quik ? w.quik.n_out : 0;
     if (n > max_rows_ || K > max_K_)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "quantized input of " + std::to_string(n) + " rows of " + std::to_string(K) +
                                              " columns exceeds the buffer of " + std::to_string(max_rows_) + " rows of " +
                                              std::to_string(max_K_));
+    if (quik) {
+        quik_column_.assign(size_t(in.stride), 0);
+        for (int64_t j = 0; j < w.quik.Kin; ++j) quik_column_[w.quik.perm[j]] = 1;
+    }
     // Token rows are independent: several tokens are split across the pool's threads.
     auto rows = [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
-            if (quik) quantize_quik_row(w.quik, x + t * K, t, in);
+            if (quik) quantize_quik_row(w, x + t * K, t, in, round_quik_row, quik_xhat);
             else quantize_row(w, x + t * K, t, in);
         }
     };
@@ -71,32 +77,20 @@ QuantizedInput QuantizedInputBuffer::quantize(const Weight &w, const float *x, i
     return in;
 }
 
-void QuantizedInputBuffer::quantize_quik_row(const QuikView &w, const float *xt, int64_t t, const QuantizedInput &in) {
-    // The 4-bit columns in perm order, then plain loops over them (vectorised).
-    float *row = row_.data() + t * (max_K_ + 64);
-    for (int64_t j = 0; j < w.Kin; ++j) row[j] = xt[w.perm[j]];
-    float lo = w.Kin ? row[0] : 0.0f, hi = lo;
-    for (int64_t j = 0; j < w.Kin; ++j) {
-        lo = std::min(lo, row[j]);
-        hi = std::max(hi, row[j]);
-    }
-    const float top = float((1 << quik_bits_) - 1);
-    const float scale = (hi - lo) / top, inv = hi > lo ? top / (hi - lo) : 0.0f;
+void QuantizedInputBuffer::quantize_quik_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in,
+                                             QuikRowRounding round_quik_row, bool with_xhat) {
+    const QuikView &q = w.quik;
+    const int64_t K = w.cols;
     uint8_t *u = reinterpret_cast<uint8_t *>(q_.data()) + t * in.stride;
-    int32_t total = 0;
-    for (int64_t j = 0; j < w.Kin; ++j) {
-        const int32_t c = std::min(static_cast<int32_t>(round_even((row[j] - lo) * inv)), int32_t(top));
-        u[j] = uint8_t(c);
-        total += c;
-    }
-    std::fill(u + w.Kin, u + in.stride, uint8_t(0));
-    d_[t] = scale;
-    sum_[t] = lo;
-    qsum_[t] = total;
-    float *xhat = xhat_.data() + t * in.K;
-    for (int64_t j = 0; j < w.Kin; ++j) xhat[w.perm[j]] = lo + scale * float(u[j]);
-    float *xout = xout_.data() + t * w.n_out;
-    for (int64_t j = 0; j < w.n_out; ++j) xhat[w.perm[w.Kin + j]] = xout[j] = xt[w.perm[w.Kin + j]];
+    qsum_[t] = (round_quik_row ? round_quik_row : round_quik_row_ref)(xt, quik_column_.data(), K, quik_bits_, u,
+                                                                       &sum_[t], &d_[t]);
+    std::fill(u + K, u + in.stride, uint8_t(0));
+    float *xout = xout_.data() + t * q.n_out;
+    for (int64_t j = 0; j < q.n_out; ++j) xout[j] = xt[q.perm[q.Kin + j]];
+    if (!with_xhat) return;
+    float *xhat = xhat_.data() + t * K;
+    const float lo = sum_[t], d = d_[t];
+    for (int64_t k = 0; k < K; ++k) xhat[k] = quik_column_[k] ? lo + d * float(u[k]) : xt[k];
 }
 
 void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_t t, const QuantizedInput &in) {

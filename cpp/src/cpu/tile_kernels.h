@@ -289,18 +289,18 @@ inline void quik_finish(const Weight &W, const RowTiles &rt, int64_t tile, const
 }
 
 // quik (FORMAT.md 5.7): the 16 rows' 4-bit codes as u = q + 8 times the token's unsigned input
-// codes (V::dot_xu8: the input on the unsigned side), summed in int32 over all Kin columns (one
-// scale per row: no float work inside the loop), then quik_finish.
+// codes (V::dot_xu8: the input on the unsigned side), summed in int32 over the whole row (one
+// scale per row: no float work inside the loop; the fp16 columns' code 0 adds nothing), then
+// quik_finish.
 template <class V, int T>
 inline void quik_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tokens<T> &x, float out[T][kTileRows]) {
-    const QuikView &q = W.quik;
-    const uint8_t *rec = rt.tile(tile), *codes = rec + rt.q4;
+    const uint8_t *codes = rt.tile(tile) + rt.q4;
     // Two sums per token (low and high nibbles): the sums run through the whole row, so each
     // chunk adds to each one once and the vpdpbusd latency stays hidden.
     typename V::I a[T], b[T];
     for (int t = 0; t < T; ++t) a[t] = b[t] = V::set1(0);
-    Prefetcher next(rt, tile, std::max<int64_t>(1, q.Kinp / 8));
-    for (int64_t c = 0; c < q.Kinp / 8; ++c) {  // 8 columns per chunk: low nibbles 0..3, high 4..7
+    Prefetcher next(rt, tile, W.Kp / 8);
+    for (int64_t c = 0; c < W.Kp / 8; ++c) {  // 8 columns per chunk: low nibbles 0..3, high 4..7
         next.step();
         const typename V::I v = V::load(codes + c * 64);
         const typename V::I lo = V::mask(v, 0x0F), hi = V::mask(V::template shr<4>(v), 0x0F);

@@ -77,15 +77,15 @@ void repack_block_row(const BlockView &b, const BlockTiles &bt, const RowTiles &
 }
 
 // Row r of a quik matrix into its tile record `tile` at lane row lr.
-void repack_quik_row(const QuikView &q, const RowTiles &t, int64_t r, uint8_t *tile, int64_t lr) {
-    std::vector<uint8_t> u(q.Kinp, uint8_t(8));  // padding: code 0 (its input codes are 0 too)
+void repack_quik_row(const QuikView &q, const RowTiles &t, int64_t Kp, int64_t r, uint8_t *tile, int64_t lr) {
+    std::vector<uint8_t> u(Kp, uint8_t(8));  // code 0: the fp16 columns and the padding
     int32_t sum = 0;
     for (int64_t j = 0; j < q.Kin; ++j) {
         const int c = quik_code(q, r, j);
-        u[j] = uint8_t(c + 8);
+        u[q.perm[j]] = uint8_t(c + 8);
         sum += c;
     }
-    place_nibbles(u.data(), q.Kinp, lane_byte(lr), tile + t.q4);
+    place_nibbles(u.data(), Kp, lane_byte(lr), tile + t.q4);
     for (int64_t j = 0; j < q.n_out; ++j)
         reinterpret_cast<uint16_t *>(tile + t.out16)[j * kTileRows + lr] = q.out_w[r * q.n_out + j];
     reinterpret_cast<float *>(tile + t.srow)[lr] = f16_value(q.scales[r]);
@@ -142,7 +142,7 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
         part(t.exp16, w.Kp / 16 * kTileRows);
     }
     if (w.dtype == DType::quik) {
-        part(t.q4, w.quik.Kinp / 8 * 64);
+        part(t.q4, w.Kp / 8 * 64);
         part(t.out16, w.quik.n_out * kTileRows * 2);
         part(t.srow, kTileRows * 4);
         part(t.rowsum, kTileRows * 4);
@@ -190,7 +190,7 @@ TiledMatrix::TiledMatrix(const Weight &w, bool repack) : w_(w) {
             interleave(q4.mins + r * G4, G4, lr, reinterpret_cast<uint16_t *>(tile + t.min4));
         }
         if (is_block_format(w.dtype)) repack_block_row(w.block, t.block, t, w.Kp, r, tile, lr);
-        if (w.dtype == DType::quik) repack_quik_row(w.quik, t, r, tile, lr);
+        if (w.dtype == DType::quik) repack_quik_row(w.quik, t, w.Kp, r, tile, lr);
         if (w.dtype == DType::q8) {
             place_bytes(reinterpret_cast<const uint8_t *>(w.q8.codes + r * w.Kp), w.Kp, lb, tile + t.q8);
             interleave(w.q8.scales + r * w.G, w.G, lr, reinterpret_cast<uint16_t *>(tile + t.scale8));

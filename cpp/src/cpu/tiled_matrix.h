@@ -34,8 +34,8 @@
 //   exp16  [Kp/16][16]   the biased shared exponent E of each 16 columns, one per row
 // Element m (as an integer: twice the value for E2M1) times 2^(E - 127 - fraction_bits) is the
 // weight.
-// quik (FORMAT.md 5.7): q4's codes part over the Kinp 4-bit columns (perm order), each nibble
-// u = q + 8, then
+// quik (FORMAT.md 5.7): q4's codes part over all Kp columns in their original order, each nibble
+// u = q + 8 with code 0 (u = 8) for the fp16 columns (so that the input needs no permutation), then
 //   out16  [n_out][16]   f16 weights of the fp16 columns, one per row
 //   srow   [16]          f32 row scales
 //   rowsum [16]          i32 sum of each row's codes q
