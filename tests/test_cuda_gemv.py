@@ -136,7 +136,7 @@ def test_device_bytes_cover_the_parts():
     assert stored + staged <= w.device_bytes <= stored + staged + 256 * (len(parts) + 1)
 
 
-@pytest.mark.parametrize("recipe", ["mix", "f16", "q8", "q4"])
+@pytest.mark.parametrize("recipe", ["mix", "f16", "q8", "q4", "quik"])
 def test_make_random_mixrt_tiny_loads_and_runs(tmp_path, recipe):
     path = tmp_path / f"tiny-{recipe}.mixrt"
     summary = make_random_mixrt(path, shape="tiny", recipe=recipe, bits=4.0, seed=3)

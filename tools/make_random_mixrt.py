@@ -1,7 +1,7 @@
 # make_random_mixrt.py: the command line of mixrt.devtools.random_model.make_random_mixrt: writes a
 # randomly initialised .mixrt directly in packed form (random valid codes, no quantization), so a
-# Llama-2-7B-shaped file in any recipe (f16, q8, q4, mix at --bits, a block format: bfp6, mxfp4, ...)
-# takes a minute or two.
+# Llama-2-7B-shaped file in any recipe (f16, q8, q4, mix at --bits, a block format: bfp6, mxfp4, ...;
+# quik with ffn_down q8) takes a minute or two.
 #   python tools/make_random_mixrt.py OUT.mixrt [--shape llama2-7b] [--recipe mix] [--bits 2.9]
 import argparse
 

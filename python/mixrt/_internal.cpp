@@ -377,4 +377,13 @@ NB_MODULE(_internal, m) {
         k.to_f16(x.data(), out, int64_t(x.shape(0)));
         return nb::ndarray<nb::numpy, uint16_t, nb::ndim<1>>(out, {x.shape(0)}, owner);
     }, "impl"_a, "x"_a);
+    m.def("kernel_softmax", [](const std::string &impl, FloatMatrix s, float scale) {
+        // softmax(scale s) of each row of s by the named table's softmax_rows (attention).
+        const mixrt::CpuKernels &k = kernel_table(impl);
+        float *out;
+        auto result = new_matrix(s.shape(0), s.shape(1), &out);
+        std::memcpy(out, s.data(), sizeof(float) * s.shape(0) * s.shape(1));
+        k.softmax_rows(out, int64_t(s.shape(0)), int64_t(s.shape(1)), scale);
+        return result;
+    }, "impl"_a, "s"_a, "scale"_a);
 }

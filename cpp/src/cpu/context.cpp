@@ -51,12 +51,12 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
       kernels_(best_kernels()),
       pool_(n_threads <= 0 ? default_threads() : n_threads),
       kv_(kv),
+      activations_(activations),
       xq_{QuantizedInputBuffer(kMaxBatch, std::max<int64_t>({model.params().hidden_size,
                                                             int64_t(model.params().n_heads) * model.params().head_dim,
                                                             model.params().ffn_size}), quik_input_bits(activations)),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations)),
-          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations))},
-      activations_(activations) {
+          QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations))} {
     rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     const size_t cache_values = size_t(p_.n_layers) * n_ctx_ * kv_width;
@@ -196,18 +196,7 @@ void Context::attention(const KV *K, const KV *V, int32_t n, int32_t pos0) {
                 const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
                 const size_t offset = size_t(kvh) * hd;
                 attn_scores(kernels_, q, nq, hd, K + offset, kv_width, len, hd, scores);
-                for (int32_t i = 0; i < nq; ++i) {
-                    float *s = scores + size_t(i) * len;
-                    float max_score = -INFINITY;
-                    for (int32_t j = 0; j < len; ++j) max_score = std::max(max_score, s[j] *= inv_sqrt);
-                    float sum = 0;
-                    for (int32_t j = 0; j < len; ++j) {
-                        s[j] = std::exp(s[j] - max_score);
-                        sum += s[j];
-                    }
-                    const float inv_sum = 1.0f / sum;
-                    for (int32_t j = 0; j < len; ++j) s[j] *= inv_sum;
-                }
+                kernels_.softmax_rows(scores, nq, len, inv_sqrt);
                 attn_values(kernels_, scores, nq, V + offset, kv_width, len, hd,
                             att_.data() + size_t(t) * q_width + size_t(h) * hd, hd);
                 item += nq;

@@ -51,6 +51,9 @@ struct CpuKernels {
                             float *out, int64_t out_stride);
     // dst[i] = x[i] rounded to f16 (nearest even), i < n: keys and values into the cache.
     void (*to_f16)(const float *x, uint16_t *dst, int64_t n);
+    // Each of `rows` rows of `len` attention scores s (rows `len` apart) becomes softmax(scale s):
+    // p_j = exp(scale s_j - m) / sum_i exp(scale s_i - m), m the row's largest scale s_j.
+    void (*softmax_rows)(float *s, int64_t rows, int64_t len, float scale);
     // A quik input row (quantized_input.h): lo and hi, the min and max of x[k] where column[k] is
     // 1, then u[k] = round((x[k] - lo) / d) clamped to 0..2^bits-1 for every k < K, with
     // d = (hi - lo) / (2^bits - 1) (0 when hi = lo; lo = hi = 0 without such columns). Returns the

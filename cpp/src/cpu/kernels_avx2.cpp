@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "cpu/kernels.h"
@@ -175,6 +176,67 @@ void attn_values_avx2(const float *p, int64_t nq, const KV *V, int64_t stride, i
     if (nq - h == 1) values_block<1>(p + h * len, V, stride, len, hd, out + h * out_stride, out_stride);
 }
 
+// exp(x) for x <= 0 (scaled scores minus their maximum), 8 at a time: x = n ln2 + r with |r| <= ln2/2
+// (ln2 in two parts, Cody-Waite), exp(r) by the degree-7 polynomial of Cephes' expf (relative error
+// below 2^-23 on that interval), times 2^n from the exponent bits. Below -87.3 (2^-126) the result
+// is 0.
+inline __m256 exp_nonpositive(__m256 x) {
+    const __m256 low = _mm256_set1_ps(-87.33654f);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x, low, _CMP_GE_OQ));
+}
+
+// softmax_rows of kernels.h, 8 scores at a time (the tail through a masked load and store).
+void softmax_rows_avx2(float *s, int64_t rows, int64_t len, float scale) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(len % 8)), lanes);
+    const int64_t body = len / 8 * 8;
+    for (int64_t i = 0; i < rows; ++i) {
+        float *row = s + i * len;
+        __m256 top = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < body; j += 8) {
+            const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(row + j), vs);
+            _mm256_storeu_ps(row + j, v);
+            top = _mm256_max_ps(top, v);
+        }
+        if (body < len) {
+            const __m256 v = _mm256_mul_ps(_mm256_maskload_ps(row + body, tail), vs);
+            _mm256_maskstore_ps(row + body, tail, v);
+            top = _mm256_max_ps(top, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(tail)));
+        }
+        __m128 t = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+        t = _mm_max_ps(t, _mm_movehl_ps(t, t));
+        const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(t, _mm_movehdup_ps(t))));
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < body; j += 8) {
+            const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(row + j), m));
+            _mm256_storeu_ps(row + j, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        if (body < len) {
+            const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + body, tail), m)),
+                                           _mm256_castsi256_ps(tail));
+            _mm256_maskstore_ps(row + body, tail, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
+        for (int64_t j = 0; j < body; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+        if (body < len) _mm256_maskstore_ps(row + body, tail, _mm256_mul_ps(_mm256_maskload_ps(row + body, tail), inv));
+    }
+}
+
 void to_f16_avx2(const float *x, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -191,7 +253,8 @@ const CpuKernels &avx2_kernel_table() {
                               matmul_tiled<Avx2, TileKind::mix>, matmul_tiled<Avx2, TileKind::block>,
                               matmul_tiled<Avx2, TileKind::quik>,
                               attn_scores_avx2<uint16_t>, attn_values_avx2<uint16_t>,
-                              attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2, round_quik_row_ref};
+                              attn_scores_avx2<float>, attn_values_avx2<float>, to_f16_avx2, softmax_rows_avx2,
+                              round_quik_row_ref};
     return k;
 }
 

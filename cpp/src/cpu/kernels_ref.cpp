@@ -77,6 +77,21 @@ void to_f16_ref(const float *x, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = float_to_half(x[i]);
 }
 
+void softmax_rows_ref(float *s, int64_t rows, int64_t len, float scale) {
+    for (int64_t i = 0; i < rows; ++i) {
+        float *row = s + i * len;
+        float top = -INFINITY;
+        for (int64_t j = 0; j < len; ++j) top = std::max(top, row[j] *= scale);
+        float sum = 0;
+        for (int64_t j = 0; j < len; ++j) {
+            row[j] = std::exp(row[j] - top);
+            sum += row[j];
+        }
+        const float inv_sum = 1.0f / sum;
+        for (int64_t j = 0; j < len; ++j) row[j] *= inv_sum;
+    }
+}
+
 }  // namespace
 
 int32_t round_quik_row_ref(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
@@ -117,6 +132,7 @@ const CpuKernels &scalar_kernels() {
                               attn_scores_ref<float>,
                               attn_values_ref<float>,
                               to_f16_ref,
+                              softmax_rows_ref,
                               round_quik_row_ref};
     return k;
 }

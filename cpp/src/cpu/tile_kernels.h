@@ -1,15 +1,17 @@
 // tile_kernels.h: the quantized matmuls (q8, q4, mix, block formats, quik) over row tiles (tiled_matrix.h), written once
 // for every vector instruction set. A kernel file includes this header after defining a struct V
 // of the few vector operations the kernels use on 16 int32 / float lanes (one per row of a tile):
-// kernels_avx2.cpp (two 256-bit halves, maddubs), kernels_avx512.cpp (512-bit, vpdpbusd). Everything
-// here has internal linkage, so each file gets its own copy compiled for its instruction set.
+// kernels_avx2.cpp (two 256-bit halves, maddubs, vec256.h), kernels_avx512.cpp (512-bit, vpdpbusd,
+// vec512.h). Everything here has internal linkage, so each file gets its own copy compiled for its
+// instruction set.
 //
 // Per tile of 16 rows and up to V::kTokens tokens (prefill decodes each 64-byte chunk once for all
 // of them): codes times input codes are summed in integers per group (exact); the mix 2-bit part
 // then applies its integer group scales and zeros in integers too, and floats appear once per
 // input block of 8 groups (one input scale, one super-scale); q4 and the 4-bit strip scale each
-// group's sum in fp32 and add mins times the input's group sums; q8 scales each group. The results
-// equal the scalar reference (kernels_ref.cpp) on the same rounded input up to fp32 rounding.
+// group's sum in fp32 and add mins times the input's group sums; q8 scales each group, the block
+// formats each 16 columns by a power of two; quik sums whole rows in integers. The results equal
+// the scalar reference (kernels_ref.cpp) on the same rounded input up to fp32 rounding.
 //
 // Measured and not kept (SmolLM2 mix unless stated, 2 threads, 2-core Xeon with AVX-512 VNNI):
 // four vpdpbusd accumulators taking turns within a group (no change: consecutive groups already

@@ -24,7 +24,7 @@ from safetensors.numpy import save_file
 
 from ..convert import DEFAULT_BITS, DEFAULT_OUTLIER_FRAC
 from ..format import MixrtWriter
-from ..quant import blockfp, layouts
+from ..quant import blockfp, layouts, quik
 from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.plan import plan_mix
 from .gguf_to_hf import BLOCK_NAMES, GLOBAL_NAMES
@@ -250,7 +250,7 @@ def write_byte_model(path, metadata: dict | None = None, tensors: dict | None = 
 
 # ---- .mixrt files in packed form ------------------------------------------------------------------
 
-RECIPES = ("f16", "q8", "q4", "mix", *BLOCK_FORMATS)  # the block formats by dtype name (bfp6, ...)
+RECIPES = ("f16", "q8", "q4", "mix", *BLOCK_FORMATS, "quik")  # the block formats by dtype name (bfp6, ...)
 EMBED_DTYPES = ("f16", "q8", "q4")
 SCALE_CODES = (16, 48)  # 2-bit group scale codes are drawn from this range: scales near 32.5 x S
 # Standard deviations of the code distributions, to scale codes to a target weight std:
@@ -305,8 +305,15 @@ def random_weight(rng, dtype: str, m: int, k: int, std: float, k4: int = 0, per_
         rms = np.sqrt(np.mean(fmt.element_values(np.arange(2 ** fmt.bits)) ** 2))
         exps = np.full((m, g * layouts.GROUP // fmt.block), 127 + round(np.log2(std / rms)), np.uint8)
         return blockfp.pack(codes, exps, fmt)
+    if dtype == "quik":  # the converter's default share of fp16 columns, at random places
+        n_out = quik.out_column_count(k, quik.DEFAULT_OUT_FRACTION)
+        return quik.pack(quik.QuikParts(
+            perm=rng.permutation(k).astype(np.uint32),
+            q=rng.integers(quik.QMIN, quik.QMAX + 1, size=(m, k - n_out), dtype=np.int8),
+            scales=np.full(m, std / Q4_STD, np.float16),
+            out_w=(rng.standard_normal((m, n_out)) * std).astype(np.float16)))
     if dtype != "mix":
-        raise ValueError(f"dtype: expected f16, f32, q8, q4, mix or a block format, found {dtype!r}")
+        raise ValueError(f"dtype: expected f16, f32, q8, q4, mix, quik or a block format, found {dtype!r}")
     k2 = k - k4
     g2 = layouts.padded_k2(k2) // layouts.GROUP
     super_scale = std / (Q2_RMS * np.mean(SCALE_CODES))
@@ -359,9 +366,11 @@ def make_random_mixrt(out, shape: str = "tiny", recipe: str = "mix", bits: float
     if recipe == "mix":
         metadata["mixrt.recipe.bits_target"] = float(bits)
 
-    def dtype_of(name, dims):
+    def dtype_of(name, dims):  # quik: ffn_down q8, as the converter's default
         if len(dims) == 1:
             return "f32"
+        if recipe == "quik" and name.endswith("ffn_down.weight"):
+            return "q8"
         return recipe if name.startswith("blk.") else embed_dtype
 
     rng = np.random.default_rng(seed)
@@ -370,7 +379,8 @@ def make_random_mixrt(out, shape: str = "tiny", recipe: str = "mix", bits: float
         writer.add_metadata(metadata)
         for name, dims, _ in plan:
             nnz = per_row.get(name, 0) * dims[0]
-            writer.declare_tensor(name, dtype_of(name, dims), dims, k4.get(name, 0), nnz)
+            out_cols = quik.out_column_count(dims[1], quik.DEFAULT_OUT_FRACTION) if dtype_of(name, dims) == "quik" else 0
+            writer.declare_tensor(name, dtype_of(name, dims), dims, k4.get(name, 0), nnz, out_cols)
         for name, dims, std in plan:
             dtype = dtype_of(name, dims)
             if std is None:
