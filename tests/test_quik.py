@@ -120,6 +120,19 @@ def test_fast_kernel_matches_scalar_twin(impl, n, m, k, n_out):
     assert np.all(np.abs(fast - ref) <= 2 * kernel_bound(parts, m, k, xhat_ref))
 
 
+@pytest.mark.skipif("amx" not in IMPLS, reason="no AMX-INT8 (or Linux did not grant the tile registers)")
+def test_amx_runs_of_row_tiles():
+    """Rows whose unpacked codes exceed the AMX kernel's 1 MiB run (19 tiles of 64 KiB: two runs),
+    token counts that leave a tail for the vector kernel, against the scalar twin."""
+    m, k, n_out = 300, 4096, 256
+    parts = packed(m, k, n_out, seed=5)
+    for n in (16, 70):
+        x = np.random.default_rng(n).standard_normal((n, k)).astype(np.float32)
+        fast, _ = _internal.kernel_matmul_quant("amx", "quik", parts, m, k, x)
+        ref, xhat = _internal.kernel_matmul_quant("scalar", "quik", parts, m, k, x)
+        assert np.all(np.abs(fast - ref) <= 2 * kernel_bound(parts, m, k, xhat))
+
+
 def test_column_order_keeps_the_largest_activations_last():
     col_max = np.array([0.1, 9.0, 0.3, 7.0, 0.2, 8.0])
     assert quik.column_order(col_max, 6, 2).tolist() == [0, 2, 3, 4, 1, 5]

@@ -2,10 +2,10 @@
 // the rest of the table being AVX-512's. quik sums each row's products in integers over the whole
 // K (one scale per row, per token), which is exactly what TDPBUSD does: it adds a 16-token x
 // 64-byte block of unsigned input codes times a 64 x 16 block of signed weight bytes into a 16 x 16
-// block of int32 sums (16384 multiply-adds per instruction). The 4-bit codes u = q + 8 of the row
-// tiles are unpacked once per call into bytes (the tile layout's 64-byte chunks of 4 columns x 16
-// rows are the rows of TDPBUSD's weight operand as they are), then up to 4 token blocks of 16 at a
-// time pass over them; the sums end as the AVX-512 kernel's do (quik_finish). Token counts below 16, and
+// block of int32 sums (16384 multiply-adds per instruction). The 4-bit codes u = q + 8 of a run of
+// row tiles (1 MiB unpacked) are unpacked once into bytes (the tile layout's 64-byte chunks of 4
+// columns x 16 rows are the rows of TDPBUSD's weight operand as they are), then up to 4 token
+// blocks of 16 at a time pass over them; the sums end as the AVX-512 kernel's do (quik_finish). Token counts below 16, and
 // the last n mod 16 tokens, take the AVX-512 kernel. This file alone is compiled with -mamx-tile
 // -mamx-int8 (plus AVX-512) and is only called after the run-time check of amx_usable(), which
 // also asks Linux for the tile state (arch_prctl ARCH_REQ_XCOMP_PERM).
@@ -32,6 +32,7 @@ namespace {
 constexpr int kBlocks = 4;
 constexpr int kTiles = 6;
 constexpr int64_t kStepBytes = 64 * kTileRows;  // weight bytes of one K step of 64 columns
+constexpr int64_t kStageBytes = 1 << 20;         // unpacked weight bytes per run of row tiles
 
 struct alignas(64) TileConfig {
     uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -93,44 +94,48 @@ void matmul_quik_amx(const TiledMatrix &W, const QuantizedInput &in, float *out,
     if (full == 0) return g_vector_quik(W, in, out, n, r0, r1);
     const Weight &w = W.weight();
     const RowTiles &rt = W.tiles();
-    const int64_t M = w.rows, steps = in.stride / 64, tile0 = r0 / kTileRows;
-    const int64_t tiles = (r1 - r0 + kTileRows - 1) / kTileRows, tile_bytes = steps * kStepBytes;
-    // Every row tile of [r0, r1) unpacked once (columns past Kp zero, as their input codes are);
-    // then each group of token blocks, whose input codes stay in L1, passes over all of them.
+    const int64_t M = w.rows, steps = in.stride / 64, tile_bytes = steps * kStepBytes;
+    // The row tiles of [r0, r1) in runs that fit in L2 (kStageBytes), each unpacked once (columns
+    // past Kp zero, as their input codes are); then each group of token blocks, whose input codes
+    // stay in L1, passes over the run.
+    const int64_t run = std::max<int64_t>(1, kStageBytes / tile_bytes);
     thread_local std::vector<uint8_t> stage;
-    stage.assign(size_t(tiles * tile_bytes), 0);
-    for (int64_t i = 0; i < tiles; ++i) {
-        const uint8_t *codes = rt.tile(tile0 + i) + rt.q4;
-        uint8_t *dst = stage.data() + i * tile_bytes;
-        for (int64_t c = 0; c < w.Kp / 8; ++c) {  // chunk c: columns 8c..8c+3 low, 8c+4..8c+7 high
-            const __m512i v = _mm512_loadu_si512(codes + 64 * c);
-            _mm512_storeu_si512(dst + 128 * c, Avx512::mask(v, 0x0F));
-            _mm512_storeu_si512(dst + 128 * c + 64, Avx512::mask(Avx512::shr<4>(v), 0x0F));
-        }
-    }
+    stage.assign(size_t(run * tile_bytes), 0);
     static const TileConfig config = tile_config();
     _tile_loadconfig(&config);
     alignas(64) int32_t sums[kBlocks][16][16];
     alignas(64) float result[16][kTileRows];
-    for (int64_t t0 = 0; t0 < full; t0 += 16 * kBlocks) {
-        const int blocks = int(std::min<int64_t>(kBlocks, (full - t0) / 16));
+    for (int64_t first = r0 / kTileRows; first * kTileRows < r1; first += run) {
+        const int64_t tiles = std::min(run, (r1 - first * kTileRows + kTileRows - 1) / kTileRows);
         for (int64_t i = 0; i < tiles; ++i) {
-            const uint8_t *b = stage.data() + i * tile_bytes;
-            switch (blocks) {
-                case 1: tile_sums<1>(b, steps, in, t0, sums); break;
-                case 2: tile_sums<2>(b, steps, in, t0, sums); break;
-                case 3: tile_sums<3>(b, steps, in, t0, sums); break;
-                default: tile_sums<4>(b, steps, in, t0, sums); break;
+            const uint8_t *codes = rt.tile(first + i) + rt.q4;
+            uint8_t *dst = stage.data() + i * tile_bytes;
+            for (int64_t c = 0; c < w.Kp / 8; ++c) {  // chunk c: columns 8c..8c+3 low, 8c+4..8c+7 high
+                const __m512i v = _mm512_loadu_si512(codes + 64 * c);
+                _mm512_storeu_si512(dst + 128 * c, Avx512::mask(v, 0x0F));
+                _mm512_storeu_si512(dst + 128 * c + 64, Avx512::mask(Avx512::shr<4>(v), 0x0F));
             }
-            const int64_t tile = tile0 + i;
-            const __mmask16 row_mask = __mmask16((1u << std::min(r1 - tile * kTileRows, kTileRows)) - 1);
-            for (int blk = 0; blk < blocks; ++blk) {
-                __m512i acc[16];
-                for (int t = 0; t < 16; ++t) acc[t] = _mm512_load_si512(sums[blk][t]);
-                const int64_t tb = t0 + 16 * blk;
-                quik_finish<Avx512, 16>(w, rt, tile, Tokens<16>(token(in, tb)), acc, result);
-                for (int t = 0; t < 16; ++t)
-                    _mm512_mask_storeu_ps(out + (tb + t) * M + tile * kTileRows, row_mask, _mm512_load_ps(result[t]));
+        }
+        for (int64_t t0 = 0; t0 < full; t0 += 16 * kBlocks) {
+            const int blocks = int(std::min<int64_t>(kBlocks, (full - t0) / 16));
+            for (int64_t i = 0; i < tiles; ++i) {
+                const uint8_t *b = stage.data() + i * tile_bytes;
+                switch (blocks) {
+                    case 1: tile_sums<1>(b, steps, in, t0, sums); break;
+                    case 2: tile_sums<2>(b, steps, in, t0, sums); break;
+                    case 3: tile_sums<3>(b, steps, in, t0, sums); break;
+                    default: tile_sums<4>(b, steps, in, t0, sums); break;
+                }
+                const int64_t tile = first + i;
+                const __mmask16 row_mask = __mmask16((1u << std::min(r1 - tile * kTileRows, kTileRows)) - 1);
+                for (int blk = 0; blk < blocks; ++blk) {
+                    __m512i acc[16];
+                    for (int t = 0; t < 16; ++t) acc[t] = _mm512_load_si512(sums[blk][t]);
+                    const int64_t tb = t0 + 16 * blk;
+                    quik_finish<Avx512, 16>(w, rt, tile, Tokens<16>(token(in, tb)), acc, result);
+                    for (int t = 0; t < 16; ++t)
+                        _mm512_mask_storeu_ps(out + (tb + t) * M + tile * kTileRows, row_mask, _mm512_load_ps(result[t]));
+                }
             }
         }
     }
