@@ -201,10 +201,10 @@ inline void q8_tile(const Weight &W, const RowTiles &rt, int64_t tile, const Tok
 
 // Block formats (FORMAT.md 5.6), tiles of BlockTiles::kind K: per 16 columns, the elements of the
 // 16 rows as bytes (int8: the signed m, loaded; nibble: the stored u = m + offset, or E2M1 codes
-// through kE2M1Unsigned; nibble_crumb: the nibbles and the 2 high bits of one q6 chunk joined into u), their exact
-// products with the input codes (V::dot_q8 for signed m, V::dot_u8 for u; either sum is corrected
-// with the 16 columns' input code sum times its offset), scaled by 2^(E - 127) from the 16
-// exponent bytes and by the input scale x 2^-fraction_bits.
+// through kE2M1Unsigned; nibble_crumb: the nibbles and the 2 high bits of one q6 chunk joined into
+// u), their exact products with the input codes (V::dot_q8 for signed m, V::dot_u8 for u; either
+// sum is corrected with the 16 columns' input code sum times its offset), scaled by 2^(E - 127)
+// from the 16 exponent bytes and by the input scale x 2^-fraction_bits.
 template <class V, BlockTiles::Kind K>
 inline void block_elements(const uint8_t *rec, const RowTiles &rt, int64_t h, typename V::I m[4]) {
     using I = typename V::I;
