@@ -84,6 +84,23 @@ def test_input_rounding_per_token(bits, m, k, n_out):
         assert np.array_equal(lowest_inlier(xhat, perm, kin), lo[:, 0].astype(np.float32))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nan_inputs_of_4bit_columns_round_to_code_0(impl):
+    """A NaN among a token's 4-bit columns is left out of its min and max and gets code 0 (defined,
+    the same in every table); the output stays finite."""
+    m, k, n_out = 16, 96, 8
+    parts = packed(m, k, n_out, seed=2)
+    inliers = parts[0][:k - n_out]
+    x = np.random.default_rng(0).standard_normal((3, k)).astype(np.float32)
+    x[0, inliers[5]] = np.nan
+    x[2, inliers[:40]] = np.nan
+    out, xhat = _internal.kernel_matmul_quant(impl, "quik", parts, m, k, x)
+    ref_out, ref_xhat = _internal.kernel_matmul_quant("scalar", "quik", parts, m, k, x)
+    np.testing.assert_array_equal(xhat, ref_xhat)
+    lo = np.nanmin(x[:, inliers], axis=1)
+    assert (xhat[0, inliers[5]], xhat[2, inliers[0]]) == (lo[0], lo[2]) and np.isfinite(out).all()
+
+
 def kernel_bound(parts, m, k, xhat):
     """|fast or scalar kernel - exact W x^|: fp32 rounding of at most K + 16 terms, the fast kernel's
     terms being s (d sum q u) and s lo rowsum, whose magnitudes are bounded by sum |w| (|x^| + 2|lo|)

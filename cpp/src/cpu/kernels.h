@@ -56,8 +56,9 @@ struct CpuKernels {
     void (*softmax_rows)(float *s, int64_t rows, int64_t len, float scale);
     // A quik input row (quantized_input.h): lo and hi, the min and max of x[k] where column[k] is
     // 1, then u[k] = round((x[k] - lo) / d) clamped to 0..2^bits-1 for every k < K, with
-    // d = (hi - lo) / (2^bits - 1) (0 when hi = lo; lo = hi = 0 without such columns). Returns the
-    // sum of the codes; *lo_out and *d_out receive lo and d. Bit for bit the same in every table.
+    // d = (hi - lo) / (2^bits - 1) (0 when hi = lo; lo = hi = 0 without such columns). NaN inputs
+    // are left out of lo and hi and get code 0. Returns the sum of the codes; *lo_out and *d_out
+    // receive lo and d. Bit for bit the same in every table.
     int32_t (*round_quik_row)(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
                               float *d_out);
 };

@@ -13,8 +13,9 @@ namespace mixrt {
 namespace {
 
 // round_quik_row (kernels.h) 16 columns at a time: masked min/max, then codes by the same
-// arithmetic as the scalar twin (exact min/max; one subtraction, one multiplication and a
-// round-to-nearest-even per code), so the results are the same bits.
+// arithmetic as the scalar twin (min/max with std::min/max's operand order, so NaN inputs are
+// skipped alike; one subtraction, one multiplication and a round-to-nearest-even per code; NaN
+// codes clamp to 0), so the results are the same bits.
 int32_t round_quik_row_avx512(const float *x, const uint8_t *column, int64_t K, int bits, uint8_t *u, float *lo_out,
                               float *d_out) {
     __m512 vlo = _mm512_set1_ps(INFINITY), vhi = _mm512_set1_ps(-INFINITY);
@@ -22,8 +23,8 @@ int32_t round_quik_row_avx512(const float *x, const uint8_t *column, int64_t K, 
         const __mmask16 tail = __mmask16(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
         const __mmask16 m = _mm_mask_test_epi8_mask(tail, _mm_maskz_loadu_epi8(tail, column + k), _mm_set1_epi8(-1));
         const __m512 v = _mm512_maskz_loadu_ps(tail, x + k);
-        vlo = _mm512_mask_min_ps(vlo, m, vlo, v);
-        vhi = _mm512_mask_max_ps(vhi, m, vhi, v);
+        vlo = _mm512_mask_min_ps(vlo, m, v, vlo);  // v < lo ? v : lo, as std::min(lo, v): NaN skipped
+        vhi = _mm512_mask_max_ps(vhi, m, v, vhi);
     }
     float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
     if (lo > hi) lo = hi = 0.0f;  // no 4-bit column

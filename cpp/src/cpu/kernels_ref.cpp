@@ -108,7 +108,8 @@ int32_t round_quik_row_ref(const float *x, const uint8_t *column, int64_t K, int
     int32_t total = 0;
     for (int64_t k = 0; k < K; ++k) {
         const float r = std::nearbyint((x[k] - lo) * inv);  // ties to even (the default rounding mode)
-        const float c = r < 0.0f ? 0.0f : r > top ? top : r;  // the fp16 columns may fall outside
+        const float positive = r > 0.0f ? r : 0.0f;          // NaN -> 0; the fp16 columns may fall outside
+        const float c = positive < top ? positive : top;
         u[k] = uint8_t(c);
         total += int32_t(c);
     }
