@@ -252,6 +252,8 @@ def test_no_calibration_without_fp16_columns(tiny_hf, tmp_path):
     (["--recipe", "quik", "--down-proj", "q4"], 2, "argument --down-proj: invalid choice: 'q4'"),
     (["--recipe", "quik", "--bits", "4"], 1, "bits: expected only with the mix, bfp and bfp-search recipes"),
     (["--recipe", "quik", "--calib-method", "sequential"], 1, "quik: needs the runtime calibration method"),
+    (["--recipe", "q4", "--outlier-cols", "0.1"], 1, "outlier_cols: expected only with the quik recipe, found 0.1 for q4"),
+    (["--recipe", "mix", "--down-proj", "quik"], 1, "down_proj: expected only with the quik recipe, found quik for mix"),
 ])
 def test_convert_refusals(tiny_hf, tmp_path, args, status, message):
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o",

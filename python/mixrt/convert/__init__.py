@@ -415,14 +415,15 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
             calib: str | os.PathLike | None = SELF_CALIB, progress: bool = True, *,
             outlier_frac: float = DEFAULT_OUTLIER_FRAC, clip_search: bool = True,
             calib_tokens: int = DEFAULT_CALIB_TOKENS, calib_method: str = "auto",
-            outlier_cols: float = quik.DEFAULT_OUT_FRACTION, down_proj: str = "q8",
+            outlier_cols: float | None = None, down_proj: str | None = None,
             dtype: str | None = None, force: bool = False) -> dict:
     """Writes `out` from `src` with the decoder linear weights stored by `recipe` (f16, f32, q8,
     q4, mix, bfp (block floating point with `bits` element bits: 8, 6, 5, 4 or 3, default 6),
     bfp-search (bfp6..bfp3 per matrix within `bits` per weight, default 5.5, by the KL each costs on
     the calibration text: Calibration.format_costs), mxint8, mxfp4 or quik (QUIK: `outlier_cols`
     of each layer's input columns, those with the largest max|x| on the calibration text, kept
-    fp16, the rest 4-bit per row by GPTQ; ffn_down `down_proj`, q8 or quik); `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
+    fp16, the rest 4-bit per row by GPTQ; ffn_down `down_proj`, q8 or quik; defaults 0.0625 and q8,
+    and only for quik); `dtype` is its old name), embedding and head in embed_dtype (default: the recipe
     for f16/f32, else q8 like llama.cpp's quantized files; q4 makes a SmolLM2 mix file 18% smaller
     and decode 21% faster for +7.5% perplexity on the calibrated 2.9-bit mix, measured) and norms in f32. mix: `bits` per decoder linear weight (default 2.9,
     every stored byte counted), `outlier_frac` of the weights as fp16 outliers, 2-bit clipping
@@ -469,6 +470,11 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     if calib not in (None, SELF_CALIB) and recipe not in CALIBRATED_RECIPES:
         raise ConversionError(f"calib: expected only with the {', '.join(CALIBRATED_RECIPES)} recipes, "
                               f"found {recipe}")
+    for name, value in (("outlier_cols", outlier_cols), ("down_proj", down_proj)):
+        if value is not None and recipe != "quik":
+            raise ConversionError(f"{name}: expected only with the quik recipe, found {value} for {recipe}")
+    outlier_cols = quik.DEFAULT_OUT_FRACTION if outlier_cols is None else outlier_cols
+    down_proj = "q8" if down_proj is None else down_proj
     if down_proj not in DOWN_PROJ_DTYPES:
         raise ConversionError(f"down_proj: expected one of {', '.join(DOWN_PROJ_DTYPES)}, found {down_proj!r}")
     if recipe == "quik" and calib is None and outlier_cols > 0:

@@ -98,11 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mix: 2-bit groups take their full range instead of the best of "
                              "several clipped ranges")
     parser.add_argument("--outlier-cols", type=numeric("outlier_cols"), metavar="F",
-                        default=DEFAULT_OUT_FRACTION,
                         help=f"quik: fraction of each layer's input columns (those with the largest "
                              f"calibration activations) kept fp16 (default: {DEFAULT_OUT_FRACTION}, "
                              f"the paper's 256 of 4096)")
-    parser.add_argument("--down-proj", choices=DOWN_PROJ_DTYPES, default="q8",
+    parser.add_argument("--down-proj", choices=DOWN_PROJ_DTYPES,
                         help="quik: storage of ffn_down, q8 (the paper's 8-bit down_proj, the "
                              "default) or quik")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
