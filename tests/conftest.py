@@ -121,20 +121,6 @@ def tiny_hf(spm_tokenizer, tmp_path_factory) -> Path:
                              tokenizer=spm_tokenizer, seed=0)
 
 
-def dequantized_copy(path: Path, out: Path) -> Path:
-    """The same model with every tensor stored as the f32 values its dtype decodes to."""
-    from mixrt.format import MixrtWriter, read_mixrt
-
-    file = read_mixrt(path)
-    with MixrtWriter(out) as writer:
-        writer.add_metadata(file.metadata)
-        for name, tensor in file.tensors.items():
-            writer.declare_tensor(name, "f32", tensor.dims)
-        for name, tensor in file.tensors.items():
-            writer.write_tensor(name, tensor.dequantize())
-    return out
-
-
 @pytest.fixture(scope="session")
 def random_model(spm_tokenizer, tmp_path_factory) -> Path:
     """A tiny random Llama with the trained sentencepiece tokenizer, as f16 .mixrt."""

@@ -20,10 +20,11 @@ import pytest
 import sentencepiece
 from safetensors.numpy import load_file, save_file
 
-from conftest import SMOLLM2_HF_FILES, dequantized_copy
+from conftest import SMOLLM2_HF_FILES
 
 import mixrt.convert
 from mixrt.convert import ConversionError, convert, open_source
+from mixrt.devtools.decoded_copy import decoded_copy
 from mixrt.devtools.gguf_to_hf import gguf_to_hf, to_hf_name
 from mixrt.devtools.random_model import SHAPES, make_random_model, weight_plan
 from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt
@@ -474,7 +475,7 @@ def test_runtime_runs_quantized_files_like_their_dequantized_copy(tiny_hf, tmp_p
     convert(tiny_hf, tmp_path / "q.mixrt", recipe=recipe, **uncalibrated(recipe), progress=False)
     tokens = [1, 450, 783, 338, 263]
     quantized = mixrt.load(tmp_path / "q.mixrt").eval_logits(tokens)
-    dense = mixrt.load(dequantized_copy(tmp_path / "q.mixrt",
+    dense = mixrt.load(decoded_copy(tmp_path / "q.mixrt",
                                         tmp_path / "d.mixrt")).eval_logits(tokens)
     deviation = np.abs(quantized - dense).max() / np.abs(dense).max()
     print(f"{recipe}: max |logit difference| / max |logit| = {deviation:.4f}")

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import dequantized_copy
 from mixrt import _internal
+from mixrt.devtools.decoded_copy import decoded_copy
 from mixrt.quant import layouts, quik
 
 IMPLS = _internal.available_kernels()
@@ -223,7 +223,7 @@ def test_convert_and_run(tiny_hf, calib_text, tmp_path, down_proj):
     tokens = [1, 450, 783, 338, 263]
     a8 = mixrt.load(out, backend="cpu").eval_logits(tokens)
     a4 = mixrt.load(out, backend="cpu", activations="token4").eval_logits(tokens)
-    dense = mixrt.load(dequantized_copy(out, tmp_path / "d.mixrt")).eval_logits(tokens)
+    dense = mixrt.load(decoded_copy(out, tmp_path / "d.mixrt")).eval_logits(tokens)
     moved8, moved4 = (np.abs(a - dense).max() / np.abs(dense).max() for a in (a8, a4))
     print(f"down_proj {down_proj}: logits moved {moved8:.4f} (8-bit inputs), {moved4:.4f} (4-bit)")
     assert 0 < moved8 <= 0.04 and moved4 > 2 * moved8

@@ -78,25 +78,9 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
 def decode_quik(path: Path) -> None:
     """Rewrites the .mixrt file at path with every quik matrix decoded to f32 (its weights as
     stored, without the per-token rounding of the inputs that the quik kernels do)."""
-    from mixrt.format import MixrtWriter, read_mixrt
+    from mixrt.devtools.decoded_copy import decoded_copy
 
-    source = read_mixrt(path)
-    decoded = path.with_name(path.name + ".f32")
-    with MixrtWriter(decoded) as writer:
-        writer.add_metadata(source.metadata)
-        for t in source.tensors.values():
-            writer.declare_tensor(t.name, "f32" if t.dtype_name == "quik" else t.dtype_name, t.dims,
-                                  **({} if t.dtype_name == "quik" else derived(t)))
-        for t in source.tensors.values():
-            writer.write_tensor(t.name, t.dequantize() if t.dtype_name == "quik" else
-                                t.array() if t.dtype_name in ("f32", "f16") else t.part_views())
-    os.replace(decoded, path)
-
-
-def derived(t) -> dict:
-    from mixrt.quant.layouts import derived_counts
-
-    return derived_counts(t.dtype_name, [size for _, size in t.parts], t.dims[0]) if len(t.dims) == 2 else {}
+    os.replace(decoded_copy(path, path.with_name(path.name + ".f32"), {"quik"}), path)
 
 
 def text_name(path: str) -> str:

@@ -12,6 +12,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
+#include <cstring>
 #include <vector>
 
 #if defined(__linux__)
@@ -96,11 +97,13 @@ void matmul_quik_amx(const TiledMatrix &W, const QuantizedInput &in, float *out,
     const RowTiles &rt = W.tiles();
     const int64_t M = w.rows, steps = in.stride / 64, tile_bytes = steps * kStepBytes;
     // The row tiles of [r0, r1) in runs that fit in L2 (kStageBytes), each unpacked once (columns
-    // past Kp zero, as their input codes are); then each group of token blocks, whose input codes
-    // stay in L1, passes over the run.
+    // past Kp zeroed once per call, as their input codes are); then each group of token blocks,
+    // whose input codes stay in L1, passes over the run.
     const int64_t run = std::max<int64_t>(1, kStageBytes / tile_bytes);
+    const int64_t codes_bytes = w.Kp / 8 * 128;  // what the unpacking writes of a tile's tile_bytes
     thread_local std::vector<uint8_t> stage;
-    stage.assign(size_t(run * tile_bytes), 0);
+    stage.resize(size_t(run * tile_bytes));
+    for (int64_t i = 0; i < run; ++i) std::memset(stage.data() + i * tile_bytes + codes_bytes, 0, tile_bytes - codes_bytes);
     static const TileConfig config = tile_config();
     _tile_loadconfig(&config);
     alignas(64) int32_t sums[kBlocks][16][16];
