@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,7 @@ def test_plot_names_recipes_in_words():
 
 def test_quik_recipes_map_to_their_options():
     """quik's suffixes: :cols-F and :down-quik are converter options, :t4 the token4 activations,
-    and :a16 neither (the file is rewritten with its quik matrices decoded: test below)."""
+    and :a16 neither (the file is rewritten with its quantized tensors decoded: test below)."""
     from conftest import tool_module
 
     qt = tool_module("quant_table")
@@ -59,20 +60,23 @@ def test_quik_recipes_map_to_their_options():
     assert qt.activations("quik:calib:a16") == [] and qt.activations("bfp:6:a6") == ["--activations", "bfp6"]
 
 
-def test_quik_weights_alone_decode_to_f32(tiny_hf, tmp_path):
-    """:a16 rewrites the converted file with every quik matrix as the f32 values it decodes to
-    (the weights' error alone), the other tensors as they were."""
+@pytest.mark.parametrize("recipe", ["quik", "mix"])
+def test_weights_alone_decode_to_f32(tiny_hf, tmp_path, recipe):
+    """:a16 rewrites the converted file with every quantized tensor as the f32 values it decodes to
+    (the weights' error alone), the f16/f32 tensors as they were."""
     from conftest import tool_module
     from mixrt.convert import convert
     from mixrt.format import read_mixrt
 
     path = tmp_path / "q.mixrt"
-    convert(tiny_hf, path, "quik", calib=None, outlier_cols=0, progress=False)
+    options = {"outlier_cols": 0} if recipe == "quik" else {"bits": 4.0}
+    convert(tiny_hf, path, recipe, calib=None, progress=False, **options)
     before = {name: (t.dtype_name, t.dequantize()) for name, t in read_mixrt(path).tensors.items()}
-    tool_module("quant_table").decode_quik(path)
+    assert any(dtype == recipe for dtype, _ in before.values())
+    tool_module("quant_table").decode_quantized(path)
     after = read_mixrt(path)
     for name, (dtype, values) in before.items():
         t = after.tensors[name]
-        assert t.dtype_name == ("f32" if dtype == "quik" else dtype)
+        assert t.dtype_name == (dtype if dtype in ("f16", "f32") else "f32")
         assert (t.dequantize() == values).all()
     assert list(tmp_path.iterdir()) == [path]

@@ -19,8 +19,10 @@ q4) instead of q8; :aW runs the file with every matmul input rounded to W-bit bl
 (--activations bfpW), so bfp:6:a6 is the W6A6 of arXiv 2310.05079 and f16:a6 its activations alone.
 For quik (QUIK, arXiv 2310.09259): :cols-F keeps F of the input columns fp16 (--outlier-cols F),
 :down-quik stores ffn_down as quik too (--down-proj quik), :t4 runs its inputs at 4 bits per token
-(--activations token4: W4A4) instead of 8 (W4A8), and :a16 measures the weights alone (W4A16): the
-converted file is rewritten with every quik matrix decoded to f32, so nothing rounds the inputs.
+(--activations token4: W4A4) instead of 8 (W4A8). :a16 (any recipe) measures the weights alone
+(W*A16): after its sizes are read, the converted file is rewritten with every quantized tensor decoded
+to f32, so no kernel rounds its inputs (quik:calib:a16 is W4A16, mix:2.9:calib:a16 the mix's weights
+without the 8-bit rounding of their inputs).
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ def convert_cmd(src: str, out: Path, recipe: str, calib: str | None, extra: list
     return cmd
 
 
-def decode_quik(path: Path) -> None:
-    """Rewrites the .mixrt file at path with every quik matrix decoded to f32 (its weights as
-    stored, without the per-token rounding of the inputs that the quik kernels do)."""
+def decode_quantized(path: Path) -> None:
+    """Rewrites the .mixrt file at path with every quantized tensor decoded to f32 (its weights as
+    stored, without the rounding of the inputs that the integer kernels do)."""
     from mixrt.devtools.decoded_copy import decoded_copy
+    from mixrt.format import read_mixrt
 
-    os.replace(decoded_copy(path, path.with_name(path.name + ".f32"), {"quik"}), path)
+    quantized = {t.dtype_name for t in read_mixrt(path).tensors.values()} - {"f16", "f32"}
+    os.replace(decoded_copy(path, path.with_name(path.name + ".f32"), quantized), path)
 
 
 def text_name(path: str) -> str:
@@ -127,9 +131,9 @@ def main() -> int:
     for recipe in args.recipes:
         out = args.out_dir / (recipe.replace(":", "-") + ".mixrt")
         seconds, peak = run_timed(convert_cmd(args.src, out, recipe, args.calib, args.convert_arg))
-        if "a16" in recipe.split(":")[1:]:
-            decode_quik(out)
         info = run_json(["mixrt", "info", str(out), "--json"])
+        if "a16" in recipe.split(":")[1:]:
+            decode_quantized(out)
         row = {"recipe": recipe, "machine": machine, "linear_bits": info["bits_per_weight_decoder_linear"],
                "file_bits": info["bits_per_param_file"], "file_mb": info["file_bytes"] / 1e6,
                "convert_s": seconds, "convert_peak_mb": peak}
