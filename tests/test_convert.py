@@ -25,7 +25,8 @@ from conftest import SMOLLM2_HF_FILES
 import mixrt.convert
 from mixrt.convert import ConversionError, convert, open_source
 from mixrt.devtools.decoded_copy import decoded_copy
-from mixrt.devtools.gguf_to_hf import gguf_to_hf, to_hf_name
+from mixrt.devtools.gguf_to_hf import gguf_to_hf
+from mixrt.devtools.hf_to_gguf import write_gguf
 from mixrt.devtools.random_model import SHAPES, make_random_model, weight_plan
 from mixrt.format import ALIGNMENT, FormatError, MixrtWriter, read_mixrt
 
@@ -527,23 +528,40 @@ def shrink_vocab(hf_dir: Path) -> None:
 
 
 HF_REFUSALS = {
-    "unknown architecture": (lambda d: edit_config(d, model_type="mistral"),
-                             "config.json: model_type expected 'llama', found 'mistral'"),
+    "unknown architecture": (lambda d: edit_config(d, model_type="gemma"),
+                             "config.json: model_type expected one of llama, mistral, qwen2, found 'gemma'"),
+    "architecture mismatch": (lambda d: edit_config(d, model_type="mistral"),
+                              r"config.json: architectures expected \['MistralForCausalLM'\], "
+                              r"found \['LlamaForCausalLM'\]"),
     "missing tensor": (lambda d: edit_weights(d, **{"model.layers.1.mlp.up_proj.weight": None}),
                        r"tensor model.layers.1.mlp.up_proj.weight: expected in the checkpoint "
                        r"\(mixrt blk.1.ffn_up.weight, dims \[172, 64\]\), found missing"),
     "shape mismatch": (lambda d: edit_config(d, intermediate_size=176),
                        r"tensor model.layers.0.mlp.gate_proj.weight: dims expected \[176, 64\], "
                        r"found \[172, 64\]"),
-    "rope scaling": (lambda d: edit_config(d, rope_scaling={"type": "linear", "factor": 2.0}),
-                     "config.json: rope_scaling expected None, found {'type': 'linear'"),
-    "rope type": (lambda d: edit_config(d, rope_parameters={"rope_type": "llama3"}),
-                  "rope_parameters.rope_type expected 'default' .*, found 'llama3'"),
-    "attention bias": (lambda d: edit_config(d, attention_bias=True),
-                       "config.json: attention_bias expected False, found True"),
+    "rope type": (lambda d: edit_config(d, rope_parameters={"rope_type": "longrope"}),
+                  "config.json: rope_scaling.rope_type expected one of default, linear, dynamic, yarn, "
+                  "llama3, found 'longrope'"),
+    "rope key": (lambda d: edit_config(d, rope_scaling={"rope_type": "yarn", "factor": 4.0, "mscale": 0.7}),
+                 r"config.json: rope_scaling \(yarn\) expected only the keys attention_factor, beta_fast, "
+                 r"beta_slow, factor, original_max_position_embeddings, found 'mscale'"),
+    "rope factor": (lambda d: edit_config(d, rope_scaling={"rope_type": "linear", "factor": "2"}),
+                    "config.json: rope_scaling.factor expected a float, found '2'"),
+    "rope llama3 factors": (lambda d: edit_config(d, rope_scaling={
+                                "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                                "high_freq_factor": 1.0, "original_max_position_embeddings": 64}),
+                            r"rope scaling \(llama3\) high_freq_factor: expected more than low_freq_factor "
+                            r"4.0, found 1.0"),
+    "attention bias missing": (lambda d: edit_config(d, attention_bias=True),
+                               r"tensor model.layers.0.self_attn.q_proj.bias: expected in the checkpoint "
+                               r"\(mixrt blk.0.attn_q.bias, dims \[64\]\), found missing"),
     "bias tensor": (lambda d: edit_weights(d, **{"model.layers.0.self_attn.q_proj.bias":
                                                  np.zeros(64, np.float32)}),
-                    "tensor model.layers.0.self_attn.q_proj.bias: expected no bias tensors"),
+                    "tensor model.layers.0.self_attn.q_proj.bias: expected only the tensors of a llama "
+                    "model, found 1 unknown"),
+    "qwen2 sliding window": (lambda d: edit_config(d, model_type="qwen2", architectures=["Qwen2ForCausalLM"],
+                                                   use_sliding_window=True),
+                             "config.json: use_sliding_window expected false"),
     "head dim": (lambda d: edit_config(d, remove=["head_dim"], num_attention_heads=3,
                                        num_key_value_heads=3),
                  "config.json: hidden_size expected a multiple of num_attention_heads 3 "
@@ -598,62 +616,11 @@ def test_hf_refusals(tiny_copy, tmp_path, case):
     assert not (tmp_path / "out.mixrt").exists() and temp_leftovers(tmp_path) == []
 
 
-def permute_like_gguf(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """What llama.cpp's HF->GGUF converter does to q/k rows: within each head, the two halves
-    that rotate-half RoPE pairs up become interleaved, row (half, i) moving to row (i, half)."""
-    rows, cols = weight.shape
-    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
-
-
 def write_tiny_gguf(path: Path, hf_dir: Path, tensor_type=lambda name, weight: "F32",
                     arch: str = "llama", extra=lambda writer: None) -> Path:
-    """A llama GGUF of the tiny HF model as llama.cpp would write it, with the sentencepiece
-    vocabulary; tensor_type(name, weight) picks each tensor's GGML type."""
-    config = json.loads((hf_dir / "config.json").read_text())
-    weights = load_file(hf_dir / "model.safetensors")
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name("tiny")
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_context_length(config["max_position_embeddings"])
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(config["num_attention_heads"])
-    writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_rope_freq_base(config["rope_theta"])
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_dimension_count(config["head_dim"])
-    writer.add_vocab_size(config["vocab_size"])
-    spm = sentencepiece.SentencePieceProcessor(model_file=str(hf_dir / "tokenizer.model"))
-    ids = range(spm.vocab_size())
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([spm.id_to_piece(i) for i in ids])
-    writer.add_token_scores([spm.get_score(i) for i in ids])
-    writer.add_token_types([2 if spm.is_unknown(i) else 3 if spm.is_control(i) else
-                            6 if spm.is_byte(i) else 1 for i in ids])
-    writer.add_bos_token_id(spm.bos_id())
-    writer.add_eos_token_id(spm.eos_id())
-    writer.add_unk_token_id(spm.unk_id())
-    writer.add_add_bos_token(True)
-    extra(writer)
-    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
-    names = ["token_embd.weight",
-             *(f"blk.{i}.{kind}.weight" for i in range(config["num_hidden_layers"])
-               for kind in LAYER_KINDS), "output_norm.weight", "output.weight"]
-    for name in names:
-        weight = weights[to_hf_name(name)]
-        if name.split(".")[-2] in heads:
-            weight = permute_like_gguf(weight, heads[name.split(".")[-2]])
-        qtype = gguf.GGMLQuantizationType[tensor_type(name, weight)]
-        try:
-            data = gguf.quants.quantize(weight, qtype)
-        except NotImplementedError:  # a type gguf cannot produce: zero blocks, to be refused
-            data = np.zeros(gguf.quants.quant_shape_to_byte_shape(weight.shape, qtype), np.uint8)
-        writer.add_tensor(name, data, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    """A llama GGUF of the tiny HF model as llama.cpp would write it (mixrt.devtools.hf_to_gguf),
+    with the sentencepiece vocabulary; tensor_type(name, weight) picks each tensor's GGML type."""
+    return write_gguf(path, hf_dir, tensor_type, arch, extra)
 
 
 def test_gguf_rope_permutation_is_undone(tiny_hf, tiny_f32, tmp_path):
@@ -709,14 +676,16 @@ def test_gguf_mxfp4_converts_losslessly_to_mxfp4(tiny_hf, tmp_path):
 
 
 GGUF_REFUSALS = {
-    "unknown architecture": (dict(arch="qwen2"),
-                             "GGUF key general.architecture: expected 'llama', found 'qwen2'"),
+    "unknown architecture": (dict(arch="gemma"),
+                             "GGUF key general.architecture: expected one of llama, qwen2, found 'gemma'"),
     "unsupported type": (dict(tensor_type=lambda name, w: "I8" if name == "blk.1.attn_v.weight"
                               else "F32"),
                          "tensor blk.1.attn_v.weight: GGUF type expected one of F32, F16, Q4_0, .*"
                          "MXFP4.*, found I8"),
-    "rope scaling": (dict(extra=lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)),
-                     "GGUF key llama.rope.scaling.type: expected 'none' .*, found 'linear'"),
+    "rope scaling": (dict(extra=lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)),
+                     "GGUF key llama.rope.scaling.type: expected one of none, linear, yarn, found 'longrope'"),
+    "rope scaling factor": (dict(extra=lambda w: w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)),
+                            "GGUF key llama.rope.scaling.factor: expected a float, found missing"),
 }
 
 
@@ -849,13 +818,13 @@ def test_cli_refuses_a_truncated_gguf_in_one_line(tiny_gguf, tmp_path):
 
 
 def test_cli_prints_refusal_without_traceback(tiny_copy, tmp_path):
-    edit_config(tiny_copy, model_type="mistral")
+    edit_config(tiny_copy, model_type="gemma")
     result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_copy), "-o",
                              str(tmp_path / "out.mixrt")], capture_output=True,
                             text=True)
     assert result.returncode == 1
-    assert result.stderr == ("mixrt-convert: error: config.json: model_type expected 'llama', "
-                             "found 'mistral'\n")
+    assert result.stderr == ("mixrt-convert: error: config.json: model_type expected one of llama, "
+                             "mistral, qwen2, found 'gemma'\n")
 
 
 def test_cli_converts_quietly_or_with_a_summary(tiny_hf, tmp_path):

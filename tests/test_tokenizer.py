@@ -11,7 +11,7 @@ import gguf
 import numpy as np
 import pytest
 import sentencepiece
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 from conftest import LLAMA2_SPM, REPO, SHAKESPEARE, SMOLLM2_HF_FILES, WIKI_EVAL, random_model_file, require
 from mixrt.convert.tokenizer_export import (tokenizer_metadata_from_gguf,
@@ -122,10 +122,17 @@ def write_tokenizer_json(tokenizer: Tokenizer):
     return lambda d: tokenizer.save(str(d / "tokenizer.json"))
 
 
-def byte_level_bpe_with_nfc() -> Tokenizer:
+def byte_level_bpe_with_nfkc() -> Tokenizer:
     tokenizer = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.normalizer = normalizers.NFKC()
+    return tokenizer
+
+
+def split_regex_bpe(pattern: str) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"), pre_tokenizers.ByteLevel(use_regex=False)])
     return tokenizer
 
 
@@ -166,15 +173,17 @@ def write_gguf(model: str, pre: str):
     (write_tokenizer_json(Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0)], 0))),
      "model type 'Unigram' is not supported"),
     (write_tokenizer_json(metaspace_bpe()), "pre_tokenizer 'Metaspace' is not supported"),
-    (write_tokenizer_json(byte_level_bpe_with_nfc()), "normalizer 'NFC' is not supported"),
+    (write_tokenizer_json(byte_level_bpe_with_nfkc()), "normalizer 'NFKC' is not supported"),
     (train_sentencepiece(model_type="unigram"), "model type 'unigram' is not supported"),
     (train_sentencepiece(model_type="bpe"), "normalizer 'nmt_nfkc' is not supported"),
     (train_sentencepiece(model_type="bpe", normalization_rule_name="identity"),
      "whitespace options are not supported"),
-    (write_gguf("gpt2", "llama-bpe"), "tokenizer.ggml.pre 'llama-bpe' is not supported"),
+    (write_gguf("gpt2", "deepseek-llm"), "tokenizer.ggml.pre 'deepseek-llm' is not supported"),
+    (write_tokenizer_json(split_regex_bpe(r"\p{N}+| ?\p{L}+")),
+     "pre_tokenizer Sequence is supported only as Llama 3's or Qwen2's Split regex"),
     (write_gguf("bert", "default"), "tokenizer.ggml.model 'bert' is not supported"),
 ], ids=["wordpiece", "unigram-json", "metaspace", "normalizer", "unigram-spm", "nfkc-spm",
-        "extra-whitespace-spm", "gguf-pre", "gguf-model"])
+        "extra-whitespace-spm", "gguf-pre", "split-regex", "gguf-model"])
 def test_export_refuses_what_the_runtime_cannot_reproduce(make, message, tmp_path):
     make(tmp_path)
     gguf_file = tmp_path / "tokenizer.gguf"
@@ -183,6 +192,140 @@ def test_export_refuses_what_the_runtime_cannot_reproduce(make, message, tmp_pat
             tokenizer_metadata_from_gguf(gguf.GGUFReader(gguf_file))
         else:
             tokenizer_metadata_from_hf_dir(tmp_path)
+
+
+def test_gguf_pre_tokenizers_map_to_the_runtimes(tmp_path):
+    """llama.cpp's pre-tokenizer names become tokenizer.pre (llama-bpe with ignore_merges, as
+    llama.cpp encodes Llama 3); GPT-2 style ones add no keys, so their files stay as they were."""
+    expected = {"gpt-2": {}, "smollm": {}, "llama-bpe": {"tokenizer.pre": "llama3", "tokenizer.ignore_merges": 1},
+                "qwen2": {"tokenizer.pre": "qwen2", "tokenizer.normalizer": "nfc"}}
+    keys_of_interest = ("tokenizer.pre", "tokenizer.ignore_merges", "tokenizer.normalizer")
+    for pre, keys in expected.items():
+        (tmp_path / pre).mkdir()
+        write_gguf("gpt2", pre)(tmp_path / pre)
+        meta = tokenizer_metadata_from_gguf(gguf.GGUFReader(tmp_path / pre / "tokenizer.gguf"))
+        assert {k: v for k, v in meta.items() if k in keys_of_interest} == keys, pre
+
+
+# ---- byte-level BPE with the Llama 3 and Qwen2 pre-tokenizers vs `tokenizers` -------------------
+
+@pytest.fixture(scope="session", params=["llama3_bpe", "qwen2_bpe", "byte_bpe"])
+def regex_pair(request, tmp_path_factory):
+    """(mixrt model, `tokenizers` reference) of a byte-level BPE trained by the `tokenizers`
+    library on the repository's text with Llama 3's pre-tokenizer (and ignore_merges, and the
+    post-processor adding <|begin_of_text|>), Qwen2's, or GPT-2's (byte_bpe). The reference reads
+    control tokens written in text as text, as mixrt's tokenize does by default (the repository's
+    text names them)."""
+    from mixrt.devtools.train_tokenizer import TRAINERS
+
+    root = tmp_path_factory.mktemp(request.param)
+    tokenizer_dir = TRAINERS[request.param](root / "tokenizer", repository_text(REPO), 2000)
+    import mixrt
+
+    reference = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    reference.encode_special_tokens = True
+    return mixrt.load(random_model_file(root, tokenizer_dir)), reference
+
+
+def test_regex_pre_tokenizer_keys(regex_pair):
+    model, _ = regex_pair
+    meta = model.metadata()
+    pre = {"llama3": ("llama3", 1, None), "qwen2": ("qwen2", None, "nfc"), "gpt2": (None, None, None)}
+    name = meta.get("tokenizer.pre", "gpt2")
+    assert (meta.get("tokenizer.pre"), meta.get("tokenizer.ignore_merges"), meta.get("tokenizer.normalizer")) \
+        == pre[name]
+
+
+@pytest.mark.parametrize("source", TEXTS)
+def test_regex_pre_tokenizers_whole_file_and_lines(regex_pair, source):
+    model, reference = regex_pair
+    text = source_text(source)
+    assert_same_ids(model.tokenize(text, add_bos=False), reference.encode(text, add_special_tokens=False).ids,
+                    source)
+    lines = text.splitlines(keepends=True)
+    want = [e.ids for e in reference.encode_batch(lines, add_special_tokens=False)]
+    bad = [i for i, line in enumerate(lines) if model.tokenize(line, add_bos=False) != want[i]]
+    assert not bad, f"line {lines[bad[0]]!r}: got {model.tokenize(lines[bad[0]], add_bos=False)}, " \
+                    f"expected {want[bad[0]]}"
+
+
+def test_regex_pre_tokenizers_tricky_strings(regex_pair):
+    model, reference = regex_pair
+    extra = ["'S 'T 'RE 'Ve 'LL 'D 'M 'ſ 'ſt", "a'sb 's's", "1 12 123 1234 12345 ٣٤٥٦ ½¾", "x\r\n\r\ny",
+             " \n \n  x", "\t\tfoo\n\n\tbar", "!!\n\n??\r", " ,\n", "a\u00a0b\u3000c", "\u2028x\u0085y",
+             # NFC (qwen2): reordering, composition across marks, Hangul, singletons, exclusions
+             "e\u0301\u0327 a\u0327\u0301 q\u0307\u0323 \u1100\u1161\u11a8 \uac00\u11a8 \u212b\u2126 \u0344 \u0958"]
+    for text in TRICKY + extra:
+        assert_same_ids(model.tokenize(text, add_bos=False), reference.encode(text, add_special_tokens=False).ids,
+                        repr(text))
+        ids = reference.encode(text, add_special_tokens=False).ids
+        assert model.detokenize(ids) == reference.decode(ids), repr(text)
+
+
+def test_ignore_merges_takes_vocabulary_words_whole(tmp_path):
+    """With ignore_merges (Llama 3), a word that is a vocabulary entry is one token even where the
+    merges would not build it ("abc": merging b+c first leaves a + bc); without, the merges rule."""
+    import json
+
+    import mixrt
+    from mixrt.convert.tokenizer_export import SPLIT_PATTERNS
+
+    for ignore in (True, False):
+        tokenizer = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4, "abc": 5, "<s>": 6},
+                                         merges=[("b", "c"), ("a", "b")], ignore_merges=ignore))
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(SPLIT_PATTERNS["llama3"]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        d = tmp_path / str(ignore)
+        (d / "tok").mkdir(parents=True)
+        tokenizer.save(str(d / "tok" / "tokenizer.json"))
+        (d / "tok" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "<s>"}))
+        model = mixrt.load(random_model_file(d, d / "tok"))
+        want = tokenizer.encode("abc abc", add_special_tokens=False).ids
+        # " abc" is not an entry (the space byte has no token and is dropped): merged as without
+        assert want == ([5, 0, 4] if ignore else [0, 4, 0, 4])
+        assert model.tokenize("abc abc", add_bos=False) == want, ignore
+
+
+# Separators between the codepoints of the every-codepoint test: each codepoint meets the start of
+# a word, a space, an apostrophe, digits, letters, newlines and other classes on both sides.
+SEPARATORS = ["", " ", "'", "1", "\n", "a", "  ", "\r\n", ".", "'s", "12345", "\u00a0"]
+
+
+def test_regex_pre_tokenizers_every_codepoint(regex_pair):
+    """Every Unicode scalar value (all 1,112,064), in runs of 24 consecutive ones joined by
+    varying separators, tokenizes as `tokenizers` does."""
+    model, reference = regex_pair
+    scalars = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = []
+    for start in range(0, len(scalars), 24):
+        block = scalars[start:start + 24]
+        texts.append("".join(chr(c) + SEPARATORS[(start // 24 + k) % len(SEPARATORS)] for k, c in enumerate(block)))
+    want = [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
+    bad = [i for i, text in enumerate(texts) if model.tokenize(text, add_bos=False) != want[i]]
+    print(f"\n{len(texts)} texts covering every codepoint: {len(bad)} differ")
+    assert not bad, f"{texts[bad[0]]!r}: got {model.tokenize(texts[bad[0]], add_bos=False)}, expected {want[bad[0]]}"
+
+
+def test_regex_pre_tokenizers_invalid_utf8(regex_pair):
+    from mixrt import _core
+
+    model, reference = regex_pair
+    core = _core.Model(model.path, "cpu")
+    for raw in random_byte_strings():
+        want = reference.encode(raw.decode("utf-8", errors="replace"), add_special_tokens=False).ids
+        assert core.tokenize(raw, 0, True) == want, raw
+
+
+def test_regex_pre_tokenizers_bos_and_specials(regex_pair):
+    """Llama 3 style: the post-processor's <|begin_of_text|> is the file's BOS, added by default;
+    Qwen2 and GPT-2 style: no BOS. Control tokens parse with special=True."""
+    model, plain = regex_pair
+    reference = Tokenizer.from_str(plain.to_str())  # control tokens in text parsed
+    text = "Hello <|im_start|> world <|eot_id|>"
+    assert model.tokenize(text, special=True) == reference.encode(text).ids
+    assert model.tokenize("Hi") == reference.encode("Hi").ids
+    assert model.tokenize(text) == plain.encode(text).ids
 
 
 # ---- byte-level BPE: SmolLM2 vs `tokenizers` ---------------------------------------------------

@@ -24,9 +24,19 @@ private:
     const CpuWeights weights_;
 };
 
-// Why the CUDA backend cannot run this model ("" when it can): the dtypes it does not implement yet
-// (the block formats of FORMAT.md 5.6 and quik, 5.7).
+// Why the CUDA backend cannot run this model ("" when it can): the model variants of FORMAT.md 3.3
+// (RoPE scaling, biases, sliding window) and the dtypes it does not implement yet (the block formats
+// of FORMAT.md 5.6 and quik, 5.7).
 std::string cuda_model_unsupported_reason(const LlamaModel &model) {
+    const LlamaParams &p = model.params();
+    const char *missing = "";
+    if (p.rope_scaling.type != RopeScalingType::none)
+        return std::string("llama.rope.scaling_type is '") + rope_scaling_name(p.rope_scaling.type) +
+               "', which the CUDA backend does not implement yet";
+    if (!p.rope_scaling.freq_factors.empty()) missing = "llama.rope.freq_factors";
+    if (p.sliding_window) missing = "llama.sliding_window";
+    if (model.has_biases()) missing = "llama.bias.*";
+    if (*missing) return std::string("the model uses ") + missing + ", which the CUDA backend does not implement yet";
     const auto &layers = model.layers();
     for (size_t i = 0; i < layers.size(); ++i) {
         const LayerWeights &l = layers[i];

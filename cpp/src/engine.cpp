@@ -1,9 +1,8 @@
 // engine.cpp: the backend-independent parts of Engine (context size, feed checks, host argmax,
-// sampling, activation sizes, RoPE tables).
+// sampling, activation sizes).
 #include "engine.h"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 
 #include "error.h"
@@ -11,7 +10,7 @@
 namespace mixrt {
 
 Engine::Engine(const LlamaModel &model, int32_t n_ctx)
-    : model_(model), n_ctx_(n_ctx <= 0 ? model.params().context_length : n_ctx) {
+    : model_(model), n_ctx_(n_ctx <= 0 ? std::min(model.params().context_length, MIXRT_DEFAULT_N_CTX) : n_ctx) {
     if (n_ctx_ > model.params().context_length)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "n_ctx " + std::to_string(n_ctx_) + " exceeds the model's context length " +
                                              std::to_string(model.params().context_length));
@@ -21,19 +20,6 @@ ActivationSizes activation_sizes(const LlamaParams &p, size_t batch) {
     const size_t q_width = size_t(p.n_heads) * p.head_dim;
     return {batch * p.hidden_size, batch * std::max<size_t>(p.hidden_size, q_width), batch * q_width,
             batch * size_t(p.n_kv_heads) * p.head_dim, batch * p.ffn_size};
-}
-
-void rope_tables(int32_t n_ctx, int32_t head_dim, double theta, std::vector<float> &cos_table,
-                 std::vector<float> &sin_table) {
-    const int32_t half = head_dim / 2;
-    cos_table.resize(size_t(n_ctx) * half);
-    sin_table.resize(size_t(n_ctx) * half);
-    for (int32_t pos = 0; pos < n_ctx; ++pos)
-        for (int32_t i = 0; i < half; ++i) {
-            const double angle = pos * std::pow(theta, -2.0 * i / head_dim);
-            cos_table[size_t(pos) * half + i] = static_cast<float>(std::cos(angle));
-            sin_table[size_t(pos) * half + i] = static_cast<float>(std::sin(angle));
-        }
 }
 
 void Engine::check_feed(const int32_t *tokens, size_t n) const {

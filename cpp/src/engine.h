@@ -12,6 +12,7 @@
 
 #include "llama_model.h"
 #include "mixrt/mixrt.h"
+#include "rope.h"
 #include "sampler.h"
 
 namespace mixrt {
@@ -32,14 +33,10 @@ struct ActivationSizes {
 };
 ActivationSizes activation_sizes(const LlamaParams &p, size_t batch);
 
-// The RoPE tables [n_ctx, head_dim/2]: cos and sin of pos * theta^(-2i/head_dim), computed in double
-// and rounded to float (every backend reads these same values).
-void rope_tables(int32_t n_ctx, int32_t head_dim, double theta, std::vector<float> &cos_table,
-                 std::vector<float> &sin_table);
-
 class Engine {
 public:
-    // n_ctx: tokens the context holds, 0 for the model's context length (more is refused).
+    // n_ctx: tokens the context holds, 0 for min(the model's context length, MIXRT_DEFAULT_N_CTX);
+    // more than the model's context length is refused.
     Engine(const LlamaModel &model, int32_t n_ctx);
     virtual ~Engine() = default;
     Engine(const Engine &) = delete;

@@ -1,8 +1,11 @@
-// llama_model.cpp: binds hyperparameters, tokenizer and weights of a validated ModelFile and checks
-// FORMAT.md 6 items 7-9 and 11 (required keys, ranges, tokenizer arrays, required tensors).
+// llama_model.cpp: binds hyperparameters (with the variants of FORMAT.md 3.3), tokenizer and weights
+// of a validated ModelFile and checks FORMAT.md 6 items 7-9 and 11 (required keys, ranges, tokenizer
+// arrays, required tensors).
 #include "llama_model.h"
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include "error.h"
 
@@ -60,6 +63,58 @@ void LlamaModel::read_params() {
                                std::to_string(p.n_kv_heads) + ")");
     if (p.head_dim % 2 != 0)
         model_error(file_, "llama.head_dim is " + std::to_string(p.head_dim) + ", expected an even number");
+    read_variants();
+}
+
+// FORMAT.md 3.3: every key optional; present, each is checked like the required ones.
+void LlamaModel::read_variants() {
+    LlamaParams &p = params_;
+    auto flag = [&](const char *key) { return file_.find_meta(key) && ranged(file_, key, 0, 1) == 1; };
+    p.bias_qkv = flag("llama.bias.qkv");
+    p.bias_attn_output = flag("llama.bias.attn_output");
+    p.bias_mlp = flag("llama.bias.mlp");
+    p.sliding_window = file_.find_meta("llama.sliding_window") ? ranged(file_, "llama.sliding_window", 1, 1 << 22) : 0;
+
+    RopeScaling &r = p.rope_scaling;
+    if (file_.find_meta("llama.rope.freq_factors")) {
+        const MetaValue &v = file_.meta_array("llama.rope.freq_factors", MetaType::f32_array);
+        if (v.array_len != uint64_t(p.head_dim / 2))
+            model_error(file_, "metadata 'llama.rope.freq_factors' has " + std::to_string(v.array_len) +
+                                   " entries, expected head_dim/2 = " + std::to_string(p.head_dim / 2));
+        r.freq_factors.resize(v.array_len);
+        std::memcpy(r.freq_factors.data(), v.array, v.array_len * 4);
+        for (size_t i = 0; i < r.freq_factors.size(); ++i)
+            if (!(r.freq_factors[i] > 0) || !(r.freq_factors[i] < 1e30f))
+                model_error(file_, "llama.rope.freq_factors[" + std::to_string(i) + "] is " +
+                                       std::to_string(r.freq_factors[i]) + ", expected a finite value > 0");
+    }
+    if (!file_.find_meta("llama.rope.scaling_type")) return;
+    const std::string_view type = file_.meta_string("llama.rope.scaling_type");
+    const RopeScalingType types[] = {RopeScalingType::linear, RopeScalingType::dynamic, RopeScalingType::yarn,
+                                     RopeScalingType::llama3};
+    const auto found = std::find_if(std::begin(types), std::end(types),
+                                    [&](RopeScalingType t) { return type == rope_scaling_name(t); });
+    if (found == std::end(types))
+        model_error(file_, "llama.rope.scaling_type is '" + std::string(type) +
+                               "', expected 'linear', 'dynamic', 'yarn' or 'llama3'");
+    r.type = *found;
+    r.factor = positive(file_, "llama.rope.scaling_factor");
+    if (r.type == RopeScalingType::linear) return;
+    r.original_context_length = ranged(file_, "llama.rope.original_context_length", 1, 1 << 22);
+    if (r.type == RopeScalingType::llama3) {
+        r.low_freq_factor = positive(file_, "llama.rope.low_freq_factor");
+        r.high_freq_factor = positive(file_, "llama.rope.high_freq_factor");
+        if (!(r.high_freq_factor > r.low_freq_factor))
+            model_error(file_, "llama.rope.high_freq_factor is " + std::to_string(r.high_freq_factor) +
+                                   ", expected more than llama.rope.low_freq_factor " + std::to_string(r.low_freq_factor));
+    } else if (r.type == RopeScalingType::yarn) {
+        r.beta_fast = positive(file_, "llama.rope.beta_fast");
+        r.beta_slow = positive(file_, "llama.rope.beta_slow");
+        r.attention_factor = positive(file_, "llama.rope.attention_factor");
+        if (!(r.beta_fast > r.beta_slow))
+            model_error(file_, "llama.rope.beta_fast is " + std::to_string(r.beta_fast) +
+                                   ", expected more than llama.rope.beta_slow " + std::to_string(r.beta_slow));
+    }
 }
 
 void LlamaModel::read_tokenizer() {
@@ -91,6 +146,14 @@ void LlamaModel::read_tokenizer() {
         spec.add_space_prefix = file_.meta_i64_or("tokenizer.add_space_prefix", 1) != 0;
     } else if (spec.model == "byte_bpe") {
         spec.merges = file_.meta_array("tokenizer.merges", MetaType::string_array).strings;
+        if (file_.find_meta("tokenizer.pre")) spec.pre_tokenizer = std::string(file_.meta_string("tokenizer.pre"));
+        spec.ignore_merges = file_.find_meta("tokenizer.ignore_merges") && ranged(file_, "tokenizer.ignore_merges", 0, 1) == 1;
+        if (file_.find_meta("tokenizer.normalizer")) {
+            const std::string_view normalizer = file_.meta_string("tokenizer.normalizer");
+            if (normalizer != "nfc")
+                model_error(file_, "tokenizer.normalizer is '" + std::string(normalizer) + "', expected 'nfc'");
+            spec.nfc = true;
+        }
     } else {
         model_error(file_, "tokenizer.model is '" + spec.model + "', expected 'byte_bpe' or 'sentencepiece_bpe'");
     }
@@ -159,6 +222,12 @@ void LlamaModel::bind_weights() {
         l.ffn_up = weight(b + "ffn_up.weight", p.ffn_size, d, Role::linear);
         l.ffn_down = weight(b + "ffn_down.weight", d, p.ffn_size, Role::linear);
         layers_.push_back(l);
+        auto bias = [&](bool present, const char *kind, int64_t rows) -> const float * {
+            return present ? static_cast<const float *>(weight(b + kind + ".bias", 1, rows, Role::norm).data) : nullptr;
+        };
+        biases_.push_back({bias(p.bias_qkv, "attn_q", q), bias(p.bias_qkv, "attn_k", kv), bias(p.bias_qkv, "attn_v", kv),
+                           bias(p.bias_attn_output, "attn_output", d), bias(p.bias_mlp, "ffn_gate", p.ffn_size),
+                           bias(p.bias_mlp, "ffn_up", p.ffn_size), bias(p.bias_mlp, "ffn_down", d)});
     }
 }
 

@@ -1,5 +1,6 @@
-// llama_model.h: a Llama model bound to a validated ModelFile: hyperparameters, per-layer weight
-// views and the tokenizer (FORMAT.md 3.1 and 4.1). Loading errors name the key or tensor.
+// llama_model.h: a Llama model bound to a validated ModelFile: hyperparameters with the variants of
+// FORMAT.md 3.3 (RoPE scaling, biases, sliding window), per-layer weight views and the tokenizer
+// (FORMAT.md 3.1 and 4.1). Loading errors name the key or tensor.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "format/model_file.h"
+#include "rope.h"
 #include "text/tokenizer.h"
 
 namespace mixrt {
@@ -16,6 +18,9 @@ struct LlamaParams {
     int32_t vocab_size, hidden_size, n_layers, n_heads, n_kv_heads, head_dim, ffn_size, context_length;
     double rope_theta, rms_norm_eps;
     bool tie_word_embeddings;
+    RopeScaling rope_scaling;
+    int32_t sliding_window;  // 0: every earlier position is visible; else the last sliding_window ones
+    bool bias_qkv, bias_attn_output, bias_mlp;  // llama.bias.*: which matrices add a bias
 };
 
 // The weights of one decoder layer, held as W: views into the file (Weight) here, copies on a
@@ -26,6 +31,12 @@ struct LayerOf {
     W ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
 using LayerWeights = LayerOf<Weight>;
+
+// The f32 biases of one layer's matrices (FORMAT.md 3.3), nullptr where the model has none.
+struct LayerBiases {
+    const float *attn_q = nullptr, *attn_k = nullptr, *attn_v = nullptr, *attn_output = nullptr;
+    const float *ffn_gate = nullptr, *ffn_up = nullptr, *ffn_down = nullptr;
+};
 
 // The layer with every weight passed through f (in the order above), e.g. uploaded.
 template <typename W, typename F>
@@ -48,9 +59,12 @@ public:
     const Weight &output_norm() const { return output_norm_; }
     const Weight &output() const { return output_; }  // token_embd when tied
     const std::vector<LayerWeights> &layers() const { return layers_; }
+    const std::vector<LayerBiases> &biases() const { return biases_; }
+    bool has_biases() const { return params_.bias_qkv || params_.bias_attn_output || params_.bias_mlp; }
 
 private:
     void read_params();
+    void read_variants();
     void read_tokenizer();
     void bind_weights();
     enum class Role { norm, embedding, linear };  // which dtypes a tensor may have (FORMAT.md 5.8)
@@ -62,6 +76,7 @@ private:
     int32_t bos_id_ = -1, eos_id_ = -1;
     Weight token_embd_{}, output_norm_{}, output_{};
     std::vector<LayerWeights> layers_;
+    std::vector<LayerBiases> biases_;
 };
 
 }  // namespace mixrt

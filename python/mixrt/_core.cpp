@@ -236,6 +236,7 @@ NB_MODULE(_core, m) {
                                                             PyExc_RuntimeError, nullptr));
     m.attr("MixrtError") = mixrt_error_type;
     m.def("version", [] { return std::string(mixrt_version()); });
+    m.attr("DEFAULT_N_CTX") = MIXRT_DEFAULT_N_CTX;
     // "" when the CUDA backend is built and a device can be used, else why not (tests skip on it).
     m.def("cuda_unavailable_reason", [] { return std::string(mixrt_cuda_unavailable_reason()); });
 

@@ -1,6 +1,7 @@
 // _internal.cpp: the nanobind module mixrt._internal, the project's own view into the core for tests
 // and benchmarks (never needed to run a model): the CPU kernel tables on caller data
-// (tests/test_kernels.py, tests/test_quant_kernels.py), the reference decode of packed parts, the
+// (tests/test_kernels.py, tests/test_quant_kernels.py), the RoPE tables (for the numpy decoder of
+// calibration, quant/calibration.py), the reference decode of packed parts, the
 // speed probes and per-matrix timing of `mixrt bench`, and with the CUDA backend its weight
 // kernels and forward-pass ops on host arrays (tests/test_cuda*.py, tools/bench_cuda_gemv.py). It is
 // built from the core's objects, not linked to libmixrt, which exports the C API only; errors of
@@ -11,7 +12,9 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -23,6 +26,7 @@
 #include "error.h"
 #include "llama_model.h"
 #include "format/quant_layout.h"
+#include "rope.h"
 #ifdef MIXRT_WITH_CUDA
 #include "device_info.h"
 #include "gemv_host_io.h"
@@ -70,6 +74,35 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> kernel_matmul(const std::string &impl
     else
         throw nb::value_error("W must be float32 or uint16 (f16 bits)");
     return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out, {size_t(n), size_t(M)}, owner);
+}
+
+// (cos, sin) [n_ctx, head_dim/2] as every backend computes them (rope.h), from the llama.rope.*
+// values of FORMAT.md 3.3 (scaling_type "none" for plain RoPE).
+std::tuple<nb::ndarray<nb::numpy, float, nb::ndim<2>>, nb::ndarray<nb::numpy, float, nb::ndim<2>>> rope_tables(
+    int32_t n_ctx, int32_t head_dim, double theta, const std::string &scaling_type, double factor,
+    int64_t original_context_length, double low_freq_factor, double high_freq_factor, double beta_fast,
+    double beta_slow, double attention_factor, const std::vector<float> &freq_factors) {
+    mixrt::RopeScaling s;
+    const mixrt::RopeScalingType types[] = {mixrt::RopeScalingType::none, mixrt::RopeScalingType::linear,
+                                            mixrt::RopeScalingType::dynamic, mixrt::RopeScalingType::yarn,
+                                            mixrt::RopeScalingType::llama3};
+    const auto *type = std::find_if(std::begin(types), std::end(types),
+                                    [&](auto t) { return scaling_type == mixrt::rope_scaling_name(t); });
+    if (type == std::end(types)) throw nb::value_error(("unknown RoPE scaling type " + scaling_type).c_str());
+    if (n_ctx < 1 || head_dim < 2 || head_dim % 2) throw nb::value_error("n_ctx >= 1 and an even head_dim >= 2 expected");
+    if (!freq_factors.empty() && freq_factors.size() != size_t(head_dim / 2))
+        throw nb::value_error("freq_factors: head_dim/2 values expected");
+    s = {*type, factor, original_context_length, low_freq_factor, high_freq_factor, beta_fast, beta_slow,
+         attention_factor, freq_factors};
+    std::vector<float> cos_table, sin_table;
+    mixrt::rope_tables(n_ctx, head_dim, theta, cos_table, sin_table, s);
+    auto to_array = [&](std::vector<float> &v) {
+        float *data = new float[v.size()];
+        std::memcpy(data, v.data(), v.size() * sizeof(float));
+        nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<float *>(p); });
+        return nb::ndarray<nb::numpy, float, nb::ndim<2>>(data, {size_t(n_ctx), size_t(head_dim / 2)}, owner);
+    };
+    return {to_array(cos_table), to_array(sin_table)};
 }
 
 // Packed parts from Python, copied into 64-byte aligned storage (as in a mapped file).
@@ -339,6 +372,9 @@ NB_MODULE(_internal, m) {
     m.def("kernel_matmul", &kernel_matmul, "impl"_a, "W"_a, "x"_a);
     m.def("dequantize", &dequantize, "dtype"_a, "parts"_a, "M"_a, "K"_a);
     m.def("round_to_bfp", &round_to_bfp, "x"_a, "bits"_a);
+    m.def("rope_tables", &rope_tables, "n_ctx"_a, "head_dim"_a, "theta"_a, "scaling_type"_a, "factor"_a,
+          "original_context_length"_a, "low_freq_factor"_a, "high_freq_factor"_a, "beta_fast"_a, "beta_slow"_a,
+          "attention_factor"_a, "freq_factors"_a);
     m.def("kernel_matmul_quant", &kernel_matmul_quant, "impl"_a, "dtype"_a, "parts"_a, "M"_a, "K"_a, "x"_a,
           "quik_bits"_a = 8);
     m.def("read_bandwidth", [](int threads, size_t bytes, int reps) {

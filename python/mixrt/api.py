@@ -193,7 +193,7 @@ class Model:
         self.path = str(path)
         self._core_model: Optional[_core.Model] = _core.Model(self.path, backend)
         self.threads = threads or (os.cpu_count() or 1)
-        self.n_ctx = n_ctx or self._model.context_length
+        self.n_ctx = n_ctx or min(self._model.context_length, _core.DEFAULT_N_CTX)
         self.kv_cache = kv_cache
         self.activations = activations
         # Where the model runs ("cpu" or "cuda") and, when "auto" fell back to the CPU, why.
@@ -279,6 +279,14 @@ class Model:
     @property
     def context_length(self) -> int:
         return self._model.context_length
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """Bytes of the KV cache of each inference context: keys and values of n_ctx tokens in
+        every layer, f16 or f32 (kv_cache)."""
+        meta = self.metadata()
+        width = meta["llama.n_kv_heads"] * meta["llama.head_dim"]
+        return 2 * meta["llama.n_layers"] * self.n_ctx * width * (4 if self.kv_cache == "f32" else 2)
 
     @property
     def bos_id(self) -> int:
@@ -513,7 +521,9 @@ class Model:
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, n_ctx: Optional[int] = None,
          backend: str = "auto", kv_cache: str = "f16", activations: Optional[str] = None) -> Model:
     """Maps and validates a .mixrt file. threads: CPU threads (default: all cores); n_ctx: tokens
-    the KV cache holds (default: the model's context length); backend: "cuda" (weights uploaded to
+    the KV cache holds (default: the model's context length, at most 4096 (_core.DEFAULT_N_CTX):
+    models that advertise 128k tokens would otherwise reserve gigabytes; a cache larger than the
+    memory available is refused with MixrtError when a context is created); backend: "cuda" (weights uploaded to
     the GPU once, here; an error if mixrt has no CUDA backend or there is no GPU), "cpu", or "auto"
     (CUDA when built and a GPU is present, else the CPU: Model.backend says which,
     Model.backend_note why it fell back); kv_cache: "f16" (keys and values stored as f16: half the

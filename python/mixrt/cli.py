@@ -44,6 +44,8 @@ def _sampling(args) -> dict:
 def cmd_run(args) -> int:
     prompt = _read_prompt(args)
     model = _load(args, n_ctx=args.ctx)
+    if args.verbose:
+        print(load_line(model), file=sys.stderr)
     start = time.perf_counter()
     stream = model.generate(prompt, max_tokens=args.n, stop=args.stop, stream=True, special=args.special,
                             **_sampling(args))
@@ -115,8 +117,7 @@ def cmd_chat(args) -> int:
     model.chat_template()  # a model without a template is refused before the first line
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
-    print(f"mixrt chat: {Path(args.model).name} on {model.backend}, {model.threads} threads, "
-          f"context {model.n_ctx} tokens. {CHAT_HELP}.", file=sys.stderr)
+    print(f"{load_line(model)}, {model.threads} threads. {CHAT_HELP}.", file=sys.stderr)
     options = dict(max_tokens=args.n, stop=args.stop, **_sampling(args))
     return chat_repl(model, args.system, options)
 
@@ -143,8 +144,36 @@ def describe(model) -> dict:
         "bits_per_weight_decoder_linear": (8.0 * sum(t["n_bytes"] for t in linear) /
                                            max(1, sum(t["n_elements"] for t in linear))),
         "tensor_bytes": sum(t["n_bytes"] for t in tensors),
+        "n_ctx": model.n_ctx,
+        "kv_cache_bytes": model.kv_cache_bytes,
+        "variants": variant_summary(meta, set(model._model.meta_keys())),
         "tensors": tensors,
     }
+
+
+def variant_summary(meta: dict, keys: set) -> str:
+    """The model variants of FORMAT.md 3.3 the file uses, in words ("" for plain Llama); keys: all
+    its metadata keys (meta holds the scalar ones)."""
+    parts = []
+    scaling = meta.get("llama.rope.scaling_type")
+    if scaling:
+        parts.append(f"RoPE {scaling} x{meta['llama.rope.scaling_factor']:g}"
+                     + (f" of {meta['llama.rope.original_context_length']}"
+                        if "llama.rope.original_context_length" in meta else ""))
+    if "llama.rope.freq_factors" in keys:
+        parts.append("RoPE frequency factors")
+    biases = [group for group in ("qkv", "attn_output", "mlp") if meta.get(f"llama.bias.{group}")]
+    if biases:
+        parts.append("biases " + ", ".join(biases))
+    if meta.get("llama.sliding_window"):
+        parts.append(f"sliding window {meta['llama.sliding_window']}")
+    return "; ".join(parts)
+
+
+def load_line(model) -> str:
+    """What a command that loads a model says first: where it runs, its context and KV cache."""
+    return (f"mixrt: {Path(model.path).name} on {model.backend}, context {model.n_ctx} tokens "
+            f"(model: {model.context_length}), KV cache {model.kv_cache_bytes / MB:.1f} MB ({model.kv_cache})")
 
 
 HYPERPARAMETERS = (("layers", "llama.n_layers"), ("hidden", "llama.hidden_size"), ("heads", "llama.n_heads"),
@@ -165,6 +194,9 @@ def cmd_info(args) -> int:
           f"{info['bits_per_param_file']:.3f} bits per parameter (whole file)")
     print(f"  model: {meta.get('general.name', '?')} ({meta.get('general.architecture', '?')}), "
           + ", ".join(f"{label} {meta[key]}" for label, key in HYPERPARAMETERS if key in meta))
+    if info["variants"]:
+        print(f"  variants: {info['variants']}")
+    print(f"  default context: {info['n_ctx']} tokens, KV cache {info['kv_cache_bytes'] / MB:.1f} MB (f16)")
     print(f"  recipe: {meta.get('mixrt.recipe', '?')}, decoder linear layers "
           f"{info['bits_per_weight_decoder_linear']:.3f} bits per weight; tensors: "
           + ", ".join(f"{n} {d}" for d, n in sorted(dtypes.items())))
@@ -452,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"tokens to generate at most; -1: until the end-of-sequence token or the end "
                              f"of the context (default {n_default})")
         sp.add_argument("-c", "--ctx", type=_at_least(1), default=None,
-                        help="context size in tokens: prompt plus generated text (default: the model's)")
+                        help="context size in tokens: prompt plus generated text (default: the model's, at "
+                             "most 4096; a KV cache larger than the free memory is refused)")
         sp.add_argument("--temp", type=float, default=d["temperature"],
                         help="temperature; 0 = greedy (default %(default)s)")
         sp.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k most likely tokens; "

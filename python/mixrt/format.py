@@ -19,7 +19,7 @@ from .quant import blockfp, layouts
 
 MAGIC = b"MIXRT\x00\r\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 3  # the highest minor version this writer knows (FORMAT.md 2)
+VERSION_MINOR = 4  # the highest minor version this writer knows (FORMAT.md 2)
 ALIGNMENT = 64
 HEADER_SIZE = 128
 
@@ -38,6 +38,10 @@ DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 # The minor version that introduced each dtype: a file's version_minor is the highest it uses.
 _DTYPE_SINCE = {code: 0 if code < DTYPE_Q8 else 1 if code <= DTYPE_MIX else 2 if code <= 11 else 3
                 for code in DTYPE_NAMES}
+# Metadata keys of the model variants of FORMAT.md 3.3 and the pre-tokenizers of 3.2 (since 1.4):
+# a file with any of them is 1.4.
+_VARIANT_KEY_PREFIXES = ("llama.rope.", "llama.bias.", "llama.sliding_window", "tokenizer.pre",
+                         "tokenizer.ignore_merges", "tokenizer.normalizer")
 _FLOAT_DTYPES = {DTYPE_F32: np.dtype("<f4"), DTYPE_F16: np.dtype("<f2")}  # one part, any dims
 
 # Metadata value types (FORMAT.md 3).
@@ -291,7 +295,8 @@ class MixrtWriter:
         table = b"".join(table)
         table_offset = HEADER_SIZE + len(metadata)
         data_offset = _align(table_offset + len(table))
-        minor = max((_DTYPE_SINCE[t.dtype] for t in self._tensors), default=0)
+        minor = max([_DTYPE_SINCE[t.dtype] for t in self._tensors]
+                    + [4 for key in self._metadata if key.startswith(_VARIANT_KEY_PREFIXES)], default=0)
         self._file.write(_HEADER.pack(MAGIC, VERSION_MAJOR, minor, ALIGNMENT, 0,
                                       HEADER_SIZE, len(metadata), table_offset, len(table),
                                       data_offset, data_end, data_offset + data_end))

@@ -134,8 +134,14 @@ typedef enum mixrt_activations {
     MIXRT_ACT_TOKEN4 = 20
 } mixrt_activations;
 
+/* The context an n_ctx of 0 gets when the model advertises a longer one (Llama 3.1's 131072 tokens
+   would otherwise reserve gigabytes of KV cache): min(the model's context length, this). */
+#define MIXRT_DEFAULT_N_CTX 4096
+
 typedef struct mixrt_context_params {
-    int32_t n_ctx;       /* tokens the KV cache holds; 0 = the model's context length */
+    int32_t n_ctx;       /* tokens the KV cache holds; 0 = the model's context length, at most
+                            MIXRT_DEFAULT_N_CTX; a cache larger than the memory available is
+                            refused with MIXRT_ERR_OUT_OF_MEMORY */
     int32_t n_threads;   /* 0 = all cores */
     int32_t kv_type;     /* a mixrt_kv_type */
     int32_t activations; /* a mixrt_activations */

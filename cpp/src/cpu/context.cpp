@@ -1,10 +1,12 @@
 // context.cpp: the Llama forward pass in fp32 activations over weights of any dtype (matmuls in
 // cpu/matmul.h), read top to bottom:
-// embed -> per layer [RMSNorm -> Q/K/V -> RoPE -> KV cache (f16 or f32) -> causal GQA attention -> output
-// projection + residual -> RMSNorm -> SwiGLU MLP + residual] -> final RMSNorm -> lm_head. With the
-// activations option every matmul input is first rounded to block floating point
-// (cpu/activation_rounding.h), or quik inputs take 4 bits per token instead of 8.
-// Tested against the float64 numpy reference in tests/test_forward_reference.py.
+// embed -> per layer [RMSNorm -> Q/K/V (+ biases) -> RoPE -> KV cache (f16 or f32) -> causal GQA
+// attention (within the sliding window, if any) -> output projection + residual -> RMSNorm -> SwiGLU
+// MLP (+ biases) + residual] -> final RMSNorm -> lm_head. With the activations option every matmul
+// input is first rounded to block floating point (cpu/activation_rounding.h), or quik inputs take 4
+// bits per token instead of 8.
+// Tested against the float64 numpy reference in tests/test_forward_reference.py (the real model) and
+// tests/test_model_variants.py (every variant of FORMAT.md 3.3).
 #include "cpu/context.h"
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include "cpu/activation_rounding.h"
 #include "cpu/matmul.h"
 #include "error.h"
+#include "memory_info.h"
 
 namespace mixrt {
 
@@ -35,6 +38,13 @@ CacheBuffer calloc_cache(size_t count, size_t size, const char *what) {
         fail(MIXRT_ERR_OUT_OF_MEMORY,
              std::string("cannot allocate the ") + what + " (" + std::to_string(count * size >> 20) + " MiB)");
     return CacheBuffer(p);
+}
+
+// rows[t] += bias for each of the n rows of width w (no bias: nothing).
+void add_bias(float *rows, const float *bias, int32_t n, int64_t w) {
+    if (!bias) return;
+    for (int32_t t = 0; t < n; ++t)
+        for (int64_t i = 0; i < w; ++i) rows[size_t(t) * w + i] += bias[i];
 }
 
 int quik_input_bits(mixrt_activations a) { return a == MIXRT_ACT_TOKEN4 ? 4 : 8; }
@@ -57,10 +67,15 @@ Context::Context(const LlamaModel &model, const CpuWeights &weights, int32_t n_c
                                                             model.params().ffn_size}), quik_input_bits(activations)),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations)),
           QuantizedInputBuffer(kMaxBatch, model.params().hidden_size, quik_input_bits(activations))} {
-    rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_);
+    rope_tables(n_ctx_, p_.head_dim, p_.rope_theta, rope_cos_, rope_sin_, p_.rope_scaling);
     const size_t kv_width = size_t(p_.n_kv_heads) * p_.head_dim;
     const size_t cache_values = size_t(p_.n_layers) * n_ctx_ * kv_width;
     const size_t value_bytes = kv_ == MIXRT_KV_F32 ? sizeof(float) : sizeof(uint16_t);
+    check_fits_in_memory(2 * cache_values * value_bytes,
+                         "the KV cache of " + std::to_string(n_ctx_) + " tokens (" + std::to_string(p_.n_layers) +
+                             " layers x " + std::to_string(kv_width) + " keys and values x " +
+                             std::to_string(value_bytes) + " bytes)",
+                         "use a smaller n_ctx");
     k_cache_ = calloc_cache(cache_values, value_bytes, "key cache");
     v_cache_ = calloc_cache(cache_values, value_bytes, "value cache");
     const ActivationSizes sizes = activation_sizes(p_, kMaxBatch);
@@ -174,10 +189,10 @@ inline void attn_values(const CpuKernels &k, const float *p, int64_t nq, const f
 }  // namespace
 
 // Causal grouped-query attention of the batch's queries over the cache of one layer (K, V, which
-// already hold the batch's keys and values): att[t, h] = softmax(q[t, h] . K[0..pos] / sqrt(hd))
-// V[0..pos]. The (token, head) items are split evenly across the threads; each thread takes its
-// items in runs of the heads of one token that share a KV head, so the kernels read each cached
-// row once per run.
+// already hold the batch's keys and values): att[t, h] = softmax(q[t, h] . K[first..pos] / sqrt(hd))
+// V[first..pos], first = 0, or pos + 1 - sliding_window with a sliding window. The (token, head)
+// items are split evenly across the threads; each thread takes its items in runs of the heads of one
+// token that share a KV head, so the kernels read each cached row once per run.
 template <typename KV>
 void Context::attention(const KV *K, const KV *V, int32_t n, int32_t pos0) {
     const int32_t hd = p_.head_dim, n_heads = p_.n_heads, group = p_.n_heads / p_.n_kv_heads;
@@ -191,10 +206,12 @@ void Context::attention(const KV *K, const KV *V, int32_t n, int32_t pos0) {
             const int64_t end = items * (tid + 1) / threads;
             for (int64_t item = items * tid / threads; item < end;) {
                 const int32_t t = int32_t(item / n_heads), h = int32_t(item % n_heads);
-                const int32_t kvh = h / group, len = pos0 + t + 1;
+                const int32_t kvh = h / group, last = pos0 + t;
+                const int32_t first = p_.sliding_window ? std::max(0, last + 1 - p_.sliding_window) : 0;
+                const int32_t len = last + 1 - first;
                 const int32_t nq = int32_t(std::min<int64_t>((kvh + 1) * group - h, end - item));
                 const float *q = q_.data() + size_t(t) * q_width + size_t(h) * hd;
-                const size_t offset = size_t(kvh) * hd;
+                const size_t offset = size_t(first) * kv_width + size_t(kvh) * hd;
                 attn_scores(kernels_, q, nq, hd, K + offset, kv_width, len, hd, scores);
                 kernels_.softmax_rows(scores, nq, len, inv_sqrt);
                 attn_values(kernels_, scores, nq, V + offset, kv_width, len, hd,
@@ -203,6 +220,19 @@ void Context::attention(const KV *K, const KV *V, int32_t n, int32_t pos0) {
             }
         }
     });
+}
+
+// gate_ = silu(xb W_gate^T + b_gate) * (xb W_up^T + b_up): the MLP of models with biases (the fused
+// parallel_swiglu applies silu before a bias could be added).
+void Context::swiglu_with_biases(const LayerOf<TiledMatrix> &w, const LayerBiases &b, int32_t n) {
+    const int64_t f = p_.ffn_size;
+    QuantizedInputBuffer *const xq[] = {&xq_[0], &xq_[1]};
+    const TiledMatrix *const ws[] = {&w.ffn_gate, &w.ffn_up};
+    float *const outs[] = {gate_.data(), up_.data()};
+    parallel_matmuls(kernels_, pool_, xq, ws, outs, 2, activations(xb_.data(), n, p_.hidden_size), n);
+    add_bias(gate_.data(), b.ffn_gate, n, f);
+    add_bias(up_.data(), b.ffn_up, n, f);
+    for (size_t i = 0; i < size_t(n) * f; ++i) gate_[i] = gate_[i] / (1.0f + std::exp(-gate_[i])) * up_[i];
 }
 
 // ---- the forward pass ---------------------------------------------------------------------------
@@ -215,6 +245,7 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
 
     for (int32_t l = 0; l < p_.n_layers; ++l) {
         const LayerOf<TiledMatrix> &w = weights_.layers[l];
+        const LayerBiases &b = model_.biases()[l];
         // Attention block.
         rmsnorm(x_.data(), w.attn_norm.weight(), xb_.data(), n);
         capture(l, MIXRT_SITE_ATTN_IN, xb_.data(), n, w.attn_q.weight().cols);
@@ -224,21 +255,29 @@ void Context::forward(const int32_t *tokens, int32_t n, ChunkLogits logits) {
             float *const outs[] = {q_.data(), k_.data(), v_.data()};
             parallel_matmuls(kernels_, pool_, xq, ws, outs, 3, activations(xb_.data(), n, d), n);
         }
+        add_bias(q_.data(), b.attn_q, n, w.attn_q.weight().rows);
+        add_bias(k_.data(), b.attn_k, n, w.attn_k.weight().rows);
+        add_bias(v_.data(), b.attn_v, n, w.attn_v.weight().rows);
         rope(q_.data(), n, p_.n_heads, pos0);
         rope(k_.data(), n, p_.n_kv_heads, pos0);
         store_kv(l, n, pos0);
         attention(l, n, pos0);
         capture(l, MIXRT_SITE_ATTN_OUT, att_.data(), n, w.attn_output.weight().cols);
         matmul(w.attn_output, att_.data(), xb_.data(), n);
+        add_bias(xb_.data(), b.attn_output, n, d);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
 
         // SwiGLU MLP block: x += W_down (silu(W_gate xb) * (W_up xb)).
         rmsnorm(x_.data(), w.ffn_norm.weight(), xb_.data(), n);
         capture(l, MIXRT_SITE_FFN_IN, xb_.data(), n, w.ffn_gate.weight().cols);
-        parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, activations(xb_.data(), n, d), gate_.data(),
-                        up_.data(), n);
+        if (p_.bias_mlp)
+            swiglu_with_biases(w, b, n);
+        else
+            parallel_swiglu(kernels_, pool_, xq_[0], xq_[1], w.ffn_gate, w.ffn_up, activations(xb_.data(), n, d),
+                            gate_.data(), up_.data(), n);
         capture(l, MIXRT_SITE_FFN_DOWN, gate_.data(), n, w.ffn_down.weight().cols);
         matmul(w.ffn_down, gate_.data(), xb_.data(), n);
+        add_bias(xb_.data(), b.ffn_down, n, d);
         for (size_t i = 0; i < size_t(n) * d; ++i) x_[i] += xb_[i];
     }
 

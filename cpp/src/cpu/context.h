@@ -54,6 +54,7 @@ private:
     template <typename KV>
     void attention(const KV *K, const KV *V, int32_t n, int32_t pos0);
     void store_kv(int layer, int32_t n, int32_t pos0);
+    void swiglu_with_biases(const LayerOf<TiledMatrix> &w, const LayerBiases &b, int32_t n);
     void capture(int32_t layer, int32_t site, const float *x, int32_t n, int64_t width) const {
         if (capture_) capture_(capture_user_, layer, site, x, n, static_cast<int32_t>(width));
     }
@@ -63,7 +64,7 @@ private:
     const CpuKernels &kernels_;
     ThreadPool pool_;
 
-    // RoPE tables: cos/sin of pos * theta^(-2i/head_dim), (n_ctx, head_dim/2).
+    // RoPE tables (rope.h), (n_ctx, head_dim/2).
     std::vector<float> rope_cos_, rope_sin_;
     // KV cache: (layer, n_ctx, n_kv_heads * head_dim) each, keys after RoPE, f16 or f32 (kv_).
     mixrt_kv_type kv_;

@@ -1,17 +1,19 @@
-// byte_bpe_tokenizer.cpp: GPT-2 pre-tokenizer, byte alphabet and rank-ordered BPE merges. Tested
-// token for token against the `tokenizers` library by tests/test_tokenizer.py.
+// byte_bpe_tokenizer.cpp: byte alphabet and rank-ordered BPE merges over the words of the
+// pre-tokenizer (text/pretokenizer.h). Tested token for token against the `tokenizers` library by
+// tests/test_tokenizer.py.
 #include "text/byte_bpe_tokenizer.h"
 
+#include <deque>
 #include <queue>
 
 #include "error.h"
+#include "text/nfc.h"
+#include "text/pretokenizer.h"
 #include "text/unicode.h"
 
 namespace mixrt {
 
 namespace {
-
-using unicode::CharClass;
 
 // GPT-2's reversible byte-to-character map: printable Latin-1 bytes stand for themselves, the
 // other 68 bytes (controls, space, 0x7F-0xA0, 0xAD) for U+0100 onwards, in byte order.
@@ -47,61 +49,6 @@ std::string alphabet_to_bytes(std::string_view token) {
     return bytes;
 }
 
-struct Char {
-    size_t offset;
-    uint32_t codepoint;
-    CharClass cls;
-};
-
-// The end (index into chars) of the GPT-2 pattern match starting at chars[i]:
-// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-size_t match_gpt2(const std::vector<Char> &chars, size_t i) {
-    const size_t n = chars.size();
-    if (chars[i].codepoint == '\'' && i + 1 < n) {
-        const uint32_t a = chars[i + 1].codepoint;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
-        if (i + 2 < n) {
-            const uint32_t b = chars[i + 2].codepoint;
-            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
-                return i + 3;
-            }
-        }
-    }
-    // " ?X+" for X in letters, numbers, others: an optional space, then a run of one class.
-    const size_t start =
-        chars[i].codepoint == ' ' && i + 1 < n && chars[i + 1].cls != CharClass::whitespace ? i + 1
-                                                                                            : i;
-    if (chars[start].cls != CharClass::whitespace) {
-        size_t end = start + 1;
-        while (end < n && chars[end].cls == chars[start].cls) ++end;
-        return end;
-    }
-    // Whitespace: a run that ends the text, else the run but its last character, which then
-    // begins the next match; a single whitespace character before a non-space stands alone.
-    size_t end = i + 1;
-    while (end < n && chars[end].cls == CharClass::whitespace) ++end;
-    return end < n && end - i > 1 ? end - 1 : end;
-}
-
-// Splits valid UTF-8 text into the words of the GPT-2 pattern.
-std::vector<std::string_view> split_gpt2(std::string_view text) {
-    std::vector<Char> chars;
-    chars.reserve(text.size());
-    for (size_t pos = 0; pos < text.size();) {
-        const unicode::Utf8Char ch = unicode::decode_utf8(text, pos);
-        chars.push_back({pos, ch.codepoint, unicode::char_class(ch.codepoint)});
-        pos += ch.length;
-    }
-    std::vector<std::string_view> words;
-    for (size_t i = 0; i < chars.size();) {
-        const size_t end = match_gpt2(chars, i);
-        const size_t end_offset = end < chars.size() ? chars[end].offset : text.size();
-        words.push_back(text.substr(chars[i].offset, end_offset - chars[i].offset));
-        i = end;
-    }
-    return words;
-}
-
 uint64_t pair_key(int32_t left, int32_t right) {
     return static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 |
            static_cast<uint32_t>(right);
@@ -109,7 +56,8 @@ uint64_t pair_key(int32_t left, int32_t right) {
 
 }  // namespace
 
-ByteBpeTokenizer::ByteBpeTokenizer(const TokenizerSpec &spec) : bos_id_(spec.bos_id) {
+ByteBpeTokenizer::ByteBpeTokenizer(const TokenizerSpec &spec)
+    : pre_tokenizer_(pre_tokenizer_named(spec.pre_tokenizer)), nfc_(spec.nfc), bos_id_(spec.bos_id) {
     const size_t n = spec.tokens.size();
     std::unordered_map<std::string_view, int32_t> ids;  // views into spec.tokens
     ids.reserve(n);
@@ -120,6 +68,7 @@ ByteBpeTokenizer::ByteBpeTokenizer(const TokenizerSpec &spec) : bos_id_(spec.bos
         const std::string_view token = spec.tokens[i];
         const auto type = static_cast<TokenType>(spec.token_types[i]);
         ids.emplace(token, id);
+        if (spec.ignore_merges && type == TokenType::normal) whole_words_.emplace(token, id);
         bytes_.push_back(alphabet_to_bytes(token));
         types_.push_back(type);
         if (type == TokenType::user_defined) user_defined_.add(token, id);
@@ -170,6 +119,13 @@ const ByteBpeTokenizer::Merge *ByteBpeTokenizer::find_merge(int32_t left, int32_
 }
 
 std::vector<int32_t> ByteBpeTokenizer::encode_word(std::string_view word) const {
+    // ignore_merges: a word that is itself in the vocabulary is that token.
+    if (!whole_words_.empty()) {
+        std::string alphabet;
+        for (const char c : word) unicode::append_utf8(alphabet, kByteAlphabet[static_cast<uint8_t>(c)]);
+        const auto it = whole_words_.find(alphabet);
+        if (it != whole_words_.end()) return {it->second};
+    }
     // The word's byte tokens as a linked list; merges are applied lowest rank first, the leftmost
     // of equal ranks first, from a heap of candidate pairs that are checked when popped.
     struct Symbol {
@@ -231,7 +187,7 @@ std::vector<int32_t> ByteBpeTokenizer::encode_word(std::string_view word) const 
 
 void ByteBpeTokenizer::encode_plain(std::string_view text, WordCache &cache,
                                     std::vector<int32_t> &out) const {
-    for (const std::string_view word : split_gpt2(text)) {
+    for (const std::string_view word : split_words(text, pre_tokenizer_)) {
         auto it = cache.find(word);
         if (it == cache.end()) it = cache.emplace(word, encode_word(word)).first;
         out.insert(out.end(), it->second.begin(), it->second.end());
@@ -244,10 +200,13 @@ std::vector<int32_t> ByteBpeTokenizer::encode(std::string_view text, bool add_bo
     std::vector<int32_t> out;
     if (add_bos && bos_id_ >= 0) out.push_back(bos_id_);
     WordCache cache;
+    std::deque<std::string> normalized;  // the NFC segments, alive as long as the cache's keys
     const LiteralMatcher &literals = parse_special ? all_literals_ : user_defined_;
     for (const LiteralMatcher::Segment &segment : literals.split(valid)) {
         if (segment.id >= 0) {
             out.push_back(segment.id);
+        } else if (nfc_) {
+            encode_plain(normalized.emplace_back(unicode::nfc(segment.text)), cache, out);
         } else {
             encode_plain(segment.text, cache, out);
         }

@@ -1,10 +1,13 @@
-// byte_bpe_tokenizer.h: GPT-2 style byte-level BPE (tokenizer.model "byte_bpe"), matching the
-// `tokenizers` library token for token. Tested by tests/test_tokenizer.py.
+// byte_bpe_tokenizer.h: GPT-2 style byte-level BPE (tokenizer.model "byte_bpe") with the GPT-2,
+// Llama 3 or Qwen2 pre-tokenizer (tokenizer.pre), matching the `tokenizers` library token for
+// token. Tested by tests/test_tokenizer.py.
 //
 // Encoding: invalid UTF-8 is first replaced by U+FFFD (as Python's bytes.decode(errors="replace")
 // does), so the result equals the reference on the repaired text. Literal tokens are cut out (all
 // user-defined ones; control ones too with parse_special); each remaining piece is split by the
-// GPT-2 pattern, mapped to the byte alphabet and merged by rank. A byte whose single-byte token is
+// pre-tokenizer's pattern (after NFC normalization if the vocabulary asks for it, as Qwen2's does),
+// mapped to the byte alphabet and merged by rank (with ignore_merges, a word that is a token of the
+// vocabulary is taken whole first, as Llama 3's tokenizer does). A byte whose single-byte token is
 // missing from the vocabulary is dropped, as the reference does (SmolLM2 lacks e.g. 0x04, 0xC0).
 #pragma once
 
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "text/literal_matcher.h"
+#include "text/pretokenizer.h"
 #include "text/tokenizer.h"
 
 namespace mixrt {
@@ -45,6 +49,9 @@ private:
     std::vector<TokenType> types_;
     std::array<int32_t, 256> byte_token_;  // the token of each single byte, -1 if none
     std::unordered_map<uint64_t, Merge> merges_;  // key: left id << 32 | right id
+    PreTokenizer pre_tokenizer_;
+    bool nfc_;
+    std::unordered_map<std::string_view, int32_t> whole_words_;  // ignore_merges: normal tokens by their text
     LiteralMatcher user_defined_;  // always matched
     LiteralMatcher all_literals_;  // control and user-defined: matched with parse_special
     int32_t bos_id_;

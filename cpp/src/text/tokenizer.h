@@ -27,6 +27,9 @@ struct TokenizerSpec {
     std::vector<int32_t> token_types;
     std::vector<float> scores;             // sentencepiece_bpe only
     std::vector<std::string_view> merges;  // byte_bpe only, "left right" in rank order
+    std::string pre_tokenizer = "gpt2";    // byte_bpe only: gpt2, llama3 or qwen2 (pretokenizer.h)
+    bool ignore_merges = false;            // byte_bpe only: words in the vocabulary are taken whole
+    bool nfc = false;                      // byte_bpe only: text is NFC-normalized before splitting
     int32_t bos_id = -1;
     int32_t eos_id = -1;
     int32_t unk_id = -1;

@@ -1,10 +1,13 @@
-# gguf_source.py: reads a llama GGUF file (gguf package) as the converter's canonical description:
-# hyperparameters from llama.* keys, tensors dequantized to float32 with the attn_q/attn_k rows
-# taken back from GGUF's interleaved RoPE order to rotate-half. A file without the GGUF magic, or
-# one the reader cannot parse or whose tensor data is cut short, is refused in one line.
-# Tested by tests/test_convert.py.
+# gguf_source.py: reads a llama or qwen2 GGUF file (gguf package) as the converter's canonical
+# description: hyperparameters from the {arch}.* keys (with RoPE scaling, the rope_freqs tensor,
+# biases and the sliding window of FORMAT.md 3.3), tensors dequantized to float32, the llama
+# attn_q/attn_k rows taken back from GGUF's interleaved RoPE order to rotate-half (qwen2 files keep
+# rotate-half: llama.cpp runs them in NeoX order). A file without the GGUF magic, or one the reader
+# cannot parse or whose tensor data is cut short, is refused in one line.
+# Tested by tests/test_convert.py and tests/test_model_variants.py.
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,13 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from .errors import ConversionError
-from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
+from .llama import (BIAS_GROUPS, YARN_BETA_FAST, YARN_BETA_SLOW, LlamaHyperparameters, ModelSource, RopeScaling,
+                    SourceTensor, extended_context_length, select_tensors)
 from .tokenizer_export import tokenizer_metadata_from_gguf
 
 MAGIC = b"GGUF"
+ARCHITECTURES = ("llama", "qwen2")  # the Llama layout; qwen2 adds q/k/v biases
+ROPE_SCALING_TYPES = ("none", "linear", "yarn")  # llama3's scaling comes as the rope_freqs tensor
 _INTEGER_TYPES = ("I8", "I16", "I32", "I64")  # not weights
 
 
@@ -51,52 +57,74 @@ def _field(reader: GGUFReader, key: str, kind: type, default=_REQUIRED):
     return value
 
 
-def _hyperparameters(reader: GGUFReader, token_embd_rows: int | None,
-                     tied: bool) -> LlamaHyperparameters:
-    architecture = _field(reader, "general.architecture", str)
-    if architecture != "llama":
-        raise ConversionError(f"GGUF key general.architecture: expected 'llama', "
-                              f"found {architecture!r}")
-    scaling = _field(reader, "llama.rope.scaling.type", str, "none")
-    if scaling != "none":
-        raise ConversionError(f"GGUF key llama.rope.scaling.type: expected 'none' (RoPE scaling "
-                              f"is not supported), found {scaling!r}")
-    experts = _field(reader, "llama.expert_count", int, 0)
+def _rope_scaling(reader: GGUFReader, arch: str, context_length: int) -> RopeScaling | None:
+    key = f"{arch}.rope.scaling"
+    kind = _field(reader, f"{key}.type", str, "none")
+    if kind not in ROPE_SCALING_TYPES:
+        raise ConversionError(f"GGUF key {key}.type: expected one of {', '.join(ROPE_SCALING_TYPES)}, "
+                              f"found {kind!r}")
+    if kind == "none":
+        return None
+    factor = _field(reader, f"{key}.factor", float)
+    if kind == "linear":
+        return RopeScaling("linear", factor)
+    # llama.cpp scales yarn's cos/sin by attn_factor x (1 + 0.1 ln factor)
+    attn_factor = _field(reader, f"{key}.attn_factor", float, 1.0)
+    return RopeScaling("yarn", factor, _field(reader, f"{key}.original_context_length", int, context_length),
+                       beta_fast=_field(reader, f"{key}.yarn_beta_fast", float, YARN_BETA_FAST),
+                       beta_slow=_field(reader, f"{key}.yarn_beta_slow", float, YARN_BETA_SLOW),
+                       attention_factor=attn_factor * (0.1 * math.log(factor) + 1.0) if factor > 0 else factor)
+
+
+def _hyperparameters(reader: GGUFReader, token_embd_rows: int | None, tied: bool, biases: frozenset,
+                     freq_factors) -> LlamaHyperparameters:
+    arch = _field(reader, "general.architecture", str)
+    if arch not in ARCHITECTURES:
+        raise ConversionError(f"GGUF key general.architecture: expected one of {', '.join(ARCHITECTURES)}, "
+                              f"found {arch!r}")
+    experts = _field(reader, f"{arch}.expert_count", int, 0)
     if experts:
-        raise ConversionError(f"GGUF key llama.expert_count: expected 0 (mixture of experts is "
+        raise ConversionError(f"GGUF key {arch}.expert_count: expected 0 (mixture of experts is "
                               f"not supported), found {experts}")
-    hidden = _field(reader, "llama.embedding_length", int)
-    heads = _field(reader, "llama.attention.head_count", int)
-    if reader.get_field("llama.attention.key_length") is None and hidden % heads:
-        raise ConversionError(f"GGUF key llama.embedding_length: expected a multiple of "
-                              f"llama.attention.head_count {heads}, found {hidden}")
-    head_dim = _field(reader, "llama.attention.key_length", int, hidden // heads)
-    for key in ("llama.attention.value_length", "llama.rope.dimension_count"):
+    hidden = _field(reader, f"{arch}.embedding_length", int)
+    heads = _field(reader, f"{arch}.attention.head_count", int)
+    if reader.get_field(f"{arch}.attention.key_length") is None and heads and hidden % heads:
+        raise ConversionError(f"GGUF key {arch}.embedding_length: expected a multiple of "
+                              f"{arch}.attention.head_count {heads}, found {hidden}")
+    head_dim = _field(reader, f"{arch}.attention.key_length", int, hidden // heads if heads else 0)
+    for key in (f"{arch}.attention.value_length", f"{arch}.rope.dimension_count"):
         value = _field(reader, key, int, head_dim)
         if value != head_dim:
             raise ConversionError(f"GGUF key {key}: expected the head dim {head_dim}, "
                                   f"found {value}")
+    context_length = _field(reader, f"{arch}.context_length", int)
+    rope_scaling = _rope_scaling(reader, arch, context_length)
     return LlamaHyperparameters(
-        vocab_size=_field(reader, "llama.vocab_size", int, token_embd_rows),
+        vocab_size=_field(reader, f"{arch}.vocab_size", int, token_embd_rows),
         hidden_size=hidden,
-        n_layers=_field(reader, "llama.block_count", int),
+        n_layers=_field(reader, f"{arch}.block_count", int),
         n_heads=heads,
-        n_kv_heads=_field(reader, "llama.attention.head_count_kv", int, heads),
+        n_kv_heads=_field(reader, f"{arch}.attention.head_count_kv", int, heads),
         head_dim=head_dim,
-        ffn_size=_field(reader, "llama.feed_forward_length", int),
-        context_length=_field(reader, "llama.context_length", int),
-        rope_theta=_field(reader, "llama.rope.freq_base", float, 10000.0),
-        rms_norm_eps=_field(reader, "llama.attention.layer_norm_rms_epsilon", float),
+        ffn_size=_field(reader, f"{arch}.feed_forward_length", int),
+        context_length=extended_context_length(context_length, rope_scaling),
+        rope_theta=_field(reader, f"{arch}.rope.freq_base", float, 10000.0),
+        rms_norm_eps=_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", float),
         tie_word_embeddings=tied,
+        rope_scaling=rope_scaling,
+        rope_freq_factors=freq_factors,
+        biases=biases,
+        sliding_window=_field(reader, f"{arch}.attention.sliding_window", int, 0),
     )
 
 
 def unpermute_rope_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undoes the row permutation GGUF converters apply to attn_q/attn_k: within each head they
-    store rotation pair i as adjacent rows (2i, 2i+1); mixrt wants rows i and i + head_dim/2."""
-    rows, cols = weight.shape
-    return (weight.reshape(n_heads, rows // n_heads // 2, 2, cols)
-            .swapaxes(1, 2).reshape(rows, cols))
+    """Undoes the row permutation GGUF converters apply to attn_q/attn_k (weights and biases):
+    within each head they store rotation pair i as adjacent rows (2i, 2i+1); mixrt wants rows i
+    and i + head_dim/2."""
+    rows = weight.shape[0]
+    return (weight.reshape(n_heads, rows // n_heads // 2, 2, -1)
+            .swapaxes(1, 2).reshape(weight.shape))
 
 
 def _loader(path: Path, tensor, dims: tuple[int, ...], rope_heads: int | None):
@@ -133,17 +161,20 @@ def open_gguf(path: Path) -> ModelSource:
                              f"({type(error).__name__}: {error})") from error
     by_name = {t.name: t for t in reader.tensors}
     embd = by_name.get("token_embd.weight")
+    # A bias group is present when its first matrix has a bias in layer 0 (select_tensors then
+    # requires all of them, in every layer).
+    biases = frozenset(group for group, kinds in BIAS_GROUPS.items() if f"blk.0.{kinds[0]}.bias" in by_name)
+    freqs = by_name.pop("rope_freqs.weight", None)
+    freq_factors = None
+    if freqs is not None:
+        freq_factors = tuple(float(f) for f in _loader(path, freqs, (int(freqs.n_elements),), None)())
     hparams = _hyperparameters(reader, int(embd.shape[-1]) if embd is not None else None,
-                               tied="output.weight" not in by_name)
-    rope_heads = {"attn_q": hparams.n_heads, "attn_k": hparams.n_kv_heads}
+                               tied="output.weight" not in by_name, biases=biases, freq_factors=freq_factors)
+    # llama files interleave each head's rotation pairs; qwen2 files keep rotate-half (NeoX)
+    interleaved = _field(reader, "general.architecture", str) == "llama"
+    rope_heads = {"attn_q": hparams.n_heads, "attn_k": hparams.n_kv_heads} if interleaved else {}
     available = {}
     for name, tensor in by_name.items():
-        if name.endswith(".bias"):
-            raise ConversionError(f"tensor {name}: expected no bias tensors (llama has none), "
-                                  f"found one")
-        if name == "rope_freqs.weight":
-            raise ConversionError(f"tensor {name}: expected no RoPE frequency factors (RoPE "
-                                  f"scaling is not supported), found one")
         if tensor.tensor_type not in SUPPORTED_TYPES:
             raise ConversionError(
                 f"tensor {name}: GGUF type expected one of "
@@ -151,7 +182,7 @@ def open_gguf(path: Path) -> ModelSource:
         dims = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists ne0 (columns) first
         kind = name.split(".")[2] if name.startswith("blk.") else None
         available[name] = SourceTensor(name, dims,
-                                       _loader(path, tensor, dims, rope_heads.get(kind)))
+                                       _loader(path, tensor, dims, rope_heads.get(kind)))  # biases too
     tensors = select_tensors(hparams, available, lambda name: name)
     try:
         tokenizer = tokenizer_metadata_from_gguf(reader)

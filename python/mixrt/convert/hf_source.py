@@ -1,11 +1,14 @@
-# hf_source.py: reads a Hugging Face Llama checkpoint directory (config.json, one or more
-# *.safetensors shards, tokenizer files) as the converter's canonical description. HF already
-# stores q/k rows in the rotate-half RoPE order mixrt uses. JSON files that are not a JSON object
-# and truncated or corrupt shards are refused in one line naming the file. Tested by
-# tests/test_convert.py.
+# hf_source.py: reads a Hugging Face checkpoint directory of the Llama family (config.json of a
+# llama, mistral or qwen2 model, one or more *.safetensors shards, tokenizer files) as the
+# converter's canonical description, with the variants of FORMAT.md 3.3 taken from config.json:
+# rope_scaling (or rope_parameters), attention_bias / mlp_bias (qwen2: q/k/v biases), head_dim and
+# Mistral's sliding_window. HF already stores q/k rows in the rotate-half RoPE order mixrt uses.
+# JSON files that are not a JSON object and truncated or corrupt shards are refused in one line
+# naming the file. Tested by tests/test_convert.py and tests/test_model_variants.py.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from .errors import ConversionError
-from .llama import LlamaHyperparameters, ModelSource, SourceTensor, select_tensors
+from .llama import (YARN_BETA_FAST, YARN_BETA_SLOW, LlamaHyperparameters, ModelSource, RopeScaling, SourceTensor,
+                    extended_context_length, select_tensors)
 from .tokenizer_export import read_json_object, tokenizer_metadata_from_hf_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -29,50 +33,109 @@ _LAYER_NAMES = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj",
                 "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
 _REQUIRED = object()
+# model_type -> the architecture transformers writes for it; all three are the Llama layout.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 def hf_name(name: str) -> str:
     """The Hugging Face name of a tensor of FORMAT.md 4.1 (`blk.3.attn_q.weight` ->
-    `model.layers.3.self_attn.q_proj.weight`)."""
+    `model.layers.3.self_attn.q_proj.weight`, `blk.3.attn_q.bias` -> `...q_proj.bias`)."""
     if name in _TOP_LEVEL_NAMES:
         return _TOP_LEVEL_NAMES[name]
-    _, layer, kind, _ = name.split(".")
-    return f"model.layers.{layer}.{_LAYER_NAMES[kind]}.weight"
+    _, layer, kind, suffix = name.split(".")
+    return f"model.layers.{layer}.{_LAYER_NAMES[kind]}.{suffix}"
 
 
-def _config_value(config: dict, key: str, kind: type, default=_REQUIRED):
-    value = config.get(key, default)
+def _config_value(config: dict, key: str, kind: type, default=_REQUIRED, where: str = ""):
+    """config[key] of the given kind (an int is a float too); default when absent or null."""
+    value = config.get(key)
+    if value is None:
+        value = default
     if value is _REQUIRED:
-        raise ConversionError(f"config.json: {key} expected a {kind.__name__}, found missing")
+        raise ConversionError(f"config.json: {where}{key} expected a {kind.__name__}, found missing")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConversionError(f"config.json: {key} expected a {kind.__name__}, found {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) \
+            or (kind is float and not math.isfinite(value)):
+        raise ConversionError(f"config.json: {where}{key} expected a {kind.__name__}, found {value!r}")
     return value
+
+
+# The rope_scaling keys mixrt applies, per type (any other key changes the model in a way it does
+# not reproduce, and is refused).
+_ROPE_KEYS = {"default": set(), "linear": {"factor"},
+              "dynamic": {"factor", "original_max_position_embeddings"},
+              "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+                       "attention_factor"},
+              "llama3": {"factor", "original_max_position_embeddings", "low_freq_factor",
+                         "high_freq_factor"}}
+
+
+def _rope_scaling(rope: dict, context_length: int) -> RopeScaling | None:
+    """rope_scaling (or transformers 5's rope_parameters) as FORMAT.md 3.3's RoPE variant."""
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in _ROPE_KEYS:
+        raise ConversionError(f"config.json: rope_scaling.rope_type expected one of "
+                              f"{', '.join(_ROPE_KEYS)}, found {kind!r}")
+    unknown = sorted(set(rope) - _ROPE_KEYS[kind] - {"rope_type", "type", "rope_theta", "finetuned"})
+    if unknown:
+        raise ConversionError(f"config.json: rope_scaling ({kind}) expected only the keys "
+                              f"{', '.join(sorted(_ROPE_KEYS[kind])) or '(none)'}, found {unknown[0]!r}")
+    if kind == "default":
+        return None
+
+    def value(key, kind_=float, default=_REQUIRED):
+        return _config_value(rope, key, kind_, default, where="rope_scaling.")
+
+    factor = value("factor")
+    if kind == "linear":
+        return RopeScaling("linear", factor)
+    original = value("original_max_position_embeddings", int, context_length if kind != "llama3" else _REQUIRED)
+    if kind == "dynamic":
+        return RopeScaling("dynamic", factor, original)
+    if kind == "llama3":
+        return RopeScaling("llama3", factor, original, low_freq_factor=value("low_freq_factor"),
+                           high_freq_factor=value("high_freq_factor"))
+    return RopeScaling("yarn", factor, original, beta_fast=value("beta_fast", float, YARN_BETA_FAST),
+                       beta_slow=value("beta_slow", float, YARN_BETA_SLOW),
+                       attention_factor=value("attention_factor", float, 0.1 * math.log(factor) + 1.0))
+
+
+def _flag(config: dict, key: str) -> bool:
+    return _config_value(config, key, bool, False)
 
 
 def _hyperparameters(config: dict) -> LlamaHyperparameters:
     model_type = config.get("model_type")
-    if model_type != "llama":
-        raise ConversionError(f"config.json: model_type expected 'llama', found {model_type!r}")
-    architectures = config.get("architectures", ["LlamaForCausalLM"])
-    if architectures != ["LlamaForCausalLM"]:
-        raise ConversionError(f"config.json: architectures expected ['LlamaForCausalLM'], "
+    if model_type not in ARCHITECTURES:
+        raise ConversionError(f"config.json: model_type expected one of {', '.join(ARCHITECTURES)}, "
+                              f"found {model_type!r}")
+    architectures = config.get("architectures", [ARCHITECTURES[model_type]])
+    if architectures != [ARCHITECTURES[model_type]]:
+        raise ConversionError(f"config.json: architectures expected [{ARCHITECTURES[model_type]!r}], "
                               f"found {architectures!r}")
-    for key, expected in (("rope_scaling", None), ("attention_bias", False), ("mlp_bias", False),
-                          ("hidden_act", "silu")):
-        if config.get(key, expected) != expected:
-            raise ConversionError(f"config.json: {key} expected {expected!r}, "
-                                  f"found {config[key]!r}")
-    rope = config.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise ConversionError(f"config.json: rope_parameters.rope_type expected 'default' (RoPE "
-                              f"scaling is not supported), found {rope['rope_type']!r}")
+    if config.get("hidden_act", "silu") != "silu":
+        raise ConversionError(f"config.json: hidden_act expected 'silu', found {config['hidden_act']!r}")
     hidden = _config_value(config, "hidden_size", int)
     heads = _config_value(config, "num_attention_heads", int)
-    if "head_dim" not in config and hidden % heads:
+    if config.get("head_dim") is None and hidden % heads:
         raise ConversionError(f"config.json: hidden_size expected a multiple of "
                               f"num_attention_heads {heads} (head_dim is absent), found {hidden}")
+    context_length = _config_value(config, "max_position_embeddings", int)
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise ConversionError(f"config.json: rope_scaling expected an object or null, found {rope!r:.80}")
+    if model_type == "qwen2":  # q/k/v biases always; the sliding window only when switched on
+        biases = {"qkv"}
+        if _flag(config, "use_sliding_window"):
+            raise ConversionError("config.json: use_sliding_window expected false (qwen2's per-layer "
+                                  "sliding window is not supported), found true")
+        window = 0
+    else:
+        biases = ({"qkv", "attn_output"} if _flag(config, "attention_bias") else set()) | \
+            ({"mlp"} if _flag(config, "mlp_bias") else set())
+        window = _config_value(config, "sliding_window", int, 0) if model_type == "mistral" else 0
+    rope_scaling = _rope_scaling(rope, context_length)
     return LlamaHyperparameters(
         vocab_size=_config_value(config, "vocab_size", int),
         hidden_size=hidden,
@@ -81,11 +144,14 @@ def _hyperparameters(config: dict) -> LlamaHyperparameters:
         n_kv_heads=_config_value(config, "num_key_value_heads", int, heads),
         head_dim=_config_value(config, "head_dim", int, hidden // heads),
         ffn_size=_config_value(config, "intermediate_size", int),
-        context_length=_config_value(config, "max_position_embeddings", int),
+        context_length=extended_context_length(context_length, rope_scaling),
         rope_theta=_config_value(rope, "rope_theta", float,
                                  _config_value(config, "rope_theta", float, 10000.0)),
         rms_norm_eps=_config_value(config, "rms_norm_eps", float),
         tie_word_embeddings=_config_value(config, "tie_word_embeddings", bool, False),
+        rope_scaling=rope_scaling,
+        biases=frozenset(biases),
+        sliding_window=window,
     )
 
 
@@ -160,9 +226,6 @@ def _index_tensors(files: list[Path]) -> dict[str, SourceTensor]:
                 if name in shard_of:
                     raise ConversionError(f"tensor {name}: expected in one shard, found in "
                                           f"{shard_of[name].name} and {file.name}")
-                if name.endswith(".bias"):
-                    raise ConversionError(f"tensor {name}: expected no bias tensors (llama has "
-                                          f"none), found one in {file.name}")
                 info = shard.get_slice(name)
                 dtype = info.get_dtype()
                 if dtype not in SAFETENSORS_DTYPES:

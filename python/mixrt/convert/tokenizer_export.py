@@ -18,12 +18,22 @@ from .errors import ConversionError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-# llama.cpp pre-tokenizer names (tokenizer.ggml.pre) of models whose original Hugging Face
-# tokenizer splits text with exactly the GPT-2 pattern (a plain ByteLevel pre-tokenizer). For
-# "smollm" llama.cpp itself uses a regex that also splits every number character apart; that
-# differs from the original tokenizer.json for non-ASCII number characters (" ½", " ٣"), and the
-# original is what byte_bpe reproduces.
-GPT2_PRE_TOKENIZERS = ("gpt-2", "smollm")
+# llama.cpp pre-tokenizer names (tokenizer.ggml.pre) -> the byte_bpe pre-tokenizer (tokenizer.pre
+# of FORMAT.md 3.2) that splits text as the model's original Hugging Face tokenizer does. gpt2: a
+# plain ByteLevel pre-tokenizer; for "smollm" llama.cpp itself uses a regex that also splits every
+# number character apart, which differs from the original tokenizer.json for non-ASCII number
+# characters (" ½", " ٣"), and the original is what byte_bpe reproduces. "llama-bpe" is Llama 3's
+# (whose vocabulary llama.cpp also encodes with ignore_merges), "qwen2" Qwen2's (whose original
+# tokenizer.json normalizes to NFC first, which llama.cpp skips; mixrt does it, as the original).
+GGUF_PRE_TOKENIZERS = {"gpt-2": "gpt2", "smollm": "gpt2", "llama-bpe": "llama3", "qwen2": "qwen2"}
+# The Split regex of each pre-tokenizer, exactly as the models' tokenizer.json files state it (a
+# Sequence of this Split, behavior Isolated, and a ByteLevel without its own regex).
+SPLIT_PATTERNS = {
+    "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+",
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+             r"\s*[\r\n]+|\s+(?!\S)|\s+",
+}
 
 
 def tokenizer_metadata_from_gguf(reader) -> dict:
@@ -35,12 +45,13 @@ def tokenizer_metadata_from_gguf(reader) -> dict:
     meta = {"tokenizer.tokens": tokens, "tokenizer.token_types": token_types}
     if kind == "gpt2":
         pre = _gguf_value(reader, "tokenizer.ggml.pre", "default")
-        if pre not in GPT2_PRE_TOKENIZERS:
+        if pre not in GGUF_PRE_TOKENIZERS:
             raise ValueError(f"GGUF tokenizer.ggml.pre '{pre}' is not supported: byte_bpe "
-                             "reproduces the GPT-2 pre-tokenizer pattern "
-                             f"({', '.join(GPT2_PRE_TOKENIZERS)})")
+                             f"reproduces {', '.join(GGUF_PRE_TOKENIZERS)}")
         meta["tokenizer.model"] = "byte_bpe"
         meta["tokenizer.merges"] = _gguf_value(reader, "tokenizer.ggml.merges")
+        meta.update(_pre_tokenizer_keys(GGUF_PRE_TOKENIZERS[pre], ignore_merges=pre == "llama-bpe",
+                                        nfc=pre == "qwen2"))
         add_bos_default = False
     elif kind == "llama":
         if _gguf_value(reader, "tokenizer.ggml.remove_extra_whitespaces", False):
@@ -138,24 +149,51 @@ def _gguf_value(reader, key, default=_MISSING):
 
 # ---- Hugging Face tokenizer.json (byte-level BPE) ----------------------------------------------
 
+def _pre_tokenizer_keys(pre: str, ignore_merges: bool, nfc: bool) -> dict:
+    """tokenizer.pre, tokenizer.ignore_merges and tokenizer.normalizer where they differ from
+    GPT-2's defaults (so that files of GPT-2 style vocabularies stay as they were)."""
+    return ({"tokenizer.pre": pre} if pre != "gpt2" else {}) | \
+        ({"tokenizer.ignore_merges": 1} if ignore_merges else {}) | ({"tokenizer.normalizer": "nfc"} if nfc else {})
+
+
+def _pre_tokenizer(pre) -> tuple[str | None, str | None]:
+    """(the byte_bpe pre-tokenizer of a tokenizer.json pre_tokenizer, None) or (None, why not):
+    a plain ByteLevel with its regex (gpt2), or a Sequence of a Split with one of SPLIT_PATTERNS
+    (behavior Isolated) and a ByteLevel without regex."""
+    kind = pre.get("type") if isinstance(pre, dict) else pre
+    if kind == "ByteLevel":
+        if not pre.get("use_regex", True) or pre.get("add_prefix_space", False):
+            return None, "ByteLevel pre_tokenizer without use_regex or with add_prefix_space is not supported"
+        return "gpt2", None
+    steps = pre.get("pretokenizers") if kind == "Sequence" else None
+    if isinstance(steps, list) and len(steps) == 2 and isinstance(steps[0], dict) and isinstance(steps[1], dict):
+        split, byte_level = steps
+        pattern = (split.get("pattern") or {}).get("Regex") if isinstance(split.get("pattern"), dict) else None
+        names = [name for name, known in SPLIT_PATTERNS.items() if known == pattern]
+        if (split.get("type") == "Split" and names and split.get("behavior") == "Isolated"
+                and not split.get("invert") and byte_level.get("type") == "ByteLevel"
+                and not byte_level.get("use_regex", True) and not byte_level.get("add_prefix_space", False)):
+            return names[0], None
+        return None, (f"pre_tokenizer Sequence is supported only as Llama 3's or Qwen2's Split regex (Isolated) "
+                      f"then ByteLevel without regex; found the regex {str(pattern)[:60]!r}")
+    return None, f"pre_tokenizer {kind!r} is not supported: expected ByteLevel or Llama 3's / Qwen2's Sequence"
+
+
 def _byte_bpe_problem(data: dict):
-    """Why tokenizer.json is not a GPT-2 style byte-level BPE the runtime reproduces, or None."""
+    """Why tokenizer.json is not a byte-level BPE the runtime reproduces, or None."""
     model = data.get("model") or {}
     if model.get("type") != "BPE":
         return f"model type {model.get('type')!r} is not supported: expected BPE"
-    pre = data.get("pre_tokenizer")
-    if not isinstance(pre, dict) or pre.get("type") != "ByteLevel":
-        kind = pre.get("type") if isinstance(pre, dict) else pre
-        return f"pre_tokenizer {kind!r} is not supported: expected ByteLevel"
-    if not pre.get("use_regex", True) or pre.get("add_prefix_space", False):
-        return "ByteLevel pre_tokenizer without use_regex or with add_prefix_space is not supported"
-    if data.get("normalizer") is not None:
-        return f"normalizer {data['normalizer'].get('type')!r} is not supported"
+    _, problem = _pre_tokenizer(data.get("pre_tokenizer"))
+    if problem is not None:
+        return problem
+    normalizer = data.get("normalizer")
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        return f"normalizer {normalizer.get('type')!r} is not supported: expected none or NFC"
     decoder = data.get("decoder")
     if decoder is not None and decoder.get("type") != "ByteLevel":
         return f"decoder {decoder.get('type')!r} is not supported: expected ByteLevel"
-    for option in ("byte_fallback", "continuing_subword_prefix", "end_of_word_suffix",
-                   "ignore_merges", "dropout"):
+    for option in ("byte_fallback", "continuing_subword_prefix", "end_of_word_suffix", "dropout"):
         if model.get(option):
             return f"BPE option {option}={model[option]!r} is not supported"
     return None
@@ -186,7 +224,10 @@ def _byte_bpe_from_tokenizer_json(data: dict):
     if unk is not None and unk in model["vocab"]:
         fallback_ids["unk"] = int(model["vocab"][unk])
     meta = {"tokenizer.model": "byte_bpe", "tokenizer.tokens": tokens,
-            "tokenizer.token_types": types, "tokenizer.merges": merges}
+            "tokenizer.token_types": types, "tokenizer.merges": merges,
+            **_pre_tokenizer_keys(_pre_tokenizer(data.get("pre_tokenizer"))[0],
+                                  bool(model.get("ignore_merges")),
+                                  nfc=(data.get("normalizer") or {}).get("type") == "NFC")}
     return meta, fallback_ids
 
 

@@ -2,7 +2,8 @@
 # Llamas in real shapes (tiny, tinyllama-1.1b, llama2-7b), with weight scales that keep activations
 # in range, written
 #   * as a Hugging Face checkpoint directory (make_random_model; float32 or float16, big shapes
-#     streamed shard by shard): for converter tests and speed measurements;
+#     streamed shard by shard; any architecture variant of model_variants.py, biases included):
+#     for converter tests and speed measurements;
 #   * as a .mixrt file in packed form (make_random_mixrt; random valid codes, scales, permutations
 #     and sorted outlier lists in any recipe, no quantization, so a Llama-2-7B-shaped file takes a
 #     minute or two; random_weight makes one packed matrix), with a byte-level vocabulary;
@@ -28,6 +29,7 @@ from ..quant import blockfp, layouts, quik
 from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.plan import plan_mix
 from .gguf_to_hf import BLOCK_NAMES, GLOBAL_NAMES
+from .model_variants import bias_names, hf_config
 
 
 # ---- shapes and weight scales ---------------------------------------------------------------------
@@ -60,9 +62,16 @@ EMBEDDING_STD = 1.0
 LOGIT_STD = 4.0
 
 
-def weight_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...], float | None]]:
-    """(HF name, dims, std of the normal init or None for an all-ones norm), in file order."""
-    d, head_dim = shape.hidden, shape.hidden // shape.heads
+# Biases are drawn with this std (Qwen2's q/k/v biases are of order 1, larger than their weights).
+BIAS_STD = 0.5
+
+
+def weight_plan(shape: Shape, vocab: int, config: dict | None = None) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """(HF name, dims, std of the normal init or None for an all-ones norm), in file order; with a
+    config.json's entries (model_variants.hf_config), its head_dim, biases and tied head."""
+    config = config or {}
+    d = shape.hidden
+    head_dim = config.get("head_dim") or shape.hidden // shape.heads
     q, kv = shape.heads * head_dim, shape.kv_heads * head_dim
     plan = [("model.embed_tokens.weight", (vocab, d), EMBEDDING_STD)]
     for i in range(shape.layers):
@@ -76,8 +85,12 @@ def weight_plan(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...], fl
                  (prefix + "mlp.gate_proj.weight", (shape.ffn, d), d ** -0.5),
                  (prefix + "mlp.up_proj.weight", (shape.ffn, d), d ** -0.5),
                  (prefix + "mlp.down_proj.weight", (d, shape.ffn), shape.ffn ** -0.5)]
-    plan += [("model.norm.weight", (d,), None),
-             ("lm_head.weight", (vocab, d), LOGIT_STD * d ** -0.5)]
+        rows = {entry[0][:-len(".weight")]: entry[1][0] for entry in plan if entry[0].startswith(prefix)}
+        plan += [(name, (rows[name[:-len(".bias")]],), BIAS_STD) for name in bias_names(config, i)] \
+            if config else []
+    plan += [("model.norm.weight", (d,), None)]
+    if not config.get("tie_word_embeddings"):
+        plan += [("lm_head.weight", (vocab, d), LOGIT_STD * d ** -0.5)]
     return plan
 
 
@@ -114,8 +127,8 @@ def _tokenizer_files(out: Path, tokenizer) -> dict:
 
         hf = Tokenizer.from_file(str(out / "tokenizer.json"))
         names = json.loads((out / "tokenizer_config.json").read_text())
-        return {"vocab_size": hf.get_vocab_size(), "bos_token_id": hf.token_to_id(names["bos_token"]),
-                "eos_token_id": hf.token_to_id(names["eos_token"])}
+        return {"vocab_size": hf.get_vocab_size(), "eos_token_id": hf.token_to_id(names["eos_token"]),
+                "bos_token_id": hf.token_to_id(names["bos_token"]) if names.get("bos_token") else None}
     import sentencepiece
 
     processor = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
@@ -130,12 +143,14 @@ def _tokenizer_files(out: Path, tokenizer) -> dict:
 
 
 def make_random_model(out_dir, shape: str = "tiny", tokenizer=None, seed: int = 0,
-                      dtype: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+                      dtype: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+                      variant: str = "llama") -> Path:
     """Writes config.json, the weights (model.safetensors, or model-XXXXX-of-YYYYY.safetensors
     shards and model.safetensors.index.json when above max_shard_bytes) and, if tokenizer (a
     sentencepiece tokenizer.model, or a directory of tokenizer files) is given, the tokenizer.
     dtype: float32 or float16 (default: the shape's, float32 for tiny and float16 for the big
-    ones). Memory stays near one shard."""
+    ones). variant: an architecture of model_variants.VARIANTS (its config.json entries and bias
+    tensors). Memory stays near one shard."""
     spec = SHAPES[shape]
     dtype = np.dtype(dtype or spec.dtype)
     if dtype not in (np.float32, np.float16):
@@ -150,10 +165,11 @@ def make_random_model(out_dir, shape: str = "tiny", tokenizer=None, seed: int = 
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "rope_scaling": None,
               "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
               "torch_dtype": dtype.name, **_tokenizer_files(out, tokenizer)}
+    config = hf_config(config, variant)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     rng = np.random.default_rng(seed)
-    plan = weight_plan(spec, config["vocab_size"])
+    plan = weight_plan(spec, config["vocab_size"], config)
     shards = _shards(plan, dtype.itemsize, max_shard_bytes)
     weight_map = {}
     for index, shard in enumerate(shards, start=1):

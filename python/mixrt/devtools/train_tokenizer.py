@@ -1,6 +1,8 @@
-# train_tokenizer.py: trains small tokenizers of the two kinds mixrt runs (a Llama-style
-# sentencepiece BPE, and a GPT-2-style byte-level BPE with ChatML control tokens and a chat
-# template), so that test models can be generated with no downloaded tokenizer; the tests and
+# train_tokenizer.py: trains small tokenizers of the kinds mixrt runs (a Llama-style sentencepiece
+# BPE; a GPT-2-style byte-level BPE with ChatML control tokens and a chat template; byte-level BPEs
+# built like Llama 3's (its Split regex, ignore_merges, a post-processor adding
+# <|begin_of_text|>) and Qwen2's (its regex, NFC, ChatML, no BOS)), so that test models can be
+# generated with no downloaded tokenizer; the tests and
 # tools/train_tokenizer.py train them on a repository's own text (repository_text). The random
 # models of tests/conftest.py take them through random_model.make_random_model.
 from __future__ import annotations
@@ -73,4 +75,55 @@ def train_byte_bpe(out_dir, text: str, vocab_size: int = 1000) -> Path:
     return out
 
 
-TRAINERS = {"sentencepiece": train_sentencepiece, "byte_bpe": train_byte_bpe}
+LLAMA3_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                         "<|eot_id|>"]
+
+
+def _train_split_regex_bpe(out_dir, text: str, vocab_size: int, pattern: str, specials: list,
+                           ignore_merges: bool, bos: str | None, eos: str, nfc: bool = False) -> Path:
+    """A byte-level BPE whose pre-tokenizer is pattern (Split, Isolated) then ByteLevel without its
+    own regex, as Llama 3's and Qwen2's tokenizer.json files are; with bos, a post-processor that
+    prepends it (inside a Sequence after ByteLevel, as Llama 3.1's)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if nfc:
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    if bos is not None:
+        tokenizer.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                          special_tokens=[(bos, tokenizer.token_to_id(bos))])])
+    tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": bos, "eos_token": eos, "chat_template": CHATML_TEMPLATE}, indent=2) + "\n")
+    return out
+
+
+def train_llama3_bpe(out_dir, text: str, vocab_size: int = 1000) -> Path:
+    """A byte-level BPE built like Llama 3's tokenizer.json."""
+    from ..convert.tokenizer_export import SPLIT_PATTERNS
+
+    return _train_split_regex_bpe(out_dir, text, vocab_size, SPLIT_PATTERNS["llama3"], LLAMA3_SPECIAL_TOKENS,
+                                  ignore_merges=True, bos="<|begin_of_text|>", eos="<|end_of_text|>")
+
+
+def train_qwen2_bpe(out_dir, text: str, vocab_size: int = 1000) -> Path:
+    """A byte-level BPE built like Qwen2's tokenizer.json (its regex, NFC normalizer, ChatML)."""
+    from ..convert.tokenizer_export import SPLIT_PATTERNS
+
+    return _train_split_regex_bpe(out_dir, text, vocab_size, SPLIT_PATTERNS["qwen2"], CHATML_SPECIAL_TOKENS,
+                                  ignore_merges=False, bos=None, eos="<|im_end|>", nfc=True)
+
+
+TRAINERS = {"sentencepiece": train_sentencepiece, "byte_bpe": train_byte_bpe, "llama3_bpe": train_llama3_bpe,
+            "qwen2_bpe": train_qwen2_bpe}

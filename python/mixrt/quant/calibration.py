@@ -207,11 +207,47 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return (x * scale * weight).astype(np.float32)
 
 
+def rope_tables(hparams: dict, ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, sin) [ctx, head_dim/2] float32 of a model's RoPE (llama.* metadata, FORMAT.md 3.1 and
+    3.3), computed by the runtime's own code (cpp/src/rope.cpp)."""
+    from .._internal import rope_tables as core_rope_tables
+
+    def get(key, default):
+        return hparams.get(f"llama.rope.{key}", default)
+
+    return core_rope_tables(ctx, int(hparams["llama.head_dim"]), float(hparams["llama.rope_theta"]),
+                            str(get("scaling_type", "none")), float(get("scaling_factor", 1.0)),
+                            int(get("original_context_length", 0)), float(get("low_freq_factor", 0.0)),
+                            float(get("high_freq_factor", 0.0)), float(get("beta_fast", 0.0)),
+                            float(get("beta_slow", 0.0)), float(get("attention_factor", 1.0)),
+                            [float(f) for f in get("freq_factors", [])])
+
+
+def causal_mask(ctx: int, sliding_window: int = 0) -> np.ndarray:
+    """[ctx, ctx] float32: 0 where query t sees key s (s <= t, and t - s < sliding_window if one is
+    set), -inf elsewhere."""
+    t, s = np.arange(ctx)[:, None], np.arange(ctx)[None, :]
+    visible = (s <= t) & ((t - s < sliding_window) if sliding_window else True)
+    return np.where(visible, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+
+
+def layer_biases(hparams: dict, load, layer: int) -> dict:
+    """kind -> the float32 bias of that linear layer, or 0.0 where the model has none
+    (llama.bias.* of FORMAT.md 3.3)."""
+    from ..convert.llama import BIAS_GROUPS
+
+    biases = dict.fromkeys((kind for kinds in BIAS_GROUPS.values() for kind in kinds), 0.0)
+    for group, kinds in BIAS_GROUPS.items():
+        if hparams.get(f"llama.bias.{group}"):
+            biases.update({kind: np.asarray(load(f"blk.{layer}.{kind}.bias"), np.float32) for kind in kinds})
+    return biases
+
+
 class LayerStack:
     """The decoder of a Llama model run in numpy float32 over calibration windows, one layer at a
     time, so that each layer's inputs can come from the layers before it *as quantized*
-    (sequential GPTQ). It follows FORMAT.md (RMSNorm, rotate-half RoPE, grouped-query causal
-    attention, SwiGLU) and is checked against the runtime's captured inputs in the tests.
+    (sequential GPTQ). It follows FORMAT.md (RMSNorm, rotate-half RoPE with its scaling, grouped-query
+    causal attention within the sliding window if any, SwiGLU, biases) and is checked against the runtime's captured inputs in the tests.
 
         stack = LayerStack(hparams, embed, windows)      # hparams: the llama.* metadata
         for layer in range(n_layers):
@@ -225,19 +261,16 @@ class LayerStack:
         self.n_kv_heads = int(hparams["llama.n_kv_heads"])
         self.head_dim = int(hparams["llama.head_dim"])
         self.eps = float(hparams["llama.rms_norm_eps"])
-        theta = float(hparams["llama.rope_theta"])
         lengths = {len(w) for w in windows}
         if len(lengths) != 1:
             raise ValueError("LayerStack: expected windows of one length")
         self.ctx = lengths.pop()
-        half = self.head_dim // 2
-        inv_freq = theta ** (-2.0 * np.arange(half, dtype=np.float64) / self.head_dim)
-        angles = np.arange(self.ctx, dtype=np.float64)[:, None] * inv_freq[None, :]
-        self.cos = np.cos(angles).astype(np.float32)[:, None, :]  # [T, 1, half]
-        self.sin = np.sin(angles).astype(np.float32)[:, None, :]
+        cos, sin = rope_tables(hparams, self.ctx)
+        self.cos = cos[:, None, :]  # [T, 1, half]
+        self.sin = sin[:, None, :]
         ids = np.asarray(windows, dtype=np.int64)
         self.x = np.asarray(token_embd, np.float32)[ids]  # residual stream [W, T, d]
-        self.mask = np.triu(np.full((self.ctx, self.ctx), -np.inf, np.float32), 1)
+        self.mask = causal_mask(self.ctx, int(hparams.get("llama.sliding_window", 0)))
 
     @property
     def n_tokens(self) -> int:
@@ -259,16 +292,17 @@ class LayerStack:
         return np.concatenate([a * self.cos - b * self.sin, a * self.sin + b * self.cos], axis=-1)
 
     def attention(self, xn: np.ndarray, wq: np.ndarray, wk: np.ndarray,
-                  wv: np.ndarray) -> np.ndarray:
-        """The input of attn_output [W, T, n_heads x head_dim] for normed inputs xn."""
+                  wv: np.ndarray, bq=0.0, bk=0.0, bv=0.0) -> np.ndarray:
+        """The input of attn_output [W, T, n_heads x head_dim] for normed inputs xn (b*: the
+        q/k/v biases, if the model has them)."""
         hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv_heads
         group = nh // nkv
         out = np.empty((xn.shape[0], self.ctx, nh * hd), np.float32)
         scale = np.float32(1.0 / math.sqrt(hd))
         for w, x in enumerate(xn):
-            q = self._rope((x @ wq.T).reshape(self.ctx, nh, hd))
-            k = self._rope((x @ wk.T).reshape(self.ctx, nkv, hd))
-            v = (x @ wv.T).reshape(self.ctx, nkv, hd)
+            q = self._rope((x @ wq.T + bq).reshape(self.ctx, nh, hd))
+            k = self._rope((x @ wk.T + bk).reshape(self.ctx, nkv, hd))
+            v = (x @ wv.T + bv).reshape(self.ctx, nkv, hd)
             q = q.transpose(1, 0, 2).reshape(nkv, group * self.ctx, hd)
             scores = (q @ k.transpose(1, 2, 0)).reshape(nkv, group, self.ctx, self.ctx)
             scores = scores * scale + self.mask
@@ -280,9 +314,9 @@ class LayerStack:
         return out
 
     @staticmethod
-    def swiglu(xn: np.ndarray, w_gate: np.ndarray, w_up: np.ndarray) -> np.ndarray:
-        g = xn @ w_gate.T
-        return (g / (1.0 + np.exp(-g)) * (xn @ w_up.T)).astype(np.float32)
+    def swiglu(xn: np.ndarray, w_gate: np.ndarray, w_up: np.ndarray, b_gate=0.0, b_up=0.0) -> np.ndarray:
+        g = xn @ w_gate.T + b_gate
+        return (g / (1.0 + np.exp(-g)) * (xn @ w_up.T + b_up)).astype(np.float32)
 
     def add(self, y: np.ndarray) -> None:
         self.x += y
@@ -311,18 +345,19 @@ def run_layer_stack(hparams: dict, load, windows: list, quantize, sequential: bo
 
     for layer in range(n_layers):
         p = f"blk.{layer}."
+        b = layer_biases(hparams, load, layer)
         xn = stack.norm(load(p + "attn_norm.weight"))
         h = stack.gram(xn)
         wq, wk, wv = (take(p + kind + ".weight", h) for kind in ("attn_q", "attn_k", "attn_v"))
-        a = stack.attention(xn, wq, wk, wv)
+        a = stack.attention(xn, wq, wk, wv, b["attn_q"], b["attn_k"], b["attn_v"])
         wo = take(p + "attn_output.weight", stack.gram(a))
-        stack.add(a @ wo.T)
+        stack.add(a @ wo.T + b["attn_output"])
         xn = stack.norm(load(p + "ffn_norm.weight"))
         h = stack.gram(xn)
         wg, wu = (take(p + kind + ".weight", h) for kind in ("ffn_gate", "ffn_up"))
-        act = stack.swiglu(xn, wg, wu)
+        act = stack.swiglu(xn, wg, wu, b["ffn_gate"], b["ffn_up"])
         wd = take(p + "ffn_down.weight", stack.gram(act))
-        stack.add(act @ wd.T)
+        stack.add(act @ wd.T + b["ffn_down"])
         if bar is not None:
             bar.update(1)
     if bar is not None:

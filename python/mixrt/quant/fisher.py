@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .calibration import LayerStack, _rms_norm
+from .calibration import LayerStack, _rms_norm, layer_biases
 
 LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 # Positions whose logits are formed at once (bounds the [positions, vocabulary] temporaries).
@@ -32,9 +32,10 @@ def _rms_norm_backward(x: np.ndarray, weight: np.ndarray, eps: float, dy: np.nda
 class _Layer:
     """One decoder layer's weights and the forward/backward of one window through it."""
 
-    def __init__(self, stack: LayerStack, load, layer: int):
+    def __init__(self, stack: LayerStack, load, layer: int, hparams: dict):
         p = f"blk.{layer}."
         self.stack = stack
+        self.b = layer_biases(hparams, load, layer)
         self.names = {kind: p + kind + ".weight" for kind in LINEAR_KINDS}
         self.w = {kind: np.asarray(load(name), np.float32) for kind, name in self.names.items()}
         self.attn_norm = np.asarray(load(p + "attn_norm.weight"), np.float32)
@@ -42,11 +43,11 @@ class _Layer:
 
     def _heads(self, x: np.ndarray):
         """Rotated q [nkv, group, T, hd], rotated k and v [nkv, T, hd] of normed inputs x [T, d]."""
-        s, w = self.stack, self.w
+        s, w, b = self.stack, self.w, self.b
         t, hd, nkv = x.shape[0], s.head_dim, s.n_kv_heads
-        q = s._rope((x @ w["attn_q"].T).reshape(t, s.n_heads, hd))
-        k = s._rope((x @ w["attn_k"].T).reshape(t, nkv, hd))
-        v = (x @ w["attn_v"].T).reshape(t, nkv, hd)
+        q = s._rope((x @ w["attn_q"].T + b["attn_q"]).reshape(t, s.n_heads, hd))
+        k = s._rope((x @ w["attn_k"].T + b["attn_k"]).reshape(t, nkv, hd))
+        v = (x @ w["attn_v"].T + b["attn_v"]).reshape(t, nkv, hd)
         q = q.transpose(1, 0, 2).reshape(nkv, s.n_heads // nkv, t, hd)
         return q, k.transpose(1, 0, 2), v.transpose(1, 0, 2)
 
@@ -63,21 +64,21 @@ class _Layer:
         """The layer's forward pass for inputs x [T, d]: (normed attention input, rotated q,
         rotated k, v, attention probabilities, attention output a, residual after attention,
         normed FFN input, gate, up, SwiGLU output)."""
-        s, w = self.stack, self.w
+        s, w, b = self.stack, self.w, self.b
         t = x.shape[0]
         xn1 = _rms_norm(x, self.attn_norm, s.eps)
         q, k, v = self._heads(xn1)
         probs = self._probs(q, k)
         a = (probs @ v[:, None]).reshape(s.n_heads, t, s.head_dim).transpose(1, 0, 2).reshape(t, -1)
-        x2 = x + a @ w["attn_output"].T
+        x2 = x + a @ w["attn_output"].T + b["attn_output"]
         xn2 = _rms_norm(x2, self.ffn_norm, s.eps)
-        gate, up = xn2 @ w["ffn_gate"].T, xn2 @ w["ffn_up"].T
+        gate, up = xn2 @ w["ffn_gate"].T + b["ffn_gate"], xn2 @ w["ffn_up"].T + b["ffn_up"]
         act = (gate / (1.0 + np.exp(-gate)) * up).astype(np.float32)  # LayerStack.swiglu
         return xn1, q, k, v, probs, a, x2, xn2, gate, up, act
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         *_, x2, _, _, _, act = self._activations(x)
-        return x2 + act @ self.w["ffn_down"].T
+        return x2 + act @ self.w["ffn_down"].T + self.b["ffn_down"]
 
     def backward(self, x: np.ndarray, dx3: np.ndarray, grads: dict,
                  inputs: Optional[dict] = None) -> np.ndarray:
@@ -156,7 +157,7 @@ def gradients(hparams: dict, load, windows: list, labels: Optional[list] = None,
     # forward, keeping each layer's input
     xs = [[stack.x[0] for stack in stacks]]
     for i in range(n_layers):
-        layer = _Layer(stacks[0], load, i)
+        layer = _Layer(stacks[0], load, i, hparams)
         out = []
         for stack, x in zip(stacks, xs[-1]):
             layer.stack = stack
@@ -196,7 +197,7 @@ def gradients(hparams: dict, load, windows: list, labels: Optional[list] = None,
 
     def backward():
         for i in reversed(range(n_layers)):
-            layer = _Layer(stacks[0], load, i)
+            layer = _Layer(stacks[0], load, i, hparams)
             per_window = [{} for _ in windows]
             for w, stack in enumerate(stacks):
                 layer.stack = stack
