@@ -78,8 +78,9 @@ def test_context_params_kv_type_is_checked(random_model):
 
     lib = ctypes.CDLL(str(next(iter(PKG.glob("libmixrt.so*")))))
 
-    class ContextParams(ctypes.Structure):
-        _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("kv_type", ctypes.c_int32)]
+    class ContextParams(ctypes.Structure):  # mixrt_context_params, field for field
+        _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("kv_type", ctypes.c_int32),
+                    ("activations", ctypes.c_int32), ("n_seq", ctypes.c_int32)]
 
     lib.mixrt_context_default_params.restype = ContextParams
     lib.mixrt_last_error.restype = ctypes.c_char_p
@@ -87,7 +88,8 @@ def test_context_params_kv_type_is_checked(random_model):
     assert lib.mixrt_model_load(str(random_model).encode(), ctypes.byref(model)) == 0
     try:
         params = lib.mixrt_context_default_params()
-        assert (params.n_ctx, params.n_threads, params.kv_type) == (0, 0, 0)  # MIXRT_KV_F16
+        assert (params.n_ctx, params.n_threads, params.kv_type, params.activations, params.n_seq) == \
+            (0, 0, 0, 0, 1)  # MIXRT_KV_F16, MIXRT_ACT_DEFAULT, one sequence
         for kv_type in (0, 1):
             params.kv_type = kv_type
             assert lib.mixrt_context_create(model, ctypes.byref(params), ctypes.byref(ctx)) == 0

@@ -18,6 +18,10 @@ public:
                                         mixrt_activations activations) const override {
         return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv, activations);
     }
+    std::unique_ptr<Engine> make_batch_engine(int32_t n_ctx, int32_t n_seq, int32_t n_threads, mixrt_kv_type kv,
+                                              mixrt_activations activations) const override {
+        return std::make_unique<Context>(model_, weights_, n_ctx, n_threads, kv, activations, n_seq);
+    }
 
 private:
     const LlamaModel &model_;
@@ -51,6 +55,12 @@ std::string cuda_model_unsupported_reason(const LlamaModel &model) {
 }
 
 }  // namespace
+
+std::unique_ptr<Engine> PreparedModel::make_batch_engine(int32_t, int32_t n_seq, int32_t, mixrt_kv_type,
+                                                         mixrt_activations) const {
+    fail(MIXRT_ERR_INVALID_ARGUMENT, "n_seq " + std::to_string(n_seq) + ": contexts of several sequences run on the "
+                                     "CPU backend only (the CUDA engine serves one sequence at a time)");
+}
 
 std::string cuda_unavailable_reason() {
 #ifdef MIXRT_WITH_CUDA

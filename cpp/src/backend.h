@@ -25,6 +25,10 @@ public:
     // Throws mixrt::Error (also for a kv or activations the backend lacks).
     virtual std::unique_ptr<Engine> make_engine(int32_t n_ctx, int32_t n_threads, mixrt_kv_type kv,
                                                 mixrt_activations activations) const = 0;
+    // The same with n_seq sequences of n_ctx positions each, for batched decoding (Engine::decode).
+    // Backends without it refuse (the CUDA engine serves one sequence at a time).
+    virtual std::unique_ptr<Engine> make_batch_engine(int32_t n_ctx, int32_t n_seq, int32_t n_threads,
+                                                      mixrt_kv_type kv, mixrt_activations activations) const;
 };
 
 // "" when this build has the CUDA backend and a CUDA device can be used, else why not.

@@ -214,7 +214,7 @@ mixrt_status mixrt_detokenize(const mixrt_model *model, const int32_t *ids, size
 }
 
 mixrt_context_params mixrt_context_default_params(void) {
-    return mixrt_context_params{0, 0, MIXRT_KV_F16, MIXRT_ACT_DEFAULT};
+    return mixrt_context_params{0, 0, MIXRT_KV_F16, MIXRT_ACT_DEFAULT, 1};
 }
 
 mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_params *params, mixrt_context **out_ctx) {
@@ -228,9 +228,13 @@ mixrt_status mixrt_context_create(const mixrt_model *model, const mixrt_context_
                       (p.activations >= 3 && p.activations <= 8 && p.activations != 7),
                   "mixrt_context_create: activations is " + std::to_string(p.activations) +
                       ", expected MIXRT_ACT_DEFAULT (0), a bfp width (3, 4, 5, 6 or 8) or MIXRT_ACT_TOKEN4 (20)");
+    MIXRT_REQUIRE(p.n_seq >= 0 && p.n_seq <= 4096,
+                  "mixrt_context_create: n_seq is " + std::to_string(p.n_seq) + ", expected 0..4096");
     return guarded([&] {
-        auto engine = model->prepared->make_engine(p.n_ctx, p.n_threads, static_cast<mixrt_kv_type>(p.kv_type),
-                                                   static_cast<mixrt_activations>(p.activations));
+        const auto kv = static_cast<mixrt_kv_type>(p.kv_type);
+        const auto activations = static_cast<mixrt_activations>(p.activations);
+        auto engine = p.n_seq > 1 ? model->prepared->make_batch_engine(p.n_ctx, p.n_seq, p.n_threads, kv, activations)
+                                  : model->prepared->make_engine(p.n_ctx, p.n_threads, kv, activations);
         *out_ctx = new mixrt_context{std::move(engine)};
     });
 }
@@ -246,6 +250,22 @@ const char *mixrt_context_backend(const mixrt_context *ctx) { return ctx ? ctx->
 mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tokens, size_t n_tokens, int all_logits) {
     MIXRT_REQUIRE(ctx && tokens, "mixrt_context_feed: null argument");
     return guarded([&] { ctx->engine->feed(tokens, n_tokens, all_logits != 0); });
+}
+
+mixrt_status mixrt_context_decode(mixrt_context *ctx, const mixrt_batch_entry *entries, size_t n_entries) {
+    MIXRT_REQUIRE(ctx && (entries || n_entries == 0), "mixrt_context_decode: null argument");
+    return guarded([&] { ctx->engine->decode(entries, n_entries); });
+}
+
+int32_t mixrt_context_n_seq(const mixrt_context *ctx) { return ctx ? ctx->engine->n_seq() : 0; }
+
+int32_t mixrt_context_seq_len(const mixrt_context *ctx, int32_t seq) {
+    return ctx && seq >= 0 && seq < ctx->engine->n_seq() ? ctx->engine->seq_len(seq) : -1;
+}
+
+mixrt_status mixrt_context_seq_clear(mixrt_context *ctx, int32_t seq) {
+    MIXRT_REQUIRE(ctx, "mixrt_context_seq_clear: null argument");
+    return guarded([&] { ctx->engine->seq_clear(seq); });
 }
 
 const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows) {

@@ -1,5 +1,5 @@
 // engine.cpp: the backend-independent parts of Engine (context size, feed checks, host argmax,
-// sampling, activation sizes).
+// sampling, activation sizes, the refusal of batched decoding by single-sequence engines).
 #include "engine.h"
 
 #include <algorithm>
@@ -32,6 +32,17 @@ void Engine::check_feed(const int32_t *tokens, size_t n) const {
         if (tokens[i] < 0 || tokens[i] >= vocab)
             fail(MIXRT_ERR_INVALID_ARGUMENT, "token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                                  " is outside the vocabulary of " + std::to_string(vocab));
+}
+
+void Engine::decode(const mixrt_batch_entry *, size_t) {
+    fail(MIXRT_ERR_INVALID_ARGUMENT, std::string("decode: batches of sequences run on the CPU backend only; the ") +
+                                         backend_name() + " engine serves one sequence at a time (use feed)");
+}
+
+void Engine::seq_clear(int32_t seq) {
+    if (seq != 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "seq_clear: sequence " + std::to_string(seq) + " is not in this "
+                                                   "context (it holds sequence 0 only)");
+    reset();
 }
 
 int32_t Engine::argmax_last() const {

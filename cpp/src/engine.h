@@ -48,8 +48,14 @@ public:
 
     virtual const char *backend_name() const = 0;  // "cpu" or "cuda"
     int32_t n_ctx() const { return n_ctx_; }
-    // Forget all tokens (the KV cache is reused).
+    // Forget all tokens of every sequence (the KV cache is reused).
     virtual void reset() { tokens_.clear(); }
+    // Batched decoding of several sequences (mixrt_context_decode); sequence 0 is the one feed()
+    // and n_past() see. Engines that hold one sequence only refuse it.
+    virtual int32_t n_seq() const { return 1; }
+    virtual int32_t seq_len(int32_t seq) const { return seq == 0 ? n_past() : -1; }
+    virtual void decode(const mixrt_batch_entry *entries, size_t n);
+    virtual void seq_clear(int32_t seq);
     // Runs the model over tokens; keeps the logits of every token if all_logits, else the last.
     // Throws mixrt::Error (MIXRT_ERR_CONTEXT_FULL, MIXRT_ERR_INVALID_ARGUMENT, ...).
     virtual void feed(const int32_t *tokens, size_t n, bool all_logits) = 0;

@@ -126,11 +126,12 @@ struct Context {
     nb::object capture_fn;      // Python callable(layer, site, x: ndarray (rows, width) float32)
     std::string capture_error;  // the first exception it raised during a feed
     Context(const Model &model, int32_t n_ctx, int32_t n_threads, const std::string &kv_cache,
-            const std::string &activations)
+            const std::string &activations, int32_t n_seq)
         : n_vocab(mixrt_model_n_vocab(model.ptr)) {
         mixrt_context_params p = mixrt_context_default_params();
         p.n_ctx = n_ctx;
         p.n_threads = n_threads;
+        p.n_seq = n_seq;
         if (kv_cache != "f16" && kv_cache != "f32")
             throw nb::value_error(("kv_cache: expected 'f16' or 'f32', found '" + kv_cache + "'").c_str());
         p.kv_type = kv_cache == "f32" ? MIXRT_KV_F32 : MIXRT_KV_F16;
@@ -157,6 +158,18 @@ struct Context {
                 self->capture_error = e.what();
             }
         }, this);
+    }
+    // Batched decoding: entries int32 [n, 4] of (seq, token, pos, logits flag).
+    void decode(nb::ndarray<const int32_t, nb::ndim<2>, nb::shape<-1, 4>, nb::c_contig, nb::device::cpu> entries) {
+        static_assert(sizeof(mixrt_batch_entry) == 4 * sizeof(int32_t));
+        const auto *e = reinterpret_cast<const mixrt_batch_entry *>(entries.data());
+        const size_t n = entries.shape(0);
+        mixrt_status st;
+        {
+            nb::gil_scoped_release release;
+            st = mixrt_context_decode(ptr, e, n);
+        }
+        check(st);
     }
     void feed(const std::vector<int32_t> &tokens, bool all_logits) {
         mixrt_status st;
@@ -257,10 +270,14 @@ NB_MODULE(_core, m) {
         .def("detokenize", &Model::detokenize, "ids"_a, "special"_a);
 
     nb::class_<Context>(m, "Context")
-        .def(nb::init<const Model &, int32_t, int32_t, const std::string &, const std::string &>(), "model"_a,
+        .def(nb::init<const Model &, int32_t, int32_t, const std::string &, const std::string &, int32_t>(), "model"_a,
              "n_ctx"_a, "n_threads"_a,
-             "kv_cache"_a = "f16", "activations"_a = "", nb::keep_alive<1, 2>())
+             "kv_cache"_a = "f16", "activations"_a = "", "n_seq"_a = 1, nb::keep_alive<1, 2>())
         .def("feed", &Context::feed, "tokens"_a, "all_logits"_a)
+        .def("decode", &Context::decode, "entries"_a)
+        .def("seq_len", [](const Context &s, int32_t seq) { return mixrt_context_seq_len(s.ptr, seq); }, "seq"_a)
+        .def("seq_clear", [](Context &s, int32_t seq) { check(mixrt_context_seq_clear(s.ptr, seq)); }, "seq"_a)
+        .def_prop_ro("n_seq", [](const Context &s) { return mixrt_context_n_seq(s.ptr); })
         .def("logits", &Context::logits)
         .def("reset", [](Context &s) { mixrt_context_reset(s.ptr); })
         .def("set_capture", &Context::set_capture, "fn"_a.none())

@@ -145,6 +145,8 @@ typedef struct mixrt_context_params {
     int32_t n_threads;   /* 0 = all cores */
     int32_t kv_type;     /* a mixrt_kv_type */
     int32_t activations; /* a mixrt_activations */
+    int32_t n_seq;       /* sequences the context holds, each with its own n_ctx positions of KV
+                            cache; 0 = 1. More than 1: CPU backend only (mixrt_context_decode) */
 } mixrt_context_params;
 
 MIXRT_API mixrt_context_params mixrt_context_default_params(void);
@@ -164,9 +166,32 @@ MIXRT_API const char *mixrt_context_backend(const mixrt_context *ctx);
  * MIXRT_ERR_CONTEXT_FULL if n_past + n_tokens > n_ctx (nothing is fed then). */
 MIXRT_API mixrt_status mixrt_context_feed(mixrt_context *ctx, const int32_t *tokens, size_t n_tokens,
                                           int all_logits);
-/* Logits of the last feed: *out_rows rows of n_vocab floats (1 row unless all_logits was set).
- * Valid until the next feed or reset. */
+/* Logits of the last feed: *out_rows rows of n_vocab floats (1 row unless all_logits was set),
+ * or of the last decode: one row per entry that asked for them, in entry order.
+ * Valid until the next feed, decode or reset. */
 MIXRT_API const float *mixrt_context_logits(const mixrt_context *ctx, size_t *out_rows);
+
+/* Batched decoding of several sequences (as llama.cpp's llama_batch): each entry adds one token to
+ * one sequence at that sequence's next position, so a batch can advance many sequences by one
+ * token each, or prefill a prompt, or both, in one pass over the weights. Entries of one sequence
+ * come in position order. A sequence's results do not depend on what else is in the batch. Sequence
+ * 0 is the one mixrt_context_feed and mixrt_context_n_past see. CPU backend only. */
+typedef struct mixrt_batch_entry {
+    int32_t seq;    /* 0 .. n_seq-1 */
+    int32_t token;
+    int32_t pos;    /* the sequence's length before this entry: mixrt_context_seq_len(), plus one
+                       per earlier entry of the same sequence in this batch */
+    int32_t logits; /* 1: keep this entry's logits */
+} mixrt_batch_entry;
+/* Runs the entries (MIXRT_ERR_INVALID_ARGUMENT naming the first bad entry, or
+ * MIXRT_ERR_CONTEXT_FULL, before anything is run). */
+MIXRT_API mixrt_status mixrt_context_decode(mixrt_context *ctx, const mixrt_batch_entry *entries, size_t n_entries);
+/* Sequences the context holds (its n_seq). */
+MIXRT_API int32_t mixrt_context_n_seq(const mixrt_context *ctx);
+/* Tokens sequence seq holds (-1 for a sequence the context does not have). */
+MIXRT_API int32_t mixrt_context_seq_len(const mixrt_context *ctx, int32_t seq);
+/* Forgets one sequence's tokens (the others keep theirs). */
+MIXRT_API mixrt_status mixrt_context_seq_clear(mixrt_context *ctx, int32_t seq);
 
 /* Calibration (CPU backend only: a CUDA context fails its feeds while a capture function is set):
  * while a capture function is set, every feed calls it with the inputs of each decoder
