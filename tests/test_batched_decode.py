@@ -157,3 +157,43 @@ def test_sequence_zero_is_the_feed_sequence(random_model):
     fed = _core.Context(model._model, 64, 1, "f32")
     fed.feed(ids, True)
     assert np.array_equal(both, fed.logits()[3:]) and one.n_past == len(ids)
+
+
+def test_sampled_text_of_a_batch_equals_generate(random_chat_model):
+    """Sequences sampled from batched decode rows (Sampler.sample_logits with each sequence's
+    history) and turned into text by a TextStream each give exactly what Model.generate gives for
+    the same prompt, settings and seed: the text, its pieces' concatenation, the finish reason."""
+    from mixrt.api import FINISH_REASONS
+
+    model = mixrt.load(random_chat_model)
+    requests = [("Once upon a time", dict(temperature=0.8, top_p=0.9, seed=1), 24, []),
+                ("The answer is", dict(temperature=0.0), 16, ["e"]),
+                ("def main():", dict(temperature=1.2, top_k=20, seed=7), 30, ["\n\n"])]
+    ctx = _core.Context(model._model, 128, 2, "f16", "", len(requests))
+    states = []
+    batch = []
+    for seq, (prompt, sampling, max_tokens, stop) in enumerate(requests):
+        ids = model.tokenize(prompt)
+        states.append({"history": list(ids), "sampler": model.sampler(**sampling),
+                       "text": _core.TextStream(model._model, max_tokens, stop), "pieces": [], "reason": 0})
+        batch += [(seq, t, i, int(i == len(ids) - 1)) for i, t in enumerate(ids)]
+    while batch:
+        ctx.decode(entries(batch))
+        rows = iter(ctx.logits())
+        running = [seq for seq, s in enumerate(states) if s["reason"] == 0]
+        batch = []
+        for seq in running:
+            s = states[seq]
+            token = s["sampler"].sample_logits(next(rows), s["history"])
+            piece, s["reason"] = s["text"].push(token)
+            s["pieces"].append(piece)
+            if s["reason"] == 0:
+                batch.append((seq, token, len(s["history"]), 1))
+                s["history"].append(token)
+    for (prompt, sampling, max_tokens, stop), s in zip(requests, states):
+        want = model.generate(prompt, max_tokens=max_tokens, stop=stop, **sampling)
+        assert "".join(s["pieces"]) == want, prompt
+        assert FINISH_REASONS[s["reason"]] == want.finish_reason, prompt
+        assert s["text"].n_generated == want.completion_tokens, prompt
+    # max_tokens ended the first and third, the stop string "e" the second (MIXRT_STOP_STRING)
+    assert [s["reason"] for s in states] == [3, 2, 3]

@@ -12,6 +12,7 @@
 #include "llama_model.h"
 #include "mixrt/mixrt.h"
 #include "sampler.h"
+#include "text_stream.h"
 
 struct mixrt_model {
     mixrt::LlamaModel model;
@@ -27,6 +28,12 @@ struct mixrt_context {
 struct mixrt_sampler {
     mixrt::Sampler sampler;
     explicit mixrt_sampler(const mixrt_sampler_params &p) : sampler(p) {}
+};
+struct mixrt_text_stream {
+    mixrt::TextStream stream;
+    std::string piece;
+    template <typename... A>
+    explicit mixrt_text_stream(A &&...a) : stream(std::forward<A>(a)...) {}
 };
 struct mixrt_generation {
     mixrt::Generation gen;
@@ -304,18 +311,35 @@ mixrt_status mixrt_sampler_sample(mixrt_sampler *sampler, const mixrt_context *c
     return guarded([&] { *out_token = mixrt::sample_next(sampler->sampler, *ctx->engine); });
 }
 
+mixrt_status mixrt_sampler_sample_logits(mixrt_sampler *sampler, const float *logits, int32_t n_vocab,
+                                         const int32_t *history, size_t n_history, int32_t *out_token) {
+    MIXRT_REQUIRE(sampler && logits && out_token && (history || n_history == 0), "mixrt_sampler_sample_logits: null argument");
+    MIXRT_REQUIRE(n_vocab > 0, "mixrt_sampler_sample_logits: n_vocab is " + std::to_string(n_vocab) + ", expected > 0");
+    return guarded([&] {
+        *out_token = sampler->sampler.sample(logits, n_vocab, std::vector<int32_t>(history, history + n_history));
+    });
+}
+
+namespace {
+// The stop strings of generation params (null entries refused).
+std::vector<std::string> stop_strings(const mixrt_generation_params &params) {
+    std::vector<std::string> stop;
+    for (size_t i = 0; i < params.n_stop; ++i) {
+        if (!params.stop[i]) mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "stop string " + std::to_string(i) + " is null");
+        stop.emplace_back(params.stop[i]);
+    }
+    return stop;
+}
+}  // namespace
+
 mixrt_status mixrt_generation_start(mixrt_context *ctx, mixrt_sampler *sampler, const int32_t *prompt, size_t n_prompt,
                                     const mixrt_generation_params *params, mixrt_generation **out_gen) {
     MIXRT_REQUIRE(ctx && sampler && params && out_gen && (prompt || n_prompt == 0), "mixrt_generation_start: null argument");
     MIXRT_REQUIRE(params->stop || params->n_stop == 0, "mixrt_generation_start: stop is null but n_stop > 0");
     *out_gen = nullptr;
     return guarded([&] {
-        std::vector<std::string> stop;
-        for (size_t i = 0; i < params->n_stop; ++i) {
-            if (!params->stop[i]) mixrt::fail(MIXRT_ERR_INVALID_ARGUMENT, "stop string " + std::to_string(i) + " is null");
-            stop.emplace_back(params->stop[i]);
-        }
-        *out_gen = new mixrt_generation(*ctx->engine, sampler->sampler, prompt, n_prompt, params->max_tokens, std::move(stop));
+        *out_gen = new mixrt_generation(*ctx->engine, sampler->sampler, prompt, n_prompt, params->max_tokens,
+                                        stop_strings(*params));
     });
 }
 
@@ -331,5 +355,31 @@ mixrt_status mixrt_generation_next(mixrt_generation *gen, const char **out_text,
 
 int32_t mixrt_generation_n_generated(const mixrt_generation *gen) { return gen ? gen->gen.n_generated() : 0; }
 void mixrt_generation_free(mixrt_generation *gen) { delete gen; }
+
+mixrt_status mixrt_text_stream_create(const mixrt_model *model, const mixrt_generation_params *params,
+                                      mixrt_text_stream **out_stream) {
+    MIXRT_REQUIRE(model && params && out_stream, "mixrt_text_stream_create: null argument");
+    MIXRT_REQUIRE(params->stop || params->n_stop == 0, "mixrt_text_stream_create: stop is null but n_stop > 0");
+    *out_stream = nullptr;
+    return guarded([&] {
+        *out_stream = new mixrt_text_stream(model->model.tokenizer(), model->model.eos_id(), params->max_tokens,
+                                            stop_strings(*params));
+    });
+}
+
+mixrt_status mixrt_text_stream_push(mixrt_text_stream *stream, int32_t token, const char **out_text, size_t *out_len,
+                                    mixrt_stop_reason *out_reason) {
+    MIXRT_REQUIRE(stream && out_text && out_len && out_reason, "mixrt_text_stream_push: null argument");
+    return guarded([&] {
+        *out_reason = stream->stream.push(token, stream->piece);
+        *out_text = stream->piece.data();
+        *out_len = stream->piece.size();
+    });
+}
+
+int32_t mixrt_text_stream_n_generated(const mixrt_text_stream *stream) {
+    return stream ? stream->stream.n_generated() : 0;
+}
+void mixrt_text_stream_free(mixrt_text_stream *stream) { delete stream; }
 
 }  // extern "C"

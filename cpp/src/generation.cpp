@@ -1,35 +1,17 @@
-// generation.cpp: see generation.h. Stop strings are searched only in text not yet handed out,
-// which is enough because a suffix that could begin a stop string is always held back.
+// generation.cpp: see generation.h.
 #include "generation.h"
 
-#include <algorithm>
-
 #include "error.h"
-#include "text/unicode.h"
 
 namespace mixrt {
 
-size_t complete_utf8_prefix(const std::string &s, size_t n) {
-    const std::string_view text(s.data(), n);
-    // A character is at most 4 bytes, so an incomplete one starts in the last 3.
-    for (size_t start = n > 3 ? n - 3 : 0; start < n; ++start) {
-        const unsigned char lead = static_cast<unsigned char>(s[start]);
-        if (lead < 0xC2 || lead > 0xF4) continue;  // cannot start a multibyte character
-        const unicode::Utf8Char c = unicode::decode_utf8(text, start);
-        if (!c.valid && start + c.length == n) return start;  // well-formed so far, cut by the end
-    }
-    return n;
-}
-
-std::string repair_utf8(const std::string &s) { return unicode::repair_utf8(s, unicode::Repair::per_sequence); }
-
 Generation::Generation(Engine &ctx, Sampler &sampler, const int32_t *prompt, size_t n_prompt, int32_t max_tokens,
                        std::vector<std::string> stop)
-    : ctx_(ctx), sampler_(sampler), max_tokens_(max_tokens), stop_(std::move(stop)) {
-    if (max_tokens < 0) fail(MIXRT_ERR_INVALID_ARGUMENT, "max_tokens is negative");
+    : ctx_(ctx),
+      sampler_(sampler),
+      text_(ctx.model().tokenizer(), ctx.model().eos_id(), max_tokens, std::move(stop)) {
     if (n_prompt == 0 && ctx.n_past() == 0)
         fail(MIXRT_ERR_INVALID_ARGUMENT, "the prompt is empty and the context holds no tokens: nothing to continue");
-    stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
     const size_t needed = size_t(ctx.n_past()) + n_prompt + size_t(max_tokens);
     if (needed > size_t(ctx.n_ctx()))
         fail(MIXRT_ERR_CONTEXT_FULL, "the prompt (" + std::to_string(n_prompt) + " tokens) plus max_tokens (" +
@@ -38,56 +20,17 @@ Generation::Generation(Engine &ctx, Sampler &sampler, const int32_t *prompt, siz
                                          " need " + std::to_string(needed) + " positions, the context holds " +
                                          std::to_string(ctx.n_ctx()));
     if (n_prompt > 0) ctx_.feed(prompt, n_prompt, false);
-    if (max_tokens == 0) reason_ = MIXRT_STOP_MAX_TOKENS;
-}
-
-void Generation::finish(mixrt_stop_reason reason, size_t end, std::string &piece) {
-    piece = repair_utf8(text_.substr(emitted_, end - emitted_));
-    emitted_ = end;
-    reason_ = reason;
 }
 
 mixrt_stop_reason Generation::next(std::string &piece) {
     piece.clear();
-    if (reason_ != MIXRT_STOP_NONE) return reason_;
-    const Tokenizer &tok = ctx_.model().tokenizer();
-    for (;;) {
+    while (text_.reason() == MIXRT_STOP_NONE) {
         const int32_t token = sample_next(sampler_, ctx_);
-        if (token == ctx_.model().eos_id()) {
-            finish(MIXRT_STOP_EOS, text_.size(), piece);
-            return reason_;
-        }
-        ++n_generated_;
-        text_ += tok.token_bytes(token, false);
-
-        // A stop string found in the text not yet handed out ends the generation before it.
-        size_t stop_at = std::string::npos;
-        for (const auto &s : stop_) stop_at = std::min(stop_at, text_.find(s, emitted_));
-        if (stop_at != std::string::npos) {
-            finish(MIXRT_STOP_STRING, stop_at, piece);
-            return reason_;
-        }
-        if (n_generated_ >= max_tokens_) {
-            finish(MIXRT_STOP_MAX_TOKENS, text_.size(), piece);
-            return reason_;
-        }
+        if (text_.push(token, piece) != MIXRT_STOP_NONE) break;
         ctx_.feed(&token, 1, false);
-
-        // Hold back a suffix that may still grow into a stop string, and incomplete UTF-8.
-        size_t safe = text_.size();
-        for (const auto &s : stop_)
-            for (size_t len = std::min(s.size() - 1, text_.size() - emitted_); len > 0; --len)
-                if (text_.compare(text_.size() - len, len, s, 0, len) == 0) {
-                    safe = std::min(safe, text_.size() - len);
-                    break;
-                }
-        safe = complete_utf8_prefix(text_, safe);
-        if (safe > emitted_) {
-            piece = repair_utf8(text_.substr(emitted_, safe - emitted_));
-            emitted_ = safe;
-            return MIXRT_STOP_NONE;
-        }
+        if (!piece.empty()) break;
     }
+    return text_.reason();
 }
 
 }  // namespace mixrt

@@ -208,15 +208,50 @@ struct Sampler {
         check(mixrt_sampler_sample(ptr, ctx.ptr, &token));
         return token;
     }
+    // From one row of logits and the sequence's token history.
+    int32_t sample_logits(nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> logits,
+                          const std::vector<int32_t> &history) {
+        int32_t token;
+        check(mixrt_sampler_sample_logits(ptr, logits.data(), int32_t(logits.shape(0)), history.data(), history.size(),
+                                          &token));
+        return token;
+    }
+};
+
+// The stop strings of generation params, and the params pointing at them.
+struct StopStrings {
+    std::vector<const char *> ptrs;
+    mixrt_generation_params params(int32_t max_tokens) { return {max_tokens, ptrs.data(), ptrs.size()}; }
+    explicit StopStrings(const std::vector<std::string> &stop) {
+        for (const auto &s : stop) ptrs.push_back(s.c_str());
+    }
+};
+
+struct TextStream {
+    mixrt_text_stream *ptr = nullptr;
+    TextStream(const Model &model, int32_t max_tokens, const std::vector<std::string> &stop) {
+        StopStrings stops(stop);
+        const mixrt_generation_params p = stops.params(max_tokens);
+        check(mixrt_text_stream_create(model.ptr, &p, &ptr));
+    }
+    ~TextStream() { mixrt_text_stream_free(ptr); }
+    // (text piece, stop reason: 0 running, 1 eos, 2 stop string, 3 max tokens)
+    std::tuple<nb::str, int> push(int32_t token) {
+        const char *text;
+        size_t len;
+        mixrt_stop_reason reason;
+        check(mixrt_text_stream_push(ptr, token, &text, &len, &reason));
+        return {nb::str(text, len), static_cast<int>(reason)};
+    }
+    int32_t n_generated() const { return mixrt_text_stream_n_generated(ptr); }
 };
 
 struct Generation {
     mixrt_generation *ptr = nullptr;
     Generation(Context &ctx, Sampler &sampler, const std::vector<int32_t> &prompt, int32_t max_tokens,
                const std::vector<std::string> &stop) {
-        std::vector<const char *> stops;
-        for (const auto &s : stop) stops.push_back(s.c_str());
-        mixrt_generation_params p{max_tokens, stops.data(), stops.size()};
+        StopStrings stops(stop);
+        const mixrt_generation_params p = stops.params(max_tokens);
         mixrt_status st;
         {
             nb::gil_scoped_release release;
@@ -302,7 +337,14 @@ NB_MODULE(_core, m) {
     nb::class_<Sampler>(m, "Sampler")
         .def(nb::init<float, int32_t, float, float, float, int32_t, uint64_t>(), "temperature"_a, "top_k"_a, "top_p"_a,
              "min_p"_a, "repeat_penalty"_a, "repeat_last_n"_a, "seed"_a)
-        .def("sample", &Sampler::sample, "ctx"_a);
+        .def("sample", &Sampler::sample, "ctx"_a)
+        .def("sample_logits", &Sampler::sample_logits, "logits"_a, "history"_a);
+
+    nb::class_<TextStream>(m, "TextStream")
+        .def(nb::init<const Model &, int32_t, const std::vector<std::string> &>(), "model"_a, "max_tokens"_a, "stop"_a,
+             nb::keep_alive<1, 2>())
+        .def("push", &TextStream::push, "token"_a)
+        .def_prop_ro("n_generated", &TextStream::n_generated);
 
     nb::class_<Generation>(m, "Generation")
         .def(nb::init<Context &, Sampler &, const std::vector<int32_t> &, int32_t, const std::vector<std::string> &>(),

@@ -229,6 +229,10 @@ MIXRT_API void mixrt_sampler_free(mixrt_sampler *sampler);
 /* Pick the next token from the context's last logits and its token history. */
 MIXRT_API mixrt_status mixrt_sampler_sample(mixrt_sampler *sampler, const mixrt_context *ctx,
                                             int32_t *out_token);
+/* The same from a row of n_vocab logits (e.g. one sequence's row after mixrt_context_decode) and
+ * that sequence's token history (for the repetition penalty). */
+MIXRT_API mixrt_status mixrt_sampler_sample_logits(mixrt_sampler *sampler, const float *logits, int32_t n_vocab,
+                                                   const int32_t *history, size_t n_history, int32_t *out_token);
 
 /* ---- generation: prompt -> streamed text pieces ----------------------------------------------- */
 
@@ -261,6 +265,22 @@ MIXRT_API mixrt_status mixrt_generation_next(mixrt_generation *gen, const char *
                                              size_t *out_len, mixrt_stop_reason *out_reason);
 MIXRT_API int32_t mixrt_generation_n_generated(const mixrt_generation *gen);
 MIXRT_API void mixrt_generation_free(mixrt_generation *gen);
+
+/* ---- text streams: sampled tokens -> streamed text, for callers that sample themselves -------- */
+
+/* What mixrt_generation does with the tokens it samples, without the context: each pushed token
+ * may end the stream (the model's EOS, a stop string, max_tokens) and hands out the text that is
+ * complete UTF-8 and can no longer become part of a stop string. One per sequence of a batched
+ * decode (mixrt_context_decode). The model must outlive the stream. */
+typedef struct mixrt_text_stream mixrt_text_stream;
+MIXRT_API mixrt_status mixrt_text_stream_create(const mixrt_model *model, const mixrt_generation_params *params,
+                                                mixrt_text_stream **out_stream);
+/* *out_text (valid until the next call) holds *out_len bytes; *out_reason is MIXRT_STOP_NONE while
+ * more may follow (tokens pushed after a stop are ignored). */
+MIXRT_API mixrt_status mixrt_text_stream_push(mixrt_text_stream *stream, int32_t token, const char **out_text,
+                                              size_t *out_len, mixrt_stop_reason *out_reason);
+MIXRT_API int32_t mixrt_text_stream_n_generated(const mixrt_text_stream *stream);
+MIXRT_API void mixrt_text_stream_free(mixrt_text_stream *stream);
 
 #ifdef __cplusplus
 }
