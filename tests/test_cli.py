@@ -155,7 +155,7 @@ def test_every_command_has_version_and_help_for_every_option():
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"run", "chat", "info", "perplexity", "bench"}
+    assert set(commands) == {"run", "chat", "info", "perplexity", "bench", "serve"}
     for name, sub in [("mixrt", parser), *commands.items()]:
         for action in sub._actions:
             assert action.help, f"{name}: {action.option_strings or action.dest} has no help text"

@@ -548,7 +548,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time a batch-1 matmul per matrix shape and dtype (GB/s) instead of the model")
     b.add_argument("--json", action="store_true", help="the result as one JSON object")
     b.set_defaults(func=cmd_bench)
+
+    sv = command("serve", "an OpenAI-compatible HTTP server with continuous batching (needs mixrt[server])")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                    "0.0.0.0 for every interface)")
+    sv.add_argument("--port", type=_at_least(1), default=8080, help="port (default 8080)")
+    sv.add_argument("--parallel", type=_at_least(1), default=4,
+                    help="requests decoded together, each with its own KV cache of --ctx tokens (default 4)")
+    sv.add_argument("-c", "--ctx", type=_at_least(1), default=None,
+                    help="tokens per request: prompt plus completion (default: the model's, at most 4096)")
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
+    sv.add_argument("--queue", type=_at_least(1), default=64,
+                    help="requests waiting for a free slot before new ones get 429 (default 64)")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take (default 600)")
+    sv.set_defaults(func=cmd_serve)
     return p
+
+
+def cmd_serve(args) -> int:
+    """Serves the model until SIGINT/SIGTERM; running requests get a few seconds to finish."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ValueError("mixrt serve needs its extra: pip install 'mixrt[server]' (FastAPI and uvicorn)") from None
+    from .serve import build_app
+
+    app, server = build_app(args.model, parallel=args.parallel, n_ctx=args.ctx, api_key=args.api_key,
+                            max_queue=args.queue, timeout=args.timeout, threads=args.threads)
+    print(f"mixrt serve: {Path(args.model).name} on {server.model.backend}, {args.parallel} parallel requests of "
+          f"{server.scheduler.n_ctx} tokens, http://{args.host}:{args.port}/v1", file=sys.stderr)
+    # On SIGTERM/SIGINT uvicorn stops accepting, the app's shutdown lets running requests finish
+    # (app.DRAIN_SECONDS), and the process then ends by that signal, as servers do.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=10)
+    return 0
 
 
 def _quiet_broken_pipe() -> int:
