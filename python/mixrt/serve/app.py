@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 import uuid
 from typing import Optional
@@ -134,6 +136,7 @@ class Server:
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_id, "backend": self.model.backend,
+                "replica": f"{socket.gethostname()}:{os.getpid()}",
                 "parallel": self.scheduler.parallel, "running": self.scheduler.running,
                 "queue_length": self.scheduler.queue_length, "n_ctx": self.scheduler.n_ctx}
 
