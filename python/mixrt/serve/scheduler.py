@@ -117,11 +117,20 @@ class Scheduler:
             job.text = _core.TextStream(self.model._model, job.max_tokens, job.stop)
             self._running.append(job)
 
+    @staticmethod
+    def _emit(job: Job, kind: str, value) -> None:
+        """Hands an event to the job's consumer; a consumer that is gone (its event loop closed)
+        cancels the job instead of stopping the worker."""
+        try:
+            job.on_event(kind, value)
+        except Exception:
+            job.cancel()
+
     def _end(self, job: Job, kind: str, value) -> None:
         self._running.remove(job)
         self.context.seq_clear(job.seq)
         self._free.append(job.seq)
-        job.on_event(kind, value)
+        self._emit(job, kind, value)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -152,7 +161,7 @@ class Scheduler:
             piece, reason = job.text.push(token)
             job.completion_tokens = job.text.n_generated
             if piece:
-                job.on_event("piece", piece)
+                self._emit(job, "piece", piece)
             if reason:
                 self._end(job, "done", FINISH_REASONS[reason])
             else:
@@ -179,6 +188,6 @@ class Scheduler:
             self._end(job, "error", "the server is shutting down")
         while True:
             try:
-                self._waiting.get_nowait().on_event("error", "the server is shutting down")
+                self._emit(self._waiting.get_nowait(), "error", "the server is shutting down")
             except queue.Empty:
                 break
