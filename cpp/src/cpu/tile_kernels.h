@@ -359,7 +359,8 @@ inline void run_tile(const TiledMatrix &W, int64_t tile, const QuantizedInput &i
 }
 
 // Rows [r0, r1) (r0 a multiple of 16) of out = x^ W^T for n tokens: tiles in order, tokens in
-// tiles of V::kTokens; token blocks of 16 keep their input codes in L1 while the tiles pass.
+// tiles of V::kTokens, then of 2 (batched decoding of 2, 3, 5... sequences decodes each chunk once
+// per pair), then 1; token blocks of 16 keep their input codes in L1 while the tiles pass.
 template <class V, TileKind kind>
 void matmul_tiled(const TiledMatrix &W, const QuantizedInput &in, float *out, int64_t n, int64_t r0, int64_t r1) {
     constexpr int64_t kTokenBlock = 16;
@@ -369,6 +370,7 @@ void matmul_tiled(const TiledMatrix &W, const QuantizedInput &in, float *out, in
             int64_t t = t0;
             for (; t + V::kTokens <= t1; t += V::kTokens)
                 run_tile<V, kind, V::kTokens>(W, tile, token(in, t), out + t * W.weight().rows, r1);
+            for (; t + 2 <= t1; t += 2) run_tile<V, kind, 2>(W, tile, token(in, t), out + t * W.weight().rows, r1);
             for (; t < t1; ++t) run_tile<V, kind, 1>(W, tile, token(in, t), out + t * W.weight().rows, r1);
         }
     }
