@@ -5,8 +5,13 @@
 # (tools/quant_table.py's :a16), with and without the columns of largest calibration |x| kept
 # exact, and prints the perplexity of each beside the runtime's own A8 and A16 figures.
 #   python tools/ablate_outlier_inputs.py q4-a16.mixrt q4.mixrt --calib CALIB.txt --text EVAL.txt
-# Measured (SmolLM2-135M from its Q4_1 GGUF; first 4096 tokens of the wiki eval half, windows of
-# 512; 2-core Xeon): see the QUIK section of the README.
+# Measured (SmolLM2-135M from its Q4_1 GGUF, quant_table.py's q4 and q4:a16 files; first 16384
+# tokens of the wiki eval half, windows of 512; exact columns from 8192 tokens of the calibration
+# half; 2-core Xeon, --tokens 16384): runtime A16 28.1420, runtime A8 28.2744 (+0.47%); simulated
+# A16 28.1421, A8 28.2546 (+0.40%), A8 with 6.25% of the input columns exact 28.2012 (+0.21%). The
+# outlier columns win back about half of the 8-bit rounding's 0.4-0.5%, while quik's own 6.25% fp16
+# columns cost 6% of its prefill speed (1457 against 1547 tok/s without them, mixrt bench -p 512,
+# same machine): not worth building for q4 or mix on the CPU (README, QUIK section).
 import argparse
 import math
 
