@@ -127,7 +127,8 @@ def test_bad_requests_do_not_kill_the_server(server):
     assert httpx.post(server.url + "/v1/completions", headers=headers, content=b"{not json").status_code == 400
     assert httpx.post(server.url + "/v1/chat/completions", headers=headers, json={"messages": "hi"}).status_code == 400
     assert httpx.post(server.url + "/v1/completions", headers=headers, json=[1, 2]).status_code == 400
-    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["backend"] == "cpu" and "one sequence at a time" in health["batching"]
 
 
 def test_api_key(server):

@@ -137,6 +137,8 @@ class Server:
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_id, "backend": self.model.backend,
                 "replica": f"{socket.gethostname()}:{os.getpid()}",
+                "batching": "CPU backend (the CUDA engine serves one sequence at a time, so the server runs "
+                            "its batches on the CPU)",
                 "parallel": self.scheduler.parallel, "running": self.scheduler.running,
                 "queue_length": self.scheduler.queue_length, "n_ctx": self.scheduler.n_ctx}
 
