@@ -170,3 +170,28 @@ def test_mix_rejects_bad_outlier_rows():
     parts[7][-1] += 1
     with pytest.raises(RuntimeError, match="row_ptr"):
         _internal.dequantize("mix", parts, 4, 64)
+
+
+@pytest.mark.parametrize("dtype,k4", [("q8", 0), ("q4", 0), ("mix", 32)])
+def test_non_finite_and_huge_inputs_round_to_defined_codes(dtype, k4):
+    """NaN, infinite and huge (3e38) activations: the input rounding gives code 0 to what is not a
+    number and to every value of a block whose max is not finite (its scale, NaN or inf, then makes
+    that block's contribution NaN), never converting a non-finite float to an integer (undefined
+    behaviour); finite rows stay as they were; every kernel table computes the same as the scalar
+    one, NaN for NaN."""
+    m, k = 16, 128
+    parts = packed(dtype, m, k, k4, seed=11)
+    x = np.random.default_rng(3).standard_normal((5, k)).astype(np.float32)
+    x[1, 5], x[2, 40], x[3, 70], x[4, :] = np.nan, np.inf, 3e38, -np.inf
+    clean, _ = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x[:1])
+    ref, xhat = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
+    np.testing.assert_array_equal(ref[0], clean[0])
+    assert np.isnan(ref[1]).all() and not np.isfinite(ref[2]).any() and not np.isfinite(ref[4]).any()
+    assert np.isfinite(xhat[0]).all() and np.isnan(xhat[1, 5]) and np.isnan(xhat[4]).all()
+    for impl in IMPLS:
+        out, xhat_impl = _internal.kernel_matmul_quant(impl, dtype, parts, m, k, x)
+        np.testing.assert_array_equal(xhat_impl, xhat, err_msg=impl)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref), err_msg=impl)
+        # the finite row within the fp32 bound of test_fast_kernel_matches_scalar_twin
+        scale = np.abs(xhat[0].astype(np.float64)) @ magnitudes(dtype, parts, m, k).T
+        assert np.all(np.abs(out[0] - ref[0]) <= 2 * (k + 8) * 2.0**-24 * scale + 1e-30), impl

@@ -21,6 +21,14 @@ inline float round_even(float v) {
     return (v + magic) - magic;
 }
 
+// The 8-bit code of v = x / d: v rounded, within -127..127; NaN (a NaN or infinite input, or a
+// block whose max is not finite) is code 0, so the integer conversion is always defined. The
+// block's scale d then carries the non-finite value into the outputs.
+inline int32_t input_code(float v) {
+    const float clamped = v >= -127.0f && v <= 127.0f ? v : v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : 0.0f;
+    return static_cast<int32_t>(round_even(clamped));
+}
+
 }  // namespace
 
 QuantizedInputBuffer::QuantizedInputBuffer(int64_t max_rows, int64_t max_K, int quik_bits)
@@ -131,7 +139,7 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         for (int64_t g = g0; g < g1; ++g) {
             int32_t half[2] = {0, 0};
             for (int i = 0; i < kGroup; ++i) {
-                const int32_t c = static_cast<int32_t>(round_even(row[g * kGroup + i] * inv));
+                const int32_t c = input_code(row[g * kGroup + i] * inv);
                 q[g * kGroup + i] = static_cast<int8_t>(c);
                 half[i / 16] += c;
             }
