@@ -208,3 +208,18 @@ def test_module_surface():
     assert ["prompt", "model", "max_tokens", "temperature"] == list(params)[:4] and "stream" in params
     r = subprocess.run([sys.executable, "-m", "mixrt", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == f"mixrt {mixrt.__version__}"
+
+
+def test_token_id_arguments_name_themselves(model):
+    """Ids past int32, negative or beyond the vocabulary, and an empty eval, are refused naming
+    the argument and the entry (not nanobind's "incompatible function arguments")."""
+    with pytest.raises(ValueError, match=r"ids: expected token ids in 0..\d+, found 1099511627776 at index 0"):
+        model.detokenize([2**40])
+    with pytest.raises(ValueError, match=r"ids: expected token ids in 0..\d+, found -1 at index 1"):
+        model.detokenize([1, -1])
+    with pytest.raises(ValueError, match="ids: expected at least one token id, found none"):
+        model.eval_logits([])
+    with pytest.raises(TypeError, match="ids: expected a sequence of token ids, found str"):
+        model.detokenize("abc")
+    with pytest.raises(ValueError, match="n_ctx: expected an integer <= 2147483647"):
+        mixrt.load(model.path, n_ctx=2**40)

@@ -96,7 +96,8 @@ def test_prompt_plus_tokens_beyond_the_context_is_an_error(model):
 def test_bad_sampler_arguments_are_errors(model):
     with pytest.raises(ValueError, match="top_p: expected a finite number > 0.0 and <= 1.0, found 0.0"):
         model.generate(PROMPT, max_tokens=2, top_p=0.0)
-    with pytest.raises(mixrt.MixrtError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=rf"ids: expected token ids in 0..{model.n_vocab - 1}, found "
+                                         rf"{model.n_vocab} at index 1"):
         model.eval_logits([1, model.n_vocab])
 
 

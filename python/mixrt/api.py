@@ -46,13 +46,31 @@ _D = SAMPLER_DEFAULTS
 
 # ---- argument checks ---------------------------------------------------------------------------
 
-def _int_arg(name: str, value, minimum: int, allowed=()) -> int:
+INT32_MAX = 2**31 - 1  # counts and ids cross the C API as int32
+
+
+def _int_arg(name: str, value, minimum: int, allowed=(), maximum: int = INT32_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
     if value < minimum and value not in allowed:
         extra = "".join(f" or {a}" for a in allowed)
         raise ValueError(f"{name}: expected an integer >= {minimum}{extra}, found {value}")
+    if value > maximum:
+        raise ValueError(f"{name}: expected an integer <= {maximum}, found {value}")
     return int(value)
+
+
+def _ids_arg(name: str, ids, n_vocab: int, allow_empty: bool = True) -> list:
+    """ids as a list of ints in 0..n_vocab-1, or an error naming the argument and the entry."""
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of token ids, found {type(ids).__name__}")
+    out = list(ids)
+    if not out and not allow_empty:
+        raise ValueError(f"{name}: expected at least one token id, found none")
+    for i, token in enumerate(out):
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n_vocab:
+            raise ValueError(f"{name}: expected token ids in 0..{n_vocab - 1}, found {token!r} at index {i}")
+    return [int(t) for t in out]
 
 
 def _float_arg(name: str, value, low: float, high: float = math.inf, low_open: bool = False) -> float:
@@ -318,13 +336,14 @@ class Model:
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         """The text of ids; control tokens are left out unless special=True."""
-        return self._model.detokenize(list(ids), special).decode("utf-8", errors="replace")
+        return self._model.detokenize(_ids_arg("ids", ids, self.n_vocab), special).decode("utf-8", errors="replace")
 
     # ---- evaluation ------------------------------------------------------------------------
     def eval_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) of a fresh context over ids, in one batched pass."""
+        ids = _ids_arg("ids", ids, self.n_vocab, allow_empty=False)
         with self.context() as ctx:
-            ctx.feed(list(ids), True)
+            ctx.feed(ids, True)
             return ctx.logits()
 
     def perplexity(self, text: str, ctx: int = 512, max_tokens: Optional[int] = None,
@@ -413,7 +432,7 @@ class Model:
         repeat_penalty = _float_arg("repeat_penalty", repeat_penalty, 0.0, low_open=True)
         if seed is None:
             seed = secrets.randbits(64)
-        seed = _int_arg("seed", seed, -(2**63))
+        seed = _int_arg("seed", seed, -(2**63), maximum=2**64 - 1)
         return _core.Sampler(temperature, top_k, top_p, min_p, repeat_penalty, _D["repeat_last_n"],
                              seed & (2**64 - 1))
 
