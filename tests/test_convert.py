@@ -1077,3 +1077,25 @@ def test_calibration_method_is_checked(tiny_hf, tmp_path):
         convert(tiny_hf, tmp_path / "out.mixrt", recipe="mix", bits=TINY_MIX_BITS, calib=calib,
                 calib_method="fast", progress=False)
     assert temp_leftovers(tmp_path) == []
+
+
+def test_temp_files_of_killed_conversions_are_removed(tiny_hf, tmp_path):
+    """A conversion killed by SIGKILL cannot remove its temporary files; the next conversion to the
+    same output removes those whose process is gone (saying so, once per file) and leaves those of
+    a conversion still running, and other files, alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "m.mixrt"
+    stale = [tmp_path / f"m.mixrt.tmp-{dead.pid}", tmp_path / f"m.mixrt.calib-f16.tmp-{dead.pid}"]
+    alive = tmp_path / f"m.mixrt.tmp-{os.getppid()}"
+    other = tmp_path / f"other.mixrt.tmp-{dead.pid}"
+    for path in stale + [alive, other]:
+        path.write_bytes(b"partial")
+    with pytest.warns(UserWarning, match=rf"removed .*m.mixrt.*tmp-{dead.pid}, left by a conversion that ended "
+                                         rf"without cleaning up \(pid {dead.pid} is gone\)") as caught:
+        convert(tiny_hf, out, dtype="f16", progress=False)
+    assert len(caught) == 2 and out.exists()
+    assert not any(p.exists() for p in stale) and alive.exists() and other.exists()
+    result = subprocess.run([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o", str(out), "--force",
+                             "--recipe", "f16"], capture_output=True, text=True)
+    assert result.returncode == 0 and "warning: removed" not in result.stderr  # nothing stale any more

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import time
@@ -107,6 +108,32 @@ def check_output(src: Path, out: Path, force: bool) -> None:
                               f"source itself")
     if out.exists() and not force:
         raise ConversionError(f"{out} exists; pass --force to overwrite")
+
+
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Removes the temporary files a conversion to `out` leaves when it is killed (SIGKILL gives it
+    no chance to clean up): `out`'s `.tmp-PID` files (the writer's, the calibration's) whose
+    process no longer exists; each removal is warned about. Returns what was removed."""
+    removed = []
+    for path in out.parent.glob(f"{glob.escape(out.name)}.*tmp-*"):
+        pid = path.name.rsplit("tmp-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that conversion is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a live process of another user
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+        warnings.warn(f"removed {path}, left by a conversion that ended without cleaning up (pid {pid} is "
+                      f"gone)", stacklevel=3)
+    return removed
 
 
 def open_source(src: Path) -> ModelSource:
@@ -494,6 +521,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
     elif calib != SELF_CALIB and not Path(calib).is_file():
         raise ConversionError(f"calib {calib}: expected a text file or '{SELF_CALIB}', found nothing")
     check_output(Path(src), Path(out), force)
+    remove_stale_temp_files(Path(out))
     start = time.perf_counter()
     model = open_source(Path(src))
     parameters = sum(math.prod(tensor.dims) for _, tensor in model.tensors)
