@@ -568,6 +568,10 @@ HF_REFUSALS = {
                  r"\(head_dim is absent\), found 64"),
     "kv heads": (lambda d: edit_config(d, num_key_value_heads=3),
                  "llama.n_kv_heads: expected a divisor of n_heads 4, found 3"),
+    "zero heads": (lambda d: edit_config(d, num_attention_heads=0),
+                   "config.json: num_attention_heads expected a positive integer, found 0"),
+    "absurd layer count": (lambda d: edit_config(d, num_hidden_layers=10**9),
+                           r"llama.n_layers: expected an integer in 1..1024, found 1000000000"),
     "unsupported dtype": (lambda d: edit_weights(d, **{"model.norm.weight": np.ones(64, np.int8)}),
                           "tensor model.norm.weight: safetensors dtype expected one of F32, F16, "
                           "BF16, found I8"),

@@ -118,6 +118,8 @@ def _hyperparameters(config: dict) -> LlamaHyperparameters:
         raise ConversionError(f"config.json: hidden_act expected 'silu', found {config['hidden_act']!r}")
     hidden = _config_value(config, "hidden_size", int)
     heads = _config_value(config, "num_attention_heads", int)
+    if heads < 1:
+        raise ConversionError(f"config.json: num_attention_heads expected a positive integer, found {heads}")
     if config.get("head_dim") is None and hidden % heads:
         raise ConversionError(f"config.json: hidden_size expected a multiple of "
                               f"num_attention_heads {heads} (head_dim is absent), found {hidden}")

@@ -75,6 +75,11 @@ def extended_context_length(context_length: int, rope_scaling: RopeScaling | Non
     return max(context_length, int(rope_scaling.factor * rope_scaling.original_context_length))
 
 
+# The ranges of FORMAT.md 3.1 a reader enforces (checked before anything is built per layer).
+LIMITS = {"vocab_size": 1 << 20, "hidden_size": 65536, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024,
+          "head_dim": 1024, "ffn_size": 262144, "context_length": 1 << 22}
+
+
 @dataclass(frozen=True)
 class LlamaHyperparameters:
     """The llama.* keys of FORMAT.md 3.1, checked against the ranges a reader enforces."""
@@ -99,9 +104,9 @@ class LlamaHyperparameters:
     def __post_init__(self):
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.type == "int" and field.name != "sliding_window" and (isinstance(value, bool) or not isinstance(value, int)
-                                        or value < 1):
-                raise ConversionError(f"llama.{field.name}: expected a positive integer, "
+            if field.name in LIMITS and (isinstance(value, bool) or not isinstance(value, int)
+                                         or not 1 <= value <= LIMITS[field.name]):
+                raise ConversionError(f"llama.{field.name}: expected an integer in 1..{LIMITS[field.name]}, "
                                       f"found {value!r}")
             if field.type == "float" and not value > 0:
                 raise ConversionError(f"llama.{field.name}: expected a positive number, "
