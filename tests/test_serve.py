@@ -5,6 +5,7 @@
 # SIGTERM ending the server cleanly. Runs on the tiny random chat model.
 import concurrent.futures
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -118,7 +119,6 @@ def test_bad_parameters_are_400_naming_the_field(server, body, param, message):
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
-    import re
     assert re.search(message, error["message"]), error["message"]
 
 
