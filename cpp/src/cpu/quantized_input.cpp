@@ -21,12 +21,22 @@ inline float round_even(float v) {
     return (v + magic) - magic;
 }
 
-// The 8-bit code of v = x / d: v rounded, within -127..127; NaN (a NaN or infinite input, or a
-// block whose max is not finite) is code 0, so the integer conversion is always defined. The
-// block's scale d then carries the non-finite value into the outputs.
-inline int32_t input_code(float v) {
-    const float clamped = v >= -127.0f && v <= 127.0f ? v : v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : 0.0f;
-    return static_cast<int32_t>(round_even(clamped));
+// The 8-bit code of v = x / d in a block whose max is not finite: NaN (a NaN or infinite input, as
+// inv is then 0) is code 0, so the integer conversion stays defined; the block's scale d (NaN or
+// inf) carries the non-finite value into the outputs. Blocks of finite values (|v| <= 127 by
+// construction) take the plain conversion.
+inline int32_t non_finite_block_code(float v) {
+    return static_cast<int32_t>(round_even(v >= -127.0f && v <= 127.0f ? v : 0.0f));
+}
+
+// One group's codes q = code(x * inv) and the sums of its two halves.
+template <typename Code>
+inline void round_group(const float *x, float inv, int8_t *q, int32_t half[2], Code code) {
+    for (int i = 0; i < kGroup; ++i) {
+        const int32_t c = code(x[i] * inv);
+        q[i] = static_cast<int8_t>(c);
+        half[i / 16] += c;
+    }
 }
 
 }  // namespace
@@ -136,13 +146,14 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         float amax;
         std::memcpy(&amax, &amax_bits, 4);
         const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const bool finite = amax_bits < 0x7F800000u;
         for (int64_t g = g0; g < g1; ++g) {
             int32_t half[2] = {0, 0};
-            for (int i = 0; i < kGroup; ++i) {
-                const int32_t c = input_code(row[g * kGroup + i] * inv);
-                q[g * kGroup + i] = static_cast<int8_t>(c);
-                half[i / 16] += c;
-            }
+            if (finite)
+                round_group(row + g * kGroup, inv, q + g * kGroup, half,
+                            [](float v) { return static_cast<int32_t>(round_even(v)); });
+            else
+                round_group(row + g * kGroup, inv, q + g * kGroup, half, non_finite_block_code);
             const int32_t total = half[0] + half[1];
             d[g] = scale;
             sum[g] = scale * static_cast<float>(total);
