@@ -6,6 +6,7 @@
 # module surface (dir, signatures, -m).
 import gc
 import inspect
+import re
 import subprocess
 import sys
 import threading
@@ -139,6 +140,25 @@ def test_bad_prompts_name_themselves(model):
 def test_bad_load_arguments_name_themselves(random_model, kwargs, error, message):
     with pytest.raises(error, match=message):
         mixrt.load(random_model, **kwargs)
+
+
+def test_a_thread_the_os_refuses_is_an_error_not_an_abort(random_model):
+    # Under an address-space limit each thread's stack mapping fails once the limit is reached: the
+    # pool stops the threads it started and the call raises MixrtError naming the count, instead of
+    # the process aborting with joinable threads left behind.
+    script = f"""
+import resource, mixrt
+m = mixrt.load({str(random_model)!r}, threads=1)
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), resource.RLIM_INFINITY))
+try:
+    mixrt.load({str(random_model)!r}, threads=10000).generate("a", max_tokens=1)
+except mixrt.MixrtError as e:
+    print("MixrtError:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"MixrtError: could not start thread \d+ of 10000 \(.+\); use fewer threads\n", r.stdout), r.stdout
 
 
 def test_perplexity_base_must_be_a_model(model):

@@ -6,6 +6,11 @@
 // split independent work.
 #include "cpu/thread_pool.h"
 
+#include <string>
+#include <system_error>
+
+#include "error.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define MIXRT_PAUSE() _mm_pause()
@@ -29,10 +34,23 @@ inline void wait_step(int spins) {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back(&ThreadPool::worker, this);
+    workers_.reserve(n_threads_ - 1);
+    for (int i = 1; i < n_threads_; ++i) {
+        try {
+            workers_.emplace_back(&ThreadPool::worker, this);
+        } catch (const std::system_error &e) {
+            // The OS refused a thread (a thread or memory limit): stop the ones already running
+            // instead of leaving joinable threads behind, and say how far it got.
+            stop_workers();
+            fail(MIXRT_ERR_OUT_OF_MEMORY, "could not start thread " + std::to_string(i + 1) + " of " +
+                 std::to_string(n_threads_) + " (" + e.what() + "); use fewer threads");
+        }
+    }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_ = true;

@@ -16,7 +16,8 @@ namespace mixrt {
 
 class ThreadPool {
 public:
-    explicit ThreadPool(int n_threads);  // total threads, the calling thread included
+    // n_threads in all, the calling thread included; throws Error if the OS refuses a thread.
+    explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool &) = delete;
     ThreadPool &operator=(const ThreadPool &) = delete;
@@ -41,6 +42,7 @@ private:
     };
     void run(int64_t n, const void *obj, TaskFn fn);
     void worker();
+    void stop_workers();  // wakes, ends and joins every started worker
     static void work(Task &task);
 
     int n_threads_;
