@@ -162,6 +162,23 @@ def test_absurd_dimension(tmp_path, key, value):
     assert f"metadata '{key}' is {value}, expected" in load_error(write_byte_model(tmp_path / "m.mixrt", metadata=meta))
 
 
+def test_overlong_token(tmp_path):
+    tokens = byte_alphabet()
+    tokens[100] = "x" * 65537
+    assert ("tokenizer.tokens[100] is 65537 bytes long, expected at most 65536"
+            in load_error(with_meta(tmp_path, tokenizer__tokens=tokens)))
+
+
+@pytest.mark.parametrize("score", [np.nan, np.inf])
+def test_non_finite_sentencepiece_score(tmp_path, score):
+    # Sentencepiece merges are ordered by score, which NaN would leave without an order.
+    scores = np.zeros(V, np.float32)
+    scores[7] = score
+    error = load_error(with_meta(tmp_path, tokenizer__model="sentencepiece_bpe", tokenizer__scores=scores,
+                                 tokenizer__merges=None))
+    assert f"tokenizer.scores[7] is {score}, expected a finite number" in error
+
+
 def test_heads_not_a_multiple_of_kv_heads(tmp_path):
     meta = byte_model_metadata()
     meta["llama.n_kv_heads"] = 3
@@ -331,3 +348,20 @@ def test_random_corruption_never_crashes(good):
             outcomes["error"] += 1
     print(outcomes)
     assert outcomes["error"] > 0
+
+
+# ---- files that follow the format but whose numbers overflow ------------------------------------
+@pytest.mark.parametrize("value", [3e38, np.inf, np.nan])
+def test_overflowing_weights_report_non_finite_logits(good, value):
+    # A norm weight of 3e38 overflows the activations (inf, then NaN); inf and NaN weights are
+    # allowed by the format too (written into the file directly: mixrt.format's writer refuses
+    # them). Sampling refuses such logits (greedy and at a temperature) instead of picking a token
+    # from them; eval_logits hands them over as they are.
+    offset_field = table_fields(good)["output_norm.weight"]["offset"]
+    patch(good, struct.unpack_from("<Q", good.read_bytes(), offset_field)[0], "<f", value)
+    m = mixrt.load(good)
+    assert not np.isfinite(m.eval_logits(m.tokenize("ab"))).all()
+    for temperature in (0.0, 0.8):
+        with pytest.raises(mixrt.MixrtError, match=r"the model computed a logit of (NaN|\+inf) \(token \d+\): its "
+                                                   r"weights or activations overflow float32"):
+            m.generate("ab", max_tokens=2, temperature=temperature)

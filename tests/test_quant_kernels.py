@@ -177,17 +177,19 @@ def test_non_finite_and_huge_inputs_round_to_defined_codes(dtype, k4):
     """NaN, infinite and huge (3e38) activations: the input rounding gives code 0 to what is not a
     number and to every value of a block whose max is not finite (its scale, NaN or inf, then makes
     that block's contribution NaN), never converting a non-finite float to an integer (undefined
-    behaviour); finite rows stay as they were; every kernel table computes the same as the scalar
-    one, NaN for NaN."""
+    behaviour); a row of subnormal values (1 / max overflows) rounds to zero; finite rows stay as
+    they were; every kernel table computes the same as the scalar one, NaN for NaN."""
     m, k = 16, 128
     parts = packed(dtype, m, k, k4, seed=11)
-    x = np.random.default_rng(3).standard_normal((5, k)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((6, k)).astype(np.float32)
     x[1, 5], x[2, 40], x[3, 70], x[4, :] = np.nan, np.inf, 3e38, -np.inf
+    x[5] *= np.float32(1e-40)
     clean, _ = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x[:1])
     ref, xhat = _internal.kernel_matmul_quant("scalar", dtype, parts, m, k, x)
     np.testing.assert_array_equal(ref[0], clean[0])
     assert np.isnan(ref[1]).all() and not np.isfinite(ref[2]).any() and not np.isfinite(ref[4]).any()
     assert np.isfinite(xhat[0]).all() and np.isnan(xhat[1, 5]) and np.isnan(xhat[4]).all()
+    assert np.all(xhat[5] == 0) and np.all(ref[5] == 0)
     for impl in IMPLS:
         out, xhat_impl = _internal.kernel_matmul_quant(impl, dtype, parts, m, k, x)
         np.testing.assert_array_equal(xhat_impl, xhat, err_msg=impl)

@@ -48,6 +48,7 @@ void Engine::seq_clear(int32_t seq) {
 int32_t Engine::argmax_last() const {
     const size_t vocab = size_t(model_.params().vocab_size);
     const float *last = logits() + (logits_rows() - 1) * vocab;
+    check_logits_finite(last, int32_t(vocab));
     return static_cast<int32_t>(std::max_element(last, last + vocab) - last);
 }
 

@@ -62,7 +62,8 @@ public:
     // The last feed's logits on the host, logits_rows() rows of vocab_size floats.
     virtual const float *logits() const = 0;
     virtual size_t logits_rows() const = 0;
-    // The argmax of the last logits row (lowest id among equal maxima).
+    // The argmax of the last logits row (lowest id among equal maxima); the host version refuses
+    // NaN or +inf logits (check_logits_finite).
     virtual int32_t argmax_last() const;
     // Calibration hook (see mixrt_context_set_capture); nullptr disables it.
     virtual void set_capture(mixrt_capture_fn fn, void *user) = 0;

@@ -4,6 +4,7 @@
 #include "llama_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <iterator>
 
@@ -12,6 +13,11 @@
 namespace mixrt {
 
 namespace {
+
+// Tokenizer sizes a file may not exceed (FORMAT.md 3.1), far above real vocabularies (Llama 3's
+// longest token is 128 bytes; it has 280,147 merges).
+constexpr size_t kMaxTokenBytes = 65536;
+constexpr size_t kMaxMerges = size_t(1) << 24;
 
 [[noreturn]] void model_error(const ModelFile &f, const std::string &what) {
     fail(MIXRT_ERR_FORMAT, f.path() + ": " + what);
@@ -128,6 +134,10 @@ void LlamaModel::read_tokenizer() {
     const MetaValue &tokens = file_.meta_array("tokenizer.tokens", MetaType::string_array);
     if (static_cast<int64_t>(tokens.strings.size()) != V) count_error("tokenizer.tokens", tokens.strings.size());
     spec.tokens = tokens.strings;
+    for (size_t i = 0; i < spec.tokens.size(); ++i)
+        if (spec.tokens[i].size() > kMaxTokenBytes)
+            model_error(file_, "tokenizer.tokens[" + std::to_string(i) + "] is " + std::to_string(spec.tokens[i].size()) +
+                                   " bytes long, expected at most " + std::to_string(kMaxTokenBytes));
 
     const MetaValue &types = file_.meta_array("tokenizer.token_types", MetaType::i32_array);
     if (static_cast<int64_t>(types.array_len) != V) count_error("tokenizer.token_types", types.array_len);
@@ -143,9 +153,16 @@ void LlamaModel::read_tokenizer() {
         if (static_cast<int64_t>(scores.array_len) != V) count_error("tokenizer.scores", scores.array_len);
         spec.scores.resize(V);
         std::memcpy(spec.scores.data(), scores.array, V * 4);
+        for (int64_t i = 0; i < V; ++i)  // merges are ordered by score: NaN has no place in that order
+            if (!std::isfinite(spec.scores[i]))
+                model_error(file_, "tokenizer.scores[" + std::to_string(i) + "] is " + std::to_string(spec.scores[i]) +
+                                       ", expected a finite number");
         spec.add_space_prefix = file_.meta_i64_or("tokenizer.add_space_prefix", 1) != 0;
     } else if (spec.model == "byte_bpe") {
         spec.merges = file_.meta_array("tokenizer.merges", MetaType::string_array).strings;
+        if (spec.merges.size() > kMaxMerges)
+            model_error(file_, "metadata 'tokenizer.merges' has " + std::to_string(spec.merges.size()) +
+                                   " entries, expected at most " + std::to_string(kMaxMerges));
         if (file_.find_meta("tokenizer.pre")) spec.pre_tokenizer = std::string(file_.meta_string("tokenizer.pre"));
         spec.ignore_merges = file_.find_meta("tokenizer.ignore_merges") && ranged(file_, "tokenizer.ignore_merges", 0, 1) == 1;
         if (file_.find_meta("tokenizer.normalizer")) {

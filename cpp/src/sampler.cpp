@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "error.h"
@@ -31,6 +32,16 @@ Sampler::Sampler(const mixrt_sampler_params &params) : params_(params) {
     for (auto &word : state_) word = splitmix64(s);
 }
 
+void check_logits_finite(const float *logits, int32_t n_vocab) {
+    // NaN or +inf would make any choice meaningless (and NaN breaks the ordering sorts rely on).
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        if (logits[i] < std::numeric_limits<float>::infinity()) continue;
+        fail(MIXRT_ERR_NOT_FINITE, std::string("the model computed a logit of ") + (std::isnan(logits[i]) ? "NaN" : "+inf") +
+             " (token " + std::to_string(i) + "): its weights or activations overflow float32 (a damaged or "
+             "badly converted file?); nothing was sampled");
+    }
+}
+
 double Sampler::uniform() {
     // xoshiro256**
     const uint64_t result = rotl(state_[1] * 5, 7) * 9;
@@ -45,6 +56,7 @@ double Sampler::uniform() {
 }
 
 int32_t Sampler::sample(const float *logits, int32_t n_vocab, const std::vector<int32_t> &history) {
+    check_logits_finite(logits, n_vocab);
     const float *l = logits;
     if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
         penalised_.assign(logits, logits + n_vocab);

@@ -1,6 +1,7 @@
 // sampler.h: picks the next token from logits: repetition penalty, then greedy (temperature <= 0)
 // or top-k -> temperature -> softmax -> top-p -> min-p -> a draw from a seeded xoshiro256**
-// generator. Deterministic for a given seed. Tested in tests/test_generation.py.
+// generator. Deterministic for a given seed. NaN or +inf logits are refused (MIXRT_ERR_NOT_FINITE)
+// before anything is sampled. Tested in tests/test_generation.py.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +11,14 @@
 
 namespace mixrt {
 
+// Throws Error(MIXRT_ERR_NOT_FINITE) naming the first NaN or +inf logit (-inf, a token ruled out,
+// is allowed).
+void check_logits_finite(const float *logits, int32_t n_vocab);
+
 class Sampler {
 public:
     explicit Sampler(const mixrt_sampler_params &params);  // throws on out-of-range parameters
+    // Throws Error(MIXRT_ERR_NOT_FINITE) if a logit is NaN or +inf.
     int32_t sample(const float *logits, int32_t n_vocab, const std::vector<int32_t> &history);
     // Greedy without a repetition penalty: the result is the argmax of the logits alone.
     bool is_plain_greedy() const {

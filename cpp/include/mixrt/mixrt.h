@@ -28,7 +28,9 @@ typedef enum mixrt_status {
     MIXRT_ERR_CONTEXT_FULL = 4,     /* the tokens would not fit in the context */
     MIXRT_ERR_OUT_OF_MEMORY = 5,
     MIXRT_ERR_BUFFER_TOO_SMALL = 6, /* the required size is returned through the size pointer */
-    MIXRT_ERR_INTERNAL = 7
+    MIXRT_ERR_INTERNAL = 7,
+    MIXRT_ERR_NOT_FINITE = 8        /* the model computed NaN or +inf logits (weights or activations
+                                       overflow float32): nothing is sampled from them */
 } mixrt_status;
 
 /* The message of the last failure on this thread ("" if none). Valid until the next call. */

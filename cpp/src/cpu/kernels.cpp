@@ -6,6 +6,10 @@
 
 #include <cstdlib>
 
+#if defined(MIXRT_AVX2)
+#include <cpuid.h>
+#endif
+
 #include "error.h"
 
 namespace mixrt {
@@ -18,13 +22,51 @@ CpuKernels amx_kernel_table(const CpuKernels &avx512);
 bool amx_usable();
 
 namespace {
-bool has_avx2() {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+// The CPU's features from CPUID, each only if the operating system saves its registers (XCR0).
+// Read directly: compilers' __builtin_cpu_supports does not know every name (clang 14: no "f16c",
+// no "avxvnni").
+struct X86Features {
+    bool avx2 = false, fma = false, f16c = false, avx_vnni = false;
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
+};
+
+X86Features read_x86_features() {
+    X86Features f;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)) || !(c & (1u << 28))) return f;  // OSXSAVE, AVX
+    const bool fma = c & (1u << 12), f16c = c & (1u << 29);
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    const bool os_avx = (xcr0_lo & 0x06) == 0x06, os_avx512 = (xcr0_lo & 0xE6) == 0xE6;
+    if (!os_avx || __get_cpuid_max(0, nullptr) < 7) return f;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_subleaf = a;
+    f.avx2 = b & (1u << 5);
+    f.fma = fma;
+    f.f16c = f16c;
+    if (os_avx512) {
+        f.avx512f = b & (1u << 16);
+        f.avx512bw = b & (1u << 30);
+        f.avx512vl = b & (1u << 31);
+        f.avx512vnni = c & (1u << 11);
+    }
+    if (max_subleaf >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        f.avx_vnni = a & (1u << 4);
+    }
+    return f;
 }
-bool has_avx_vnni() { return has_avx2() && __builtin_cpu_supports("avxvnni"); }
+
+const X86Features &x86_features() {
+    static const X86Features f = read_x86_features();
+    return f;
+}
+
+bool has_avx2() { return x86_features().avx2 && x86_features().fma && x86_features().f16c; }
+bool has_avx_vnni() { return has_avx2() && x86_features().avx_vnni; }
 bool has_avx512_vnni() {
-    return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    const X86Features &f = x86_features();
+    return has_avx2() && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
 }
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "cpu/kernels.h"
@@ -21,10 +22,11 @@ inline float round_even(float v) {
     return (v + magic) - magic;
 }
 
-// The 8-bit code of v = x / d in a block whose max is not finite: NaN (a NaN or infinite input, as
-// inv is then 0) is code 0, so the integer conversion stays defined; the block's scale d (NaN or
-// inf) carries the non-finite value into the outputs. Blocks of finite values (|v| <= 127 by
-// construction) take the plain conversion.
+// The 8-bit code of v = x / d in a block whose max is not finite, or so small (below about 4e-37)
+// that 127 / max overflows: NaN or infinite values of v are code 0, so the integer conversion stays
+// defined; the block's scale d (NaN or inf) carries a non-finite input into the outputs, and a tiny
+// block rounds to zero (an error below 1e-36 per value). Other blocks (|v| <= 127 by construction)
+// take the plain conversion.
 inline int32_t non_finite_block_code(float v) {
     return static_cast<int32_t>(round_even(v >= -127.0f && v <= 127.0f ? v : 0.0f));
 }
@@ -146,10 +148,10 @@ void QuantizedInputBuffer::quantize_row(const Weight &w, const float *xt, int64_
         float amax;
         std::memcpy(&amax, &amax_bits, 4);
         const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        const bool finite = amax_bits < 0x7F800000u;
+        const bool plain = amax_bits < 0x7F800000u && inv < std::numeric_limits<float>::infinity();
         for (int64_t g = g0; g < g1; ++g) {
             int32_t half[2] = {0, 0};
-            if (finite)
+            if (plain)
                 round_group(row + g * kGroup, inv, q + g * kGroup, half,
                             [](float v) { return static_cast<int32_t>(round_even(v)); });
             else
