@@ -347,9 +347,9 @@ def random_weight(rng, dtype: str, m: int, k: int, std: float, k4: int = 0, per_
     return layouts.pack_mix(mix)
 
 
-def make_random_mixrt(out, shape: str = "tiny", recipe: str = "mix", bits: float = DEFAULT_BITS,
+def make_random_mixrt(out, shape: str | Shape = "tiny", recipe: str = "mix", bits: float = DEFAULT_BITS,
                       embed_dtype: str | None = None, vocab: int = DEFAULT_VOCAB, seed: int = 0) -> dict:
-    """Writes `out`; returns {'linear_bits': decoder linear bits per weight (all parts counted),
+    """Writes `out` (shape: a name of SHAPES or a Shape); returns {'linear_bits': decoder linear bits per weight (all parts counted),
     'bytes': file size}. Embedding and head: embed_dtype (default f16 for the f16 recipe, q8
     otherwise, like mixrt-convert)."""
     if recipe not in RECIPES:
@@ -359,7 +359,7 @@ def make_random_mixrt(out, shape: str = "tiny", recipe: str = "mix", bits: float
         raise ValueError(f"embed_dtype: expected one of {', '.join(EMBED_DTYPES)}, found {embed_dtype!r}")
     if vocab < 258:
         raise ValueError(f"vocab: expected at least 258 (bytes, <s>, </s>), found {vocab}")
-    spec = SHAPES[shape]
+    spec = SHAPES[shape] if isinstance(shape, str) else shape
     plan = [(mixrt_name(n), dims, std) for n, dims, std in weight_plan(spec, vocab)]
     linear = [(name, dims) for name, dims, std in plan if name.startswith("blk.") and len(dims) == 2]
     k4, per_row = {}, {}
@@ -372,7 +372,7 @@ def make_random_mixrt(out, shape: str = "tiny", recipe: str = "mix", bits: float
     metadata = {
         "general.architecture": "llama", "general.name": f"random {shape} {recipe}",
         "mixrt.converter_version": "make_random_mixrt", "mixrt.recipe": recipe,
-        "mixrt.source": f"random:{shape}", "llama.vocab_size": vocab, "llama.hidden_size": spec.hidden,
+        "mixrt.source": f"random:{shape if isinstance(shape, str) else 'custom'}", "llama.vocab_size": vocab, "llama.hidden_size": spec.hidden,
         "llama.n_layers": spec.layers, "llama.n_heads": spec.heads, "llama.n_kv_heads": spec.kv_heads,
         "llama.head_dim": head_dim, "llama.ffn_size": spec.ffn, "llama.context_length": spec.context,
         "llama.rope_theta": 10000.0, "llama.rms_norm_eps": 1e-5, "llama.tie_word_embeddings": 0,
