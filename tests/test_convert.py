@@ -8,10 +8,12 @@ import math
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import gguf
@@ -955,6 +957,25 @@ def test_interrupted_conversion_leaves_no_file(tiny_hf, tmp_path, monkeypatch, f
         convert(tiny_hf, out, progress=False, force=True)
     assert out.read_bytes() == b"previous conversion"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mixrt"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signalled_conversion_removes_its_temporary_files(tiny_hf, tmp_path, signum):
+    """SIGINT or SIGTERM while a temporary file exists (the calibration's, then the writer's): the
+    converter stops, removes it, says so and exits with 128 + the signal number."""
+    out = tmp_path / "out.mixrt"
+    proc = subprocess.Popen([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o", str(out), "--recipe",
+                             "mix", "--bits", str(TINY_MIX_BITS), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not temp_leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert temp_leftovers(tmp_path), "the conversion ended before a temporary file was seen"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    name = "terminated" if signum == signal.SIGTERM else "interrupted"
+    assert proc.returncode == 128 + signum and stderr.strip() == f"mixrt-convert: {name}, no file written", stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_non_finite_weight_midway_is_refused(tiny_copy, tmp_path):

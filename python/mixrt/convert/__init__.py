@@ -23,7 +23,7 @@ from ..quant import blockfp, quik
 from ..quant.blockfp import BLOCK_FORMATS
 from ..quant.width_plan import plan_widths
 from ..quant.layouts import GROUP, SCALE_CODES, SUPER_GROUPS
-from .errors import ConversionError
+from .errors import ConversionError, naming
 from .gguf_source import open_gguf
 from .hf_source import open_hf_dir
 from .llama import ModelSource
@@ -554,18 +554,22 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, recipe: str = "f16",
         if calibration.method == "sequential" and recipe == "mix":
             calibration.quantize_all(model, storage, progress)
     with MixrtWriter(out) as writer:
-        writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
-        for name, tensor in model.tensors:
-            writer.declare_tensor(name, storage[name].dtype, tensor.dims, storage[name].k4,
-                                  storage[name].nnz, storage[name].out_cols)
+        try:
+            writer.add_metadata({**_file_metadata(model, recipe), **recipe_keys})
+            for name, tensor in model.tensors:
+                writer.declare_tensor(name, storage[name].dtype, tensor.dims, storage[name].k4,
+                                      storage[name].nnz, storage[name].out_cols)
+        except FormatError as error:  # a value of the source the format cannot hold
+            raise ConversionError(f"{src}: {error}") from error
         with tqdm(total=parameters, unit="param", unit_scale=True, desc=Path(out).name,
                   disable=not progress) as bar:
             for name, tensor in model.tensors:
-                try:
-                    writer.write_tensor(name, _stored(name, storage[name], tensor.load(),
-                                                      clip_search, calibration))
-                except FormatError as error:
-                    raise ConversionError(str(error)) from error
+                with naming(tensor.file or src):  # refusals of its values name the file it is in
+                    try:
+                        writer.write_tensor(name, _stored(name, storage[name], tensor.load(),
+                                                          clip_search, calibration))
+                    except FormatError as error:
+                        raise ConversionError(str(error)) from error
                 bar.update(math.prod(tensor.dims))
     size = os.path.getsize(out)
     return {"tensors": len(model.tensors), "parameters": parameters, "bytes": size,

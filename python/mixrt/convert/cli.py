@@ -2,12 +2,15 @@
 # [--bits B] [--embed-dtype D] [--calib TEXT|self | --no-calib] [--calib-tokens N] [--calib-method M]
 # [--outlier-frac F] [--no-clip-search] [--outlier-cols F] [--down-proj q8|quik] [--quiet]` console
 # script, and `mixrt-convert --version`.
-# Refusals print one line, `mixrt-convert: error: <message>`, and exit 1; bad options (a value
-# out of its range too: `argument --bits: expected ..., found ...`) are refused the same way while
-# parsing, before any work, with exit status 2. Tested by tests/test_convert.py.
+# Refusals print one line, `mixrt-convert: error: <message>` (naming the file, and the field where
+# one is at fault), and exit 1; bad options (a value out of its range too: `argument --bits:
+# expected ..., found ...`) are refused the same way while parsing, before any work, with exit
+# status 2. SIGINT and SIGTERM stop the conversion, remove its temporary files and exit with 130 or
+# 143. Tested by tests/test_convert.py and tests/test_convert_damaged.py.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 
@@ -16,7 +19,7 @@ from . import (BFP_BITS, CALIB_METHODS, CALIBRATED_RECIPES, DEFAULT_BFP_BITS, DE
                DEFAULT_CALIB_TOKENS, DEFAULT_OUTLIER_FRAC, DEFAULT_SEARCH_BITS, DOWN_PROJ_DTYPES,
                EMBED_DTYPES, NUMERIC_RANGES, RECIPES, SELF_CALIB, convert, numeric_problem)
 from ..quant.quik import DEFAULT_OUT_FRACTION
-from .errors import ConversionError
+from .errors import ConversionError, one_line
 
 
 def numeric(name: str):
@@ -110,9 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the conversion is so that it cleans up as after Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # Python's default would end the process at once
     # Warnings of convert() (e.g. the mix recipe without calibration) as one line each.
     warnings.showwarning = lambda message, *_: print(f"{parser.prog}: warning: {message}", file=sys.stderr)
     if args.recipe in CALIBRATED_RECIPES and args.calib == SELF_CALIB and not args.quiet:
@@ -126,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                           clip_search=args.clip_search, outlier_cols=args.outlier_cols,
                           down_proj=args.down_proj, force=args.force)
     except (ConversionError, OSError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(str(error))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted, no file written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # the temporary files are gone by now
+        terminated = isinstance(interrupt, Terminated)
+        print(f"{parser.prog}: {'terminated' if terminated else 'interrupted'}, no file written", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     if not args.quiet:
         linear = ("" if summary["linear_bits"] is None else
                   f", decoder linear layers {summary['linear_bits']:.3f} bits per weight")

@@ -3,18 +3,19 @@
 # biases and the sliding window of FORMAT.md 3.3), tensors dequantized to float32, the llama
 # attn_q/attn_k rows taken back from GGUF's interleaved RoPE order to rotate-half (qwen2 files keep
 # rotate-half: llama.cpp runs them in NeoX order). A file without the GGUF magic, or one the reader
-# cannot parse or whose tensor data is cut short, is refused in one line.
-# Tested by tests/test_convert.py and tests/test_model_variants.py.
+# cannot parse, whose counts and lengths run past its end or whose tensor data is cut short, is
+# refused in one line naming the file (and the key or tensor where one is at fault).
+# Tested by tests/test_convert.py, tests/test_convert_damaged.py and tests/test_model_variants.py.
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 from gguf.quants import dequantize
 
-from .errors import ConversionError
+from .errors import ConversionError, naming
 from .llama import (BIAS_GROUPS, YARN_BETA_FAST, YARN_BETA_SLOW, LlamaHyperparameters, ModelSource, RopeScaling,
                     SourceTensor, extended_context_length, select_tensors)
 from .tokenizer_export import tokenizer_metadata_from_gguf
@@ -40,6 +41,40 @@ def _decodable(kind: GGMLQuantizationType) -> bool:
 SUPPORTED_TYPES = tuple(kind for kind in GGMLQuantizationType
                         if kind.name not in _INTEGER_TYPES and kind in GGML_QUANT_SIZES and _decodable(kind))
 _REQUIRED = object()
+# The fewest bytes one element of a metadata array takes: strings their u64 length, arrays their
+# u32 type and u64 count.
+_LEAST_ITEM_BYTES = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 12,
+                     **{kind: np.dtype(dtype).itemsize for kind, dtype in GGUFReader.gguf_scalar_to_np.items()}}
+
+
+class _BoundedReader(GGUFReader):
+    """The gguf package's reader with every read bounded by the file: its own reads past the end
+    return short or empty arrays (an IndexError comes later, if at all), it loops over an array's
+    element count before reading any, so that a count of 2**63 ran away, and it adds tensor data
+    offsets in uint64, where they wrap. These refusals are IndexErrors, as the reader's own."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        size = np.dtype(dtype).itemsize * int(count)
+        if int(offset) + size > self.data.size:
+            raise IndexError(f"{int(count)} x {np.dtype(dtype).name} at byte {int(offset)} run past "
+                             f"the end of the file")
+        return super()._get(offset, dtype, count, override_order)
+
+    def _get_field_parts(self, orig_offs, raw_type):
+        if raw_type == GGUFValueType.ARRAY:
+            item_type, count = int(self._get(orig_offs, np.uint32)[0]), int(self._get(orig_offs + 4, np.uint64)[0])
+            least = _LEAST_ITEM_BYTES.get(item_type, 0)  # an unknown type: the reader refuses it
+            if count * least > self.data.size - (orig_offs + 12):
+                raise IndexError(f"an array of {count} values at byte {orig_offs} runs past the end "
+                                 f"of the file")
+        return super()._get_field_parts(orig_offs, raw_type)
+
+    def _build_tensors(self, start_offs, fields):
+        for field in fields:  # parts: name length, name, dim count, dims, type, data offset
+            offset = int(field.parts[5][0])
+            if int(start_offs) + offset > self.data.size:  # the reader adds them as uint64: they wrap
+                raise IndexError(f"a tensor's data offset {offset} runs past the end of the file")
+        super()._build_tensors(start_offs, fields)
 
 
 def _field(reader: GGUFReader, key: str, kind: type, default=_REQUIRED):
@@ -49,11 +84,14 @@ def _field(reader: GGUFReader, key: str, kind: type, default=_REQUIRED):
         if default is _REQUIRED:
             raise ConversionError(f"GGUF key {key}: expected a {kind.__name__}, found missing")
         return default
-    value = field.contents()
+    try:
+        value = field.contents()
+    except UnicodeDecodeError as error:
+        raise ConversionError(f"GGUF key {key}: expected UTF-8 text, found {error.object[:40]!r}") from error
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConversionError(f"GGUF key {key}: expected a {kind.__name__}, found {value!r}")
+        raise ConversionError(f"GGUF key {key}: expected a {kind.__name__}, found {value!r:.80}")
     return value
 
 
@@ -88,10 +126,13 @@ def _hyperparameters(reader: GGUFReader, token_embd_rows: int | None, tied: bool
                               f"not supported), found {experts}")
     hidden = _field(reader, f"{arch}.embedding_length", int)
     heads = _field(reader, f"{arch}.attention.head_count", int)
-    if reader.get_field(f"{arch}.attention.key_length") is None and heads and hidden % heads:
+    if heads < 1:
+        raise ConversionError(f"GGUF key {arch}.attention.head_count: expected a positive integer, "
+                              f"found {heads}")
+    if reader.get_field(f"{arch}.attention.key_length") is None and hidden % heads:
         raise ConversionError(f"GGUF key {arch}.embedding_length: expected a multiple of "
                               f"{arch}.attention.head_count {heads}, found {hidden}")
-    head_dim = _field(reader, f"{arch}.attention.key_length", int, hidden // heads if heads else 0)
+    head_dim = _field(reader, f"{arch}.attention.key_length", int, hidden // heads)
     for key in (f"{arch}.attention.value_length", f"{arch}.rope.dimension_count"):
         value = _field(reader, key, int, head_dim)
         if value != head_dim:
@@ -145,6 +186,12 @@ def _corrupt(path: Path, what: str) -> ConversionError:
     return ConversionError(f"truncated/corrupt GGUF: {path}: {what}")
 
 
+def _check_type(name: str, tensor) -> None:
+    if tensor.tensor_type not in SUPPORTED_TYPES:
+        raise ConversionError(f"tensor {name}: GGUF type expected one of "
+                              f"{', '.join(t.name for t in SUPPORTED_TYPES)}, found {tensor.tensor_type.name}")
+
+
 def open_gguf(path: Path) -> ModelSource:
     with open(path, "rb") as stream:
         magic = stream.read(len(MAGIC))
@@ -152,13 +199,19 @@ def open_gguf(path: Path) -> ModelSource:
         raise ConversionError(f"not a GGUF file (magic expected {MAGIC!r}, found {magic!r}): "
                               f"{path}")
     try:
-        reader = GGUFReader(path)
+        reader = _BoundedReader(path)
     except (ValueError, IndexError, KeyError) as error:
-        # How the reader meets bytes it cannot parse: IndexError or a numpy ValueError where the
-        # file ends early (tensor data included), ValueError for unknown versions, value types
-        # and bad UTF-8, KeyError for a duplicate key.
+        # How the reader meets bytes it cannot parse: IndexError where a count or length runs past
+        # the end of the file (tensor data included), ValueError for unknown versions, value
+        # types and tensor types, bad UTF-8 in names and impossible tensor shapes, KeyError for a
+        # duplicate key or a type without a known size.
         raise _corrupt(path, f"the gguf reader fails on its {path.stat().st_size} bytes "
                              f"({type(error).__name__}: {error})") from error
+    with naming(path):
+        return _model_source(path, reader)
+
+
+def _model_source(path: Path, reader: GGUFReader) -> ModelSource:
     by_name = {t.name: t for t in reader.tensors}
     embd = by_name.get("token_embd.weight")
     # A bias group is present when its first matrix has a bias in layer 0 (select_tensors then
@@ -167,22 +220,21 @@ def open_gguf(path: Path) -> ModelSource:
     freqs = by_name.pop("rope_freqs.weight", None)
     freq_factors = None
     if freqs is not None:
+        _check_type("rope_freqs.weight", freqs)
         freq_factors = tuple(float(f) for f in _loader(path, freqs, (int(freqs.n_elements),), None)())
-    hparams = _hyperparameters(reader, int(embd.shape[-1]) if embd is not None else None,
+    hparams = _hyperparameters(reader, int(embd.shape[-1]) if embd is not None and len(embd.shape) == 2 else None,
                                tied="output.weight" not in by_name, biases=biases, freq_factors=freq_factors)
     # llama files interleave each head's rotation pairs; qwen2 files keep rotate-half (NeoX)
     interleaved = _field(reader, "general.architecture", str) == "llama"
     rope_heads = {"attn_q": hparams.n_heads, "attn_k": hparams.n_kv_heads} if interleaved else {}
     available = {}
     for name, tensor in by_name.items():
-        if tensor.tensor_type not in SUPPORTED_TYPES:
-            raise ConversionError(
-                f"tensor {name}: GGUF type expected one of "
-                f"{', '.join(t.name for t in SUPPORTED_TYPES)}, found {tensor.tensor_type.name}")
+        _check_type(name, tensor)
         dims = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists ne0 (columns) first
-        kind = name.split(".")[2] if name.startswith("blk.") else None
-        available[name] = SourceTensor(name, dims,
-                                       _loader(path, tensor, dims, rope_heads.get(kind)))  # biases too
+        parts = name.split(".")  # blk.<i>.<kind>.<suffix>
+        kind = parts[2] if parts[0] == "blk" and len(parts) == 4 else None
+        available[name] = SourceTensor(name, dims, _loader(path, tensor, dims, rope_heads.get(kind)),
+                                       path)  # biases too
     tensors = select_tensors(hparams, available, lambda name: name)
     try:
         tokenizer = tokenizer_metadata_from_gguf(reader)

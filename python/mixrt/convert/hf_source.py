@@ -3,8 +3,10 @@
 # converter's canonical description, with the variants of FORMAT.md 3.3 taken from config.json:
 # rope_scaling (or rope_parameters), attention_bias / mlp_bias (qwen2: q/k/v biases), head_dim and
 # Mistral's sliding_window. HF already stores q/k rows in the rotate-half RoPE order mixrt uses.
-# JSON files that are not a JSON object and truncated or corrupt shards are refused in one line
-# naming the file. Tested by tests/test_convert.py and tests/test_model_variants.py.
+# JSON files that are not a JSON object, config values of the wrong type or range, index entries
+# that are no shard file of the checkpoint and truncated or corrupt shards are refused in one line
+# naming the file (config.json by name) and the field. Tested by tests/test_convert.py,
+# tests/test_convert_damaged.py and tests/test_model_variants.py.
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from .errors import ConversionError
+from .errors import ConversionError, naming
 from .llama import (YARN_BETA_FAST, YARN_BETA_SLOW, LlamaHyperparameters, ModelSource, RopeScaling, SourceTensor,
                     extended_context_length, select_tensors)
 from .tokenizer_export import read_json_object, tokenizer_metadata_from_hf_dir
@@ -57,7 +59,7 @@ def _config_value(config: dict, key: str, kind: type, default=_REQUIRED, where: 
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) \
             or (kind is float and not math.isfinite(value)):
-        raise ConversionError(f"config.json: {where}{key} expected a {kind.__name__}, found {value!r}")
+        raise ConversionError(f"config.json: {where}{key} expected a {kind.__name__}, found {value!r:.80}")
     return value
 
 
@@ -74,13 +76,13 @@ _ROPE_KEYS = {"default": set(), "linear": {"factor"},
 def _rope_scaling(rope: dict, context_length: int) -> RopeScaling | None:
     """rope_scaling (or transformers 5's rope_parameters) as FORMAT.md 3.3's RoPE variant."""
     kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind not in _ROPE_KEYS:
+    if not isinstance(kind, str) or kind not in _ROPE_KEYS:
         raise ConversionError(f"config.json: rope_scaling.rope_type expected one of "
-                              f"{', '.join(_ROPE_KEYS)}, found {kind!r}")
+                              f"{', '.join(_ROPE_KEYS)}, found {kind!r:.80}")
     unknown = sorted(set(rope) - _ROPE_KEYS[kind] - {"rope_type", "type", "rope_theta", "finetuned"})
     if unknown:
         raise ConversionError(f"config.json: rope_scaling ({kind}) expected only the keys "
-                              f"{', '.join(sorted(_ROPE_KEYS[kind])) or '(none)'}, found {unknown[0]!r}")
+                              f"{', '.join(sorted(_ROPE_KEYS[kind])) or '(none)'}, found {unknown[0]!r:.80}")
     if kind == "default":
         return None
 
@@ -107,15 +109,15 @@ def _flag(config: dict, key: str) -> bool:
 
 def _hyperparameters(config: dict) -> LlamaHyperparameters:
     model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
+    if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
         raise ConversionError(f"config.json: model_type expected one of {', '.join(ARCHITECTURES)}, "
-                              f"found {model_type!r}")
+                              f"found {model_type!r:.80}")
     architectures = config.get("architectures", [ARCHITECTURES[model_type]])
     if architectures != [ARCHITECTURES[model_type]]:
         raise ConversionError(f"config.json: architectures expected [{ARCHITECTURES[model_type]!r}], "
-                              f"found {architectures!r}")
+                              f"found {architectures!r:.80}")
     if config.get("hidden_act", "silu") != "silu":
-        raise ConversionError(f"config.json: hidden_act expected 'silu', found {config['hidden_act']!r}")
+        raise ConversionError(f"config.json: hidden_act expected 'silu', found {config['hidden_act']!r:.80}")
     hidden = _config_value(config, "hidden_size", int)
     heads = _config_value(config, "num_attention_heads", int)
     if heads < 1:
@@ -158,7 +160,8 @@ def _hyperparameters(config: dict) -> LlamaHyperparameters:
 
 
 def _shard_files(path: Path) -> list[Path]:
-    """The safetensors files of the checkpoint: those the index names, or all of them."""
+    """The safetensors files of the checkpoint: those the index names (file names in the
+    checkpoint directory), or all of them."""
     index = path / "model.safetensors.index.json"
     if index.exists():
         weight_map = read_json_object(index).get("weight_map")
@@ -167,12 +170,15 @@ def _shard_files(path: Path) -> list[Path]:
             raise ConversionError(f"{index}: weight_map expected an object of tensor names to "
                                   f"shard file names, found {weight_map!r:.80}")
         names = sorted(set(weight_map.values()))
-        missing = [name for name in names if not (path / name).exists()]
-        if missing:
-            raise ConversionError(f"{index.name}: shard {missing[0]} expected in {path}, "
-                                  f"found missing")
+        for name in names:
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ConversionError(f"{index}: weight_map shard expected a file name in the checkpoint "
+                                      f"directory, found {name!r:.80}")
+            if not (path / name).is_file():
+                raise ConversionError(f"{index}: weight_map shard {name} expected in {path}, found "
+                                      f"{'a directory' if (path / name).exists() else 'missing'}")
         return [path / name for name in names]
-    files = sorted(path.glob("*.safetensors"))
+    files = sorted(file for file in path.glob("*.safetensors") if file.is_file())
     if not files:
         raise ConversionError(f"{path}: expected *.safetensors weight files, found none")
     return files
@@ -183,28 +189,38 @@ def _corrupt(file: Path, what: object) -> ConversionError:
 
 
 def _open_shard(file: Path):
-    """safe_open of one shard, which checks that its header is valid JSON and that its data
-    covers exactly the rest of the file."""
+    """safe_open of one shard, which checks that its header is valid JSON (of a bounded length,
+    with known dtypes) and that its tensors' data, each the size its dtype and shape give, cover
+    exactly the rest of the file without overlapping."""
     try:
         return safe_open(file, framework="numpy")
     except SafetensorError as error:
         raise _corrupt(file, error) from error
+    except OSError as error:  # e.g. a directory named *.safetensors; the library's text names no file
+        raise ConversionError(f"{file}: cannot be read ({error})") from error
 
 
 def _read_bf16(file: Path, name: str) -> np.ndarray:
     """numpy has no bfloat16, so bf16 tensors are read from their raw bytes, located through the
     safetensors header (8-byte little-endian length, JSON with `data_offsets` relative to the
-    byte after it), and widened: a bf16 value is the upper half of the float32 with its bits."""
+    byte after it), and widened: a bf16 value is the upper half of the float32 with its bits.
+    _open_shard has checked the header; a file that changed since is refused."""
     with open(file, "rb") as stream:
-        (header_size,) = struct.unpack("<Q", stream.read(8))
-        entry = json.loads(stream.read(header_size))[name]
-        begin, end = entry["data_offsets"]
+        try:
+            (header_size,) = struct.unpack("<Q", stream.read(8))
+            entry = json.loads(stream.read(min(header_size, file.stat().st_size)))[name]
+            begin, end = (int(offset) for offset in entry["data_offsets"])
+            shape = [int(n) for n in entry["shape"]]
+        except (struct.error, ValueError, KeyError, TypeError) as error:
+            raise _corrupt(file, f"header changed while converting ({type(error).__name__}: {error})") from error
         stream.seek(8 + header_size + begin)
-        bits = np.fromfile(stream, dtype="<u2", count=(end - begin) // 2)
+        bits = np.fromfile(stream, dtype="<u2", count=max(0, end - begin) // 2)
     if 2 * bits.size != end - begin:  # the file was cut after _open_shard checked it
         raise _corrupt(file, f"tensor {name} expected {end - begin} bytes of data, "
                              f"found {2 * bits.size}")
-    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
+    if bits.size != math.prod(shape):
+        raise _corrupt(file, f"tensor {name} expected shape {shape}, found {bits.size} values")
+    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
 
 
 def _loader(file: Path, name: str, dtype: str):
@@ -221,7 +237,7 @@ def _index_tensors(files: list[Path]) -> dict[str, SourceTensor]:
     """Every tensor of the shards by name, with dims from the headers (no data is read)."""
     tensors, shard_of = {}, {}
     for file in files:
-        with _open_shard(file) as shard:
+        with naming(file), _open_shard(file) as shard:
             for name in shard.keys():
                 if name.endswith(IGNORED_SUFFIXES):
                     continue
@@ -233,8 +249,7 @@ def _index_tensors(files: list[Path]) -> dict[str, SourceTensor]:
                 if dtype not in SAFETENSORS_DTYPES:
                     raise ConversionError(f"tensor {name}: safetensors dtype expected one of "
                                           f"{', '.join(SAFETENSORS_DTYPES)}, found {dtype}")
-                tensors[name] = SourceTensor(name, tuple(info.get_shape()),
-                                             _loader(file, name, dtype))
+                tensors[name] = SourceTensor(name, tuple(info.get_shape()), _loader(file, name, dtype), file)
                 shard_of[name] = file
     return tensors
 
@@ -245,20 +260,22 @@ def open_hf_dir(path: Path) -> ModelSource:
     if not config_file.exists():
         raise ConversionError(f"{path}: expected a Hugging Face checkpoint with config.json, "
                               f"found none")
-    config = read_json_object(config_file)
-    hparams = _hyperparameters(config)
-    if not any((path / name).exists() for name in TOKENIZER_FILES):
-        raise ConversionError(f"{path}: expected a tokenizer ({' or '.join(TOKENIZER_FILES)}), "
-                              f"found none")
-    available = _index_tensors(_shard_files(path))
-    if hparams.tie_word_embeddings:
-        available.pop("lm_head.weight", None)  # some checkpoints save the tied copy anyway
-    tensors = select_tensors(hparams, available, hf_name)
-    try:
-        tokenizer = tokenizer_metadata_from_hf_dir(path)
-    except ValueError as error:  # how tokenizer_export refuses what the runtime cannot reproduce
-        raise ConversionError(f"tokenizer: {error}") from error
-    return ModelSource(
-        source=f"hf:{path.name}",
-        name=config.get("_name_or_path") or config.get("_model_name_or_path") or path.name,
-        hparams=hparams, tokenizer=tokenizer, tensors=tensors)
+    with naming(config_file.name):  # "config.json: ...", the file of the checkpoint it names
+        config = read_json_object(config_file)
+        hparams = _hyperparameters(config)
+        model_name = (_config_value(config, "_name_or_path", str, "")
+                or _config_value(config, "_model_name_or_path", str, "") or path.name)
+    with naming(path):
+        if not any((path / name).exists() for name in TOKENIZER_FILES):
+            raise ConversionError(f"{path}: expected a tokenizer ({' or '.join(TOKENIZER_FILES)}), "
+                                  f"found none")
+        available = _index_tensors(_shard_files(path))
+        if hparams.tie_word_embeddings:
+            available.pop("lm_head.weight", None)  # some checkpoints save the tied copy anyway
+        tensors = select_tensors(hparams, available, hf_name)
+        try:
+            tokenizer = tokenizer_metadata_from_hf_dir(path)
+        except ValueError as error:  # how tokenizer_export refuses what the runtime cannot reproduce
+            raise ConversionError(f"tokenizer: {error}") from error
+        return ModelSource(source=f"hf:{path.name}", name=model_name, hparams=hparams, tokenizer=tokenizer,
+                           tensors=tensors)

@@ -1,10 +1,12 @@
 # llama.py: the canonical description every converter source produces: Llama hyperparameters
 # (with the variants of FORMAT.md 3.3: RoPE scaling, biases, sliding window), tokenizer metadata
-# and the tensors of FORMAT.md 4.1 in file order, each with a lazy loader. Tested through both
-# sources by tests/test_convert.py and tests/test_model_variants.py.
+# and the tensors of FORMAT.md 4.1 in file order, each with a lazy loader and its file. Tested through
+# both sources by tests/test_convert.py, tests/test_convert_damaged.py and tests/test_model_variants.py.
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -48,7 +50,11 @@ class RopeScaling:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                     or value == float("inf"):
                 raise ConversionError(f"rope scaling ({self.type}) {name}: expected a positive number, "
-                                      f"found {value!r}")
+                                      f"found {value!r:.80}")
+        original = self.original_context_length
+        if original is not None and not (isinstance(original, int) and original <= LIMITS["context_length"]):
+            raise ConversionError(f"rope scaling ({self.type}) original_context_length: expected an integer "
+                                  f"in 1..{LIMITS['context_length']}, found {original!r:.80}")
         if self.type == "llama3" and not self.high_freq_factor > self.low_freq_factor:
             raise ConversionError(f"rope scaling (llama3) high_freq_factor: expected more than "
                                   f"low_freq_factor {self.low_freq_factor}, found {self.high_freq_factor}")
@@ -72,12 +78,18 @@ def extended_context_length(context_length: int, rope_scaling: RopeScaling | Non
     and llama3 configs already advertise the extended length)."""
     if rope_scaling is None or rope_scaling.type not in ("dynamic", "yarn"):
         return context_length
-    return max(context_length, int(rope_scaling.factor * rope_scaling.original_context_length))
+    extended = rope_scaling.factor * rope_scaling.original_context_length
+    if not extended <= LIMITS["context_length"]:  # checked as a float: it may be infinite
+        raise ConversionError(f"llama.context_length: expected an integer in 1..{LIMITS['context_length']}, "
+                              f"found rope scaling ({rope_scaling.type}) factor {rope_scaling.factor} x "
+                              f"original_context_length {rope_scaling.original_context_length}")
+    return max(context_length, int(extended))
 
 
 # The ranges of FORMAT.md 3.1 a reader enforces (checked before anything is built per layer).
 LIMITS = {"vocab_size": 1 << 20, "hidden_size": 65536, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024,
           "head_dim": 1024, "ffn_size": 262144, "context_length": 1 << 22}
+MAX_SLIDING_WINDOW = 1 << 22  # llama.sliding_window, FORMAT.md 3.3 (the reader's range)
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,8 @@ class LlamaHyperparameters:
                                          or not 1 <= value <= LIMITS[field.name]):
                 raise ConversionError(f"llama.{field.name}: expected an integer in 1..{LIMITS[field.name]}, "
                                       f"found {value!r}")
-            if field.type == "float" and not value > 0:
-                raise ConversionError(f"llama.{field.name}: expected a positive number, "
+            if field.type == "float" and not (value > 0 and math.isfinite(value)):
+                raise ConversionError(f"llama.{field.name}: expected a positive finite number, "
                                       f"found {value!r}")
         if self.n_heads % self.n_kv_heads:
             raise ConversionError(f"llama.n_kv_heads: expected a divisor of n_heads "
@@ -117,8 +129,8 @@ class LlamaHyperparameters:
         if self.head_dim % 2:
             raise ConversionError(f"llama.head_dim: expected an even number, found {self.head_dim}")
         if isinstance(self.sliding_window, bool) or not isinstance(self.sliding_window, int) \
-                or self.sliding_window < 0:
-            raise ConversionError(f"llama.sliding_window: expected a non-negative integer, "
+                or not 0 <= self.sliding_window <= MAX_SLIDING_WINDOW:
+            raise ConversionError(f"llama.sliding_window: expected an integer in 0..{MAX_SLIDING_WINDOW}, "
                                   f"found {self.sliding_window!r}")
         unknown = set(self.biases) - BIAS_GROUPS.keys()
         if unknown:
@@ -170,11 +182,13 @@ class LlamaHyperparameters:
 
 @dataclass(frozen=True)
 class SourceTensor:
-    """One tensor of a checkpoint: its name and dims there, and a loader giving float32 data."""
+    """One tensor of a checkpoint: its name and dims there, a loader giving float32 data, and the
+    file that holds it (named in refusals)."""
 
     source_name: str
     dims: tuple[int, ...]
     load: Callable[[], np.ndarray]
+    file: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -205,11 +219,12 @@ def select_tensors(hparams: LlamaHyperparameters, available: dict[str, SourceTen
             raise ConversionError(f"tensor {source_name_of(name)}: expected in the checkpoint "
                                   f"(mixrt {name}, dims {list(dims)}), found missing")
         if tensor.dims != dims:
-            raise ConversionError(f"tensor {tensor.source_name}: dims expected {list(dims)}, "
+            where = f"{tensor.file}: " if tensor.file else ""
+            raise ConversionError(f"{where}tensor {tensor.source_name}: dims expected {list(dims)}, "
                                   f"found {list(tensor.dims)}")
         selected.append((name, tensor))
     unexpected = sorted(available.keys() - {t.source_name for _, t in selected})
     if unexpected:
-        raise ConversionError(f"tensor {unexpected[0]}: expected only the tensors of a llama "
-                              f"model, found {len(unexpected)} unknown: {', '.join(unexpected[:8])}")
+        raise ConversionError(f"tensor {unexpected[0]:.80}: expected only the tensors of a llama "
+                              f"model, found {len(unexpected)} unknown: {', '.join(unexpected[:8]):.200}")
     return selected

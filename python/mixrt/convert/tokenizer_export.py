@@ -1,6 +1,8 @@
 # tokenizer_export.py: the tokenizer metadata keys of FORMAT.md 3.1/3.2, read from a GGUF file or a
-# Hugging Face directory (tokenizer.json, or tokenizer.model via sentencepiece). Tested by
-# tests/test_tokenizer.py, which checks the native tokenizers built from them token for token.
+# Hugging Face directory (tokenizer.json, or tokenizer.model via sentencepiece). Values of the wrong
+# type and damaged files are refused as ValueError naming the key or file. Tested by
+# tests/test_tokenizer.py, which checks the native tokenizers built from them token for token, and
+# tests/test_convert_damaged.py.
 """Tokenizer metadata export.
 
 Both functions return a dict of metadata key -> value with the Python types the format writer
@@ -39,9 +41,14 @@ SPLIT_PATTERNS = {
 def tokenizer_metadata_from_gguf(reader) -> dict:
     """tokenizer.* keys from a gguf.GGUFReader (tokenizer.ggml.model "gpt2" or "llama")."""
     kind = _gguf_value(reader, "tokenizer.ggml.model")
-    tokens = _gguf_value(reader, "tokenizer.ggml.tokens")
-    token_types = np.asarray(_gguf_value(reader, "tokenizer.ggml.token_type",
-                                         [NORMAL] * len(tokens)), dtype=np.int32)
+    tokens = _gguf_value(reader, "tokenizer.ggml.tokens", kind="texts")
+    types = _gguf_value(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens), "integers")
+    _check_count("tokenizer.ggml.token_type", types, len(tokens))
+    unknown = next((i for i, kind in enumerate(types) if not NORMAL <= kind <= BYTE), None)
+    if unknown is not None:
+        raise ValueError(f"GGUF key tokenizer.ggml.token_type: expected values in {NORMAL}..{BYTE}, found "
+                         f"{types[unknown]} for token {unknown}")
+    token_types = np.asarray(types, dtype=np.int32)
     meta = {"tokenizer.tokens": tokens, "tokenizer.token_types": token_types}
     if kind == "gpt2":
         pre = _gguf_value(reader, "tokenizer.ggml.pre", "default")
@@ -49,29 +56,30 @@ def tokenizer_metadata_from_gguf(reader) -> dict:
             raise ValueError(f"GGUF tokenizer.ggml.pre '{pre}' is not supported: byte_bpe "
                              f"reproduces {', '.join(GGUF_PRE_TOKENIZERS)}")
         meta["tokenizer.model"] = "byte_bpe"
-        meta["tokenizer.merges"] = _gguf_value(reader, "tokenizer.ggml.merges")
+        meta["tokenizer.merges"] = _gguf_value(reader, "tokenizer.ggml.merges", kind="texts")
         meta.update(_pre_tokenizer_keys(GGUF_PRE_TOKENIZERS[pre], ignore_merges=pre == "llama-bpe",
                                         nfc=pre == "qwen2"))
         add_bos_default = False
     elif kind == "llama":
-        if _gguf_value(reader, "tokenizer.ggml.remove_extra_whitespaces", False):
+        if _gguf_value(reader, "tokenizer.ggml.remove_extra_whitespaces", False, "flag"):
             raise ValueError("GGUF sentencepiece tokenizer with remove_extra_whitespaces is not "
                              "supported")
         meta["tokenizer.model"] = "sentencepiece_bpe"
-        meta["tokenizer.scores"] = np.asarray(_gguf_value(reader, "tokenizer.ggml.scores"),
+        meta["tokenizer.scores"] = np.asarray(_gguf_value(reader, "tokenizer.ggml.scores", kind="numbers"),
                                               dtype=np.float32)
+        _check_count("tokenizer.ggml.scores", meta["tokenizer.scores"], len(tokens))
         meta["tokenizer.add_space_prefix"] = int(
-            bool(_gguf_value(reader, "tokenizer.ggml.add_space_prefix", True)))
+            bool(_gguf_value(reader, "tokenizer.ggml.add_space_prefix", True, "flag")))
         add_bos_default = True
     else:
         raise ValueError(f"GGUF tokenizer.ggml.model '{kind}' is not supported: expected gpt2 "
                          "(byte-level BPE) or llama (sentencepiece BPE)")
 
     meta["tokenizer.add_bos"] = int(
-        bool(_gguf_value(reader, "tokenizer.ggml.add_bos_token", add_bos_default)))
+        bool(_gguf_value(reader, "tokenizer.ggml.add_bos_token", add_bos_default, "flag")))
     for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"),
                       ("unk", "unknown_token_id"), ("pad", "padding_token_id")):
-        meta[f"tokenizer.{name}_id"] = int(_gguf_value(reader, f"tokenizer.ggml.{key}", -1))
+        meta[f"tokenizer.{name}_id"] = _gguf_value(reader, f"tokenizer.ggml.{key}", -1, "integer")
     template = _gguf_value(reader, "tokenizer.chat_template", None)
     if template is not None:
         meta["tokenizer.chat_template"] = template
@@ -130,10 +138,20 @@ def tokenizer_metadata_from_hf_dir(path) -> dict:
 # ---- GGUF ---------------------------------------------------------------------------------------
 
 _MISSING = object()
+# What _gguf_value expects of a key: a test of the Python value.
+_GGUF_KINDS = {
+    "text": lambda value: isinstance(value, str),
+    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "flag": lambda value: isinstance(value, (bool, int)),
+    "texts": lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
+    "integers": lambda value: isinstance(value, list) and all(isinstance(v, int) for v in value),
+    "numbers": lambda value: isinstance(value, list) and all(isinstance(v, (int, float)) for v in value),
+}
 
 
-def _gguf_value(reader, key, default=_MISSING):
-    """A GGUF metadata value as a Python str / int / float / bool or list of them."""
+def _gguf_value(reader, key, default=_MISSING, kind="text"):
+    """A GGUF metadata value of the given kind (_GGUF_KINDS) as a Python str / int / bool or list
+    of them; ValueError naming the key if it is another or its text is not UTF-8."""
     import gguf
 
     field = reader.fields.get(key)
@@ -143,8 +161,19 @@ def _gguf_value(reader, key, default=_MISSING):
         return default
     parts = [field.parts[i] for i in field.data]
     is_string = field.types[-1] == gguf.GGUFValueType.STRING
-    values = [bytes(p).decode("utf-8") if is_string else p[0].item() for p in parts]
-    return values if field.types[0] == gguf.GGUFValueType.ARRAY else values[0]
+    try:
+        values = [bytes(p).decode("utf-8") if is_string else p[0].item() for p in parts]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"GGUF key {key}: expected UTF-8 text, found {error.object[:40]!r}") from error
+    value = values if field.types[0] == gguf.GGUFValueType.ARRAY else values[0]
+    if not _GGUF_KINDS[kind](value):
+        raise ValueError(f"GGUF key {key}: expected {kind}, found {value!r:.80}")
+    return value
+
+
+def _check_count(key: str, values, n_tokens: int) -> None:
+    if len(values) != n_tokens:
+        raise ValueError(f"GGUF key {key}: expected {n_tokens} values (one per token), found {len(values)}")
 
 
 # ---- Hugging Face tokenizer.json (byte-level BPE) ----------------------------------------------
@@ -267,7 +296,10 @@ def _sentencepiece_from_model_file(model_file: Path):
     import sentencepiece
 
     proto = model_file.read_bytes()
-    spec = _read_sentencepiece_proto(proto)
+    try:
+        spec = _read_sentencepiece_proto(proto)
+    except ValueError as error:  # a damaged protobuf, or a normalizer name that is not UTF-8
+        raise ValueError(f"{model_file}: {error}") from error
     if spec["model_type"] != 2:
         names = {1: "unigram", 3: "word", 4: "char"}
         raise ValueError(f"{model_file}: sentencepiece model type "
@@ -282,7 +314,10 @@ def _sentencepiece_from_model_file(model_file: Path):
                          "expected remove_extra_whitespaces=false, escape_whitespaces=true, "
                          "treat_whitespace_as_suffix=false")
 
-    sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    try:
+        sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except RuntimeError as error:  # how the library refuses a model it cannot parse
+        raise ValueError(f"{model_file}: sentencepiece cannot load it ({error})") from error
     n = sp.get_piece_size()
     if n != len(spec["piece_types"]):
         raise ValueError(f"{model_file}: sentencepiece reports {n} pieces, the file holds "
@@ -341,15 +376,22 @@ def _read_sentencepiece_proto(data: bytes) -> dict:
 
 
 def _proto_fields(data: bytes):
-    """(field number, value) pairs of one protobuf message: ints for varints, bytes otherwise."""
+    """(field number, value) pairs of one protobuf message: ints for varints, bytes otherwise;
+    ValueError where a value runs past the end of the message."""
     pos = 0
 
-    def varint():
+    def take(size: int) -> bytes:
         nonlocal pos
+        if pos + size > len(data):
+            raise ValueError(f"sentencepiece model: truncated/corrupt protobuf ({size} bytes at byte {pos} "
+                             f"run past its end at {len(data)})")
+        pos += size
+        return data[pos - size:pos]
+
+    def varint():
         result = shift = 0
         while True:
-            byte = data[pos]
-            pos += 1
+            byte = take(1)[0]
             result |= (byte & 0x7F) << shift
             shift += 7
             if byte < 0x80:
@@ -361,13 +403,9 @@ def _proto_fields(data: bytes):
         if wire == 0:
             value = varint()
         elif wire == 2:
-            length = varint()
-            value = data[pos:pos + length]
-            pos += length
+            value = take(varint())
         elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value = data[pos:pos + size]
-            pos += size
+            value = take(8 if wire == 1 else 4)
         else:
             raise ValueError(f"sentencepiece model: unsupported protobuf wire type {wire}")
         yield key >> 3, value
@@ -438,11 +476,17 @@ def _special_id(name: str, tokenizer_config: dict, config: dict, token_ids: dict
 def _chat_template(path: Path, tokenizer_config: dict):
     template = tokenizer_config.get("chat_template")
     if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                        None)
     if isinstance(template, str):
         return template
     jinja = path / "chat_template.jinja"
-    return jinja.read_text(encoding="utf-8") if jinja.exists() else None
+    if not jinja.exists():
+        return None
+    try:
+        return jinja.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{jinja}: expected UTF-8 text ({error})") from error
 
 
 def _check_ids(meta: dict):
