@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -34,6 +35,15 @@ Sampler::Sampler(const mixrt_sampler_params &params) : params_(params) {
 
 void check_logits_finite(const float *logits, int32_t n_vocab) {
     // NaN or +inf would make any choice meaningless (and NaN breaks the ordering sorts rely on).
+    // One branch-free pass over the bit patterns (it vectorises; it runs once per sampled token):
+    // exponent all ones is NaN or an infinity, of which only -inf is allowed.
+    uint32_t bad = 0;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, logits + i, 4);
+        bad |= uint32_t((bits & 0x7F800000u) == 0x7F800000u) & uint32_t(bits != 0xFF800000u);
+    }
+    if (!bad) return;
     for (int32_t i = 0; i < n_vocab; ++i) {
         if (logits[i] < std::numeric_limits<float>::infinity()) continue;
         fail(MIXRT_ERR_NOT_FINITE, std::string("the model computed a logit of ") + (std::isnan(logits[i]) ? "NaN" : "+inf") +
