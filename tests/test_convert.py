@@ -964,9 +964,12 @@ def test_a_signalled_conversion_removes_its_temporary_files(tiny_hf, tmp_path, s
     """SIGINT or SIGTERM while a temporary file exists (the calibration's, then the writer's): the
     converter stops, removes it, says so and exits with 128 + the signal number."""
     out = tmp_path / "out.mixrt"
+    # A test run started in the background of a shell ignores SIGINT, and so would the converter
+    # (Python keeps an ignored SIGINT ignored, as a background job should): the child gets the default.
     proc = subprocess.Popen([sys.executable, "-m", "mixrt.convert.cli", str(tiny_hf), "-o", str(out), "--recipe",
                              "mix", "--bits", str(TINY_MIX_BITS), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not temp_leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
