@@ -35,7 +35,8 @@ bool meta_string_is(mixrt_model *model, const char *key, std::string_view value)
     return mixrt_model_meta_string(model, key, &s, &len) == MIXRT_OK && std::string_view(s, len) == value;
 }
 
-// Well-formed UTF-8 (no surrogates, no overlong forms, at most U+10FFFF).
+// Well-formed UTF-8 (no surrogates, no overlong forms, at most U+10FFFF). Written here rather than
+// taken from text/unicode.h: the oracle must not share the code it checks.
 bool valid_utf8(const uint8_t *p, size_t n) {
     for (size_t i = 0; i < n;) {
         const uint8_t c = p[i];

@@ -264,7 +264,7 @@ def open_hf_dir(path: Path) -> ModelSource:
         config = read_json_object(config_file)
         hparams = _hyperparameters(config)
         model_name = (_config_value(config, "_name_or_path", str, "")
-                or _config_value(config, "_model_name_or_path", str, "") or path.name)
+                      or _config_value(config, "_model_name_or_path", str, "") or path.name)
     with naming(path):
         if not any((path / name).exists() for name in TOKENIZER_FILES):
             raise ConversionError(f"{path}: expected a tokenizer ({' or '.join(TOKENIZER_FILES)}), "
